@@ -1,0 +1,1506 @@
+//! The cycle engine: instruction queues, issue timing, and the state of every unit.
+//!
+//! Timing rules (see `docs/timing.md`):
+//! - Each queue issues at most one instruction per cycle. A MEM, VXM, MXM, SXM or C2C
+//!   instruction occupies its queue for one cycle; `nop n` for n cycles; `repeat n, d`
+//!   re-issues the previous instruction at t0+d, t0+2d, ..., t0+nd (t0 = its issue);
+//!   `sync` parks the queue until a `notify` is delivered.
+//! - An instruction reads its stream operands on its issue cycle t at its slice's
+//!   position, and its result appears at its own position on cycle t + d_func, then
+//!   moves one position per cycle. So a value produced at position p is consumed at
+//!   position q by an instruction issued at t + d_func + |p - q|.
+//! - The engine runs at superlane-0 time (design idea 4): every superlane sees the same
+//!   schedule k cycles later, so a finished program's cycle count adds the skew of the
+//!   last superlane (superlanes - 1 cycles).
+//! - Idle cycles are skipped: the engine jumps to the next cycle at which a queue issues.
+
+use crate::config::{ChipConfig, QueueInfo, QueueKind};
+use crate::dtype::DType;
+use crate::error::{CapacityError, LoadError};
+use crate::isa::{FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE};
+use crate::program::Program;
+use crate::sram::Sram;
+use crate::streams::Streams;
+use crate::{mxm, sxm, vxm};
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Every queue is drained and every result has landed.
+    Halted,
+    /// The requested cycle (`max_cycles`, `step`, `run_until`) was reached first.
+    CycleLimit,
+    /// A breakpoint instruction is about to issue.
+    Breakpoint,
+    /// A watched SRAM word was written.
+    Watchpoint,
+    /// A fault with policy `error` happened (see [`Chip::fault`]).
+    Fault,
+    /// The issue budget of this call ran out (used to check for Ctrl-C between slices).
+    Paused,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Halted => "HALTED",
+            RunStatus::CycleLimit => "CYCLE_LIMIT",
+            RunStatus::Breakpoint => "BREAKPOINT",
+            RunStatus::Watchpoint => "WATCHPOINT",
+            RunStatus::Fault => "FAULT",
+            RunStatus::Paused => "PAUSED",
+        }
+    }
+}
+
+/// Kinds of runtime fault: program bugs the chip would not report but the emulator does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// An instruction read a stream (or chained ALU output) that carries no valid data.
+    StreamEmpty,
+    /// Two writers put a value on one stream register in one cycle.
+    StreamConflict,
+    /// Two accesses of one MEM slice in one cycle that the SRAM cannot serve: two reads,
+    /// two writes, or a read and a write on the same bank.
+    BankConflict,
+    /// Two results of one VXM ALU in one cycle.
+    AluConflict,
+    /// An MXM plane used before its weights or accumulator slot are ready, or while busy.
+    MxmHazard,
+    /// An operand is invalid when the instruction runs (address past the end after a
+    /// repeat, a permute map that is not a permutation, a full weight buffer, mismatched
+    /// types). Always stops the run.
+    BadOperand,
+    /// Every remaining queue waits in `sync` and no `notify` is coming. Always stops.
+    Deadlock,
+    /// The instruction needs something not emulated yet (C2C links). Always stops.
+    Unsupported,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::StreamEmpty,
+        FaultKind::StreamConflict,
+        FaultKind::BankConflict,
+        FaultKind::AluConflict,
+        FaultKind::MxmHazard,
+        FaultKind::BadOperand,
+        FaultKind::Deadlock,
+        FaultKind::Unsupported,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::StreamEmpty => "stream_empty",
+            FaultKind::StreamConflict => "stream_conflict",
+            FaultKind::BankConflict => "bank_conflict",
+            FaultKind::AluConflict => "alu_conflict",
+            FaultKind::MxmHazard => "mxm_hazard",
+            FaultKind::BadOperand => "bad_operand",
+            FaultKind::Deadlock => "deadlock",
+            FaultKind::Unsupported => "unsupported",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<FaultKind> {
+        Self::ALL.iter().copied().find(|k| k.name() == s)
+    }
+    /// Whether the run can go on after this fault (policy warn/ignore).
+    pub fn recoverable(self) -> bool {
+        !matches!(
+            self,
+            FaultKind::BadOperand | FaultKind::Deadlock | FaultKind::Unsupported
+        )
+    }
+}
+
+/// What to do when a recoverable fault happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultPolicy {
+    /// Stop the run with [`RunStatus::Fault`].
+    Error,
+    /// Record it in [`Chip::warnings`] and go on (empty reads give zeros, the last
+    /// writer of a register wins, conflicting SRAM accesses all happen).
+    Warn,
+    /// Go on silently, as `Warn` but unrecorded.
+    Ignore,
+}
+
+/// A runtime fault, located by cycle, queue and instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub cycle: u64,
+    pub queue: String,
+    /// Index of the instruction in its queue (for a repeat, the repeated instruction).
+    pub index: usize,
+    /// Which re-issue of a repeated instruction (0 = the original issue).
+    pub repeat: u32,
+    pub instr: String,
+    pub msg: String,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at cycle {}, queue {}, instruction {} `{}`",
+            self.kind.name(),
+            self.cycle,
+            self.queue,
+            self.index,
+            self.instr
+        )?;
+        if self.repeat > 0 {
+            write!(f, " (repeat {})", self.repeat)?;
+        }
+        write!(f, ": {}", self.msg)
+    }
+}
+
+/// Counters of one run (since load or the last [`Chip::clear_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Instructions issued per unit (index = [`Unit`] order), repeats included.
+    pub issued: [u64; 6],
+    /// Cycles on which at least one queue of the unit issued.
+    pub busy: [u64; 6],
+    /// Instructions issued per queue.
+    pub per_queue: Vec<u64>,
+    pub sram_reads: u64,
+    pub sram_writes: u64,
+    pub stream_writes: u64,
+    pub stream_reads: u64,
+    pub macs_int8: u64,
+    pub macs_fp16: u64,
+    pub weights_installed: u64,
+    /// Busy cycles per MXM plane (an fp16 activation keeps a plane busy 4 cycles).
+    pub mxm_busy: Vec<u64>,
+    last_busy: [u64; 6],
+}
+
+/// Run limits for one call.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Stop before executing this cycle.
+    pub until: u64,
+    /// Stop (status `Paused`) after about this many issues, so the caller can check for
+    /// interrupts; `u64::MAX` for none.
+    pub issue_budget: u64,
+}
+
+/// Observer of what the chip does; chosen at compile time so tracing costs nothing
+/// when off.
+pub trait Tracer {
+    /// An instruction issued on `queue` at `cycle`; its result lands at `done`.
+    fn issue(&mut self, _cycle: u64, _queue: usize, _index: usize, _instr: &Instr, _done: u64) {}
+}
+
+/// The tracer that records nothing.
+pub struct NoTrace;
+impl Tracer for NoTrace {}
+
+#[derive(Clone, Debug)]
+struct Rep {
+    instr: Instr,
+    index: usize,
+    left: u32,
+    d: u32,
+    k: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+struct QState {
+    pc: usize,
+    next: u64,
+    rep: Option<Rep>,
+    parked: bool,
+    last_issue: u64,
+}
+
+#[derive(Clone, Debug)]
+struct PendingWrite {
+    cycle: u64,
+    hemi: u8,
+    slice: u16,
+    addr: u32,
+    data: Vec<u8>,
+    /// For scatters: only these lanes are written (`None` = the whole word).
+    lanes: Option<Vec<(u32, u32)>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    ready: u64,
+    float: bool,
+    data: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Plane {
+    buf: Vec<u8>,
+    buf_rows: usize,
+    buf_dtype: Option<DType>,
+    w_dtype: Option<DType>,
+    w_i8: Vec<i8>,
+    w_f32: Vec<f32>,
+    ready: u64,
+    busy_until: u64,
+    slots: Vec<Slot>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct BankUse {
+    cycle: u64,
+    read: Option<u8>,
+    write: Option<u8>,
+}
+
+/// A whole-chip state saved by [`Chip::snapshot`].
+#[derive(Clone)]
+pub struct Snapshot(Box<Chip>);
+
+/// One emulated chip.
+#[derive(Clone)]
+pub struct Chip {
+    cfg: ChipConfig,
+    lanes: usize,
+    queues: Vec<QueueInfo>,
+    lat: [u32; 256],
+    sram: Sram,
+    streams: Streams,
+    alu_out: Vec<VecDeque<(u64, Vec<u8>)>>,
+    planes: Vec<Plane>,
+    program: Option<Arc<Program>>,
+    code: Vec<Arc<[Instr]>>,
+    entry: Option<String>,
+    q: Vec<QState>,
+    active: Vec<usize>,
+    cycle: u64,
+    pending: VecDeque<PendingWrite>,
+    notify_at: BTreeSet<u64>,
+    last_notify: Option<u64>,
+    bank: Vec<BankUse>,
+    last_activity: Option<u64>,
+    halted: bool,
+    stats: Stats,
+    fault: Option<Fault>,
+    warnings: Vec<Fault>,
+    policy: [FaultPolicy; 8],
+    breakpoints: HashSet<(usize, usize)>,
+    watchpoints: HashSet<(u8, u16, u32)>,
+    watch_hit: Option<(u8, u16, u32)>,
+    resume_cycle: Option<u64>,
+    // Scratch buffers reused by every instruction.
+    sa: Vec<u8>,
+    sb: Vec<u8>,
+    so: Vec<u8>,
+}
+
+/// Maximum warnings kept (later ones are counted, not stored).
+pub const MAX_WARNINGS: usize = 1000;
+
+fn hemi_name(h: u8) -> &'static str {
+    crate::config::HEMISPHERES[h as usize]
+}
+
+impl Chip {
+    pub fn new(cfg: ChipConfig) -> Result<Chip, crate::error::ConfigError> {
+        cfg.validate()?;
+        let lanes = cfg.lanes();
+        let mut lat = [0u32; 256];
+        for d in crate::isa::TABLE {
+            lat[d.opcode as usize] = d.latency.map_or(0, |k| cfg.latencies.get(k));
+        }
+        let max_lat = *lat.iter().max().unwrap() as usize;
+        let horizon = max_lat + cfg.positions() as usize + 8;
+        let queues = cfg.queues();
+        let nq = queues.len();
+        let planes = cfg.mxm_planes as usize;
+        Ok(Chip {
+            lanes,
+            sram: Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, lanes),
+            streams: Streams::new(cfg.streams as usize, lanes, horizon),
+            alu_out: vec![VecDeque::new(); cfg.vxm_alus as usize],
+            planes: vec![Plane::default(); planes],
+            program: None,
+            code: vec![Arc::from(Vec::new()); nq],
+            entry: None,
+            q: vec![QState::default(); nq],
+            active: Vec::new(),
+            cycle: 0,
+            pending: VecDeque::new(),
+            notify_at: BTreeSet::new(),
+            last_notify: None,
+            bank: vec![BankUse::default(); 2 * cfg.mem_slices as usize],
+            last_activity: None,
+            halted: true,
+            stats: Stats {
+                per_queue: vec![0; nq],
+                mxm_busy: vec![0; planes],
+                ..Stats::default()
+            },
+            fault: None,
+            warnings: Vec::new(),
+            policy: [FaultPolicy::Error; 8],
+            breakpoints: HashSet::new(),
+            watchpoints: HashSet::new(),
+            watch_hit: None,
+            resume_cycle: None,
+            sa: vec![0; 16 * lanes],
+            sb: vec![0; 16 * lanes],
+            so: vec![0; 16 * lanes],
+            queues,
+            lat,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &ChipConfig {
+        &self.cfg
+    }
+    pub fn queues(&self) -> &[QueueInfo] {
+        &self.queues
+    }
+    pub fn program(&self) -> Option<&Arc<Program>> {
+        self.program.as_ref()
+    }
+    /// The next cycle to execute (superlane-0 time).
+    pub fn cycle(&self) -> u64 {
+        self.cycle
+    }
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn fault(&self) -> Option<&Fault> {
+        self.fault.as_ref()
+    }
+    pub fn warnings(&self) -> &[Fault] {
+        &self.warnings
+    }
+    pub fn watch_hit(&self) -> Option<(u8, u16, u32)> {
+        self.watch_hit
+    }
+    pub fn sram(&self) -> &Sram {
+        &self.sram
+    }
+
+    /// Cycles the program took: from cycle 0 to the last result landing in the last
+    /// superlane. 0 before anything ran.
+    pub fn cycles(&self) -> u64 {
+        self.last_activity
+            .map_or(0, |t| t + 1 + (self.cfg.superlanes as u64 - 1))
+    }
+
+    pub fn set_policy(&mut self, kind: FaultKind, policy: FaultPolicy) {
+        self.policy[kind as usize] = policy;
+    }
+    pub fn policy(&self, kind: FaultKind) -> FaultPolicy {
+        self.policy[kind as usize]
+    }
+
+    pub fn queue_index(&self, name: &str) -> Option<usize> {
+        self.queues.iter().position(|q| q.name == name)
+    }
+
+    /// Load a program (it must target this chip's config) and prepare to run `entry`.
+    pub fn load(&mut self, prog: Arc<Program>, entry: Option<&str>) -> Result<(), LoadError> {
+        if prog.config != self.cfg {
+            return Err(LoadError::Config(crate::error::ConfigError::new(format!(
+                "the program was built for chip config '{}', which differs from this chip's '{}'",
+                prog.config.name, self.cfg.name
+            ))));
+        }
+        if let Some(e) = prog.check().into_iter().next() {
+            return Err(LoadError::Format(crate::error::FormatError::new(
+                0, "program", e,
+            )));
+        }
+        if let Some(name) = entry {
+            if !prog.entries.iter().any(|e| e.name == name) && name != "main" {
+                return Err(LoadError::Config(crate::error::ConfigError::new(format!(
+                    "no entry point named '{name}'"
+                ))));
+            }
+        }
+        self.check_capacity(&prog)?;
+        let mut code: Vec<Arc<[Instr]>> = vec![Arc::from(Vec::new()); self.queues.len()];
+        for qc in &prog.queues {
+            let i = self
+                .queue_index(&qc.queue)
+                .expect("checked by Program::check");
+            code[i] = Arc::from(qc.code.clone());
+        }
+        self.code = code;
+        self.program = Some(prog);
+        self.entry = entry.map(str::to_string);
+        self.reset();
+        Ok(())
+    }
+
+    fn check_capacity(&self, prog: &Program) -> Result<(), CapacityError> {
+        // Instructions are 8 bytes; the real chip keeps them in MEM slices reserved for
+        // the purpose. We allow as much instruction storage as 8 slices of one hemisphere.
+        let limit = 8 * self.cfg.addresses as u64 * self.lanes as u64;
+        let need = 8 * prog.instruction_count() as u64;
+        if need > limit {
+            return Err(CapacityError {
+                msg: format!(
+                    "the program has {} instructions ({} bytes); the chip's instruction memory holds {} bytes",
+                    prog.instruction_count(),
+                    need,
+                    limit
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Return to the state right after `load`: SRAM holds only the program's
+    /// initialisers, every queue is at its entry point, cycle 0, counters cleared.
+    pub fn reset(&mut self) {
+        let fresh = Chip::new(self.cfg.clone()).expect("config was valid");
+        let keep_policy = self.policy;
+        let bps = std::mem::take(&mut self.breakpoints);
+        let wps = std::mem::take(&mut self.watchpoints);
+        let prog = self.program.take();
+        let code = std::mem::take(&mut self.code);
+        let entry = self.entry.take();
+        *self = fresh;
+        self.policy = keep_policy;
+        self.breakpoints = bps;
+        self.watchpoints = wps;
+        self.code = code;
+        self.entry = entry;
+        if let Some(p) = &prog {
+            for init in &p.inits {
+                for (n, word) in init.data.chunks(self.lanes).enumerate() {
+                    self.sram.write(
+                        init.hemi as usize,
+                        init.slice as usize,
+                        init.addr as usize + n,
+                        word,
+                    );
+                }
+            }
+            let starts = p
+                .entries
+                .iter()
+                .find(|e| Some(&e.name) == self.entry.as_ref())
+                .map(|e| e.starts.clone())
+                .unwrap_or_default();
+            for (name, pc) in starts {
+                if let Some(i) = self.queue_index(&name) {
+                    self.q[i].pc = pc as usize;
+                }
+            }
+            self.active = (0..self.queues.len())
+                .filter(|&i| self.q[i].pc < self.code[i].len())
+                .collect();
+            self.halted = self.active.is_empty();
+        }
+        self.program = prog;
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(Box::new(self.clone()))
+    }
+
+    /// Restore a snapshot taken from a chip with the same config.
+    pub fn restore(&mut self, s: &Snapshot) -> Result<(), crate::error::ConfigError> {
+        if s.0.cfg != self.cfg {
+            return Err(crate::error::ConfigError::new(
+                "the snapshot was taken on a chip with a different config",
+            ));
+        }
+        *self = (*s.0).clone();
+        Ok(())
+    }
+
+    pub fn clear_stats(&mut self) {
+        self.stats = Stats {
+            per_queue: vec![0; self.queues.len()],
+            mxm_busy: vec![0; self.planes.len()],
+            ..Stats::default()
+        };
+    }
+
+    pub fn add_breakpoint(&mut self, queue: usize, index: usize) {
+        self.breakpoints.insert((queue, index));
+    }
+    pub fn remove_breakpoint(&mut self, queue: usize, index: usize) -> bool {
+        self.breakpoints.remove(&(queue, index))
+    }
+    pub fn add_watchpoint(&mut self, hemi: u8, slice: u16, addr: u32) {
+        self.watchpoints.insert((hemi, slice, addr));
+    }
+    pub fn remove_watchpoint(&mut self, hemi: u8, slice: u16, addr: u32) -> bool {
+        self.watchpoints.remove(&(hemi, slice, addr))
+    }
+
+    /// Write a word of SRAM directly (host DMA; not timed).
+    pub fn write_word(&mut self, hemi: u8, slice: u16, addr: u32, data: &[u8]) {
+        self.sram
+            .write(hemi as usize, slice as usize, addr as usize, data);
+    }
+
+    pub fn read_word(&self, hemi: u8, slice: u16, addr: u32, out: &mut [u8]) {
+        self.sram
+            .read(hemi as usize, slice as usize, addr as usize, out);
+    }
+
+    /// The value on a stream register at a position on the current cycle.
+    pub fn stream_value(&self, s: StreamRef, pos: u32) -> Option<&[u8]> {
+        self.streams.read(s, pos, self.cycle)
+    }
+
+    /// Program counter of each queue: (next instruction index, instructions).
+    pub fn queue_state(&self, i: usize) -> (usize, usize, bool) {
+        (self.q[i].pc, self.code[i].len(), self.q[i].parked)
+    }
+
+    /// Run until halted, a stop condition, or `limits`.
+    pub fn run(&mut self, limits: Limits) -> RunStatus {
+        self.run_traced(limits, &mut NoTrace)
+    }
+
+    pub fn run_traced<T: Tracer>(&mut self, limits: Limits, tracer: &mut T) -> RunStatus {
+        if self.fault.is_some() {
+            return RunStatus::Fault;
+        }
+        if self.halted {
+            return RunStatus::Halted;
+        }
+        self.watch_hit = None;
+        let mut budget = limits.issue_budget;
+        loop {
+            // The next cycle anything happens.
+            let mut t = u64::MAX;
+            let mut any_running = false;
+            for &qi in &self.active {
+                let s = &self.q[qi];
+                if !s.parked {
+                    any_running = true;
+                    t = t.min(s.next);
+                }
+            }
+            if let Some(&n) = self.notify_at.iter().next() {
+                t = t.min(n);
+            }
+            if t == u64::MAX {
+                if self.active.is_empty() {
+                    return self.finish();
+                }
+                let qi = self.active[0];
+                self.raise_at(
+                    FaultKind::Deadlock,
+                    qi,
+                    self.q[qi].pc.saturating_sub(1),
+                    0,
+                    "every remaining queue waits in sync and no notify is coming".into(),
+                );
+                return RunStatus::Fault;
+            }
+            let _ = any_running;
+            t = t.max(self.cycle);
+            if t >= limits.until {
+                self.cycle = limits.until.max(self.cycle);
+                self.commit_writes(self.cycle.saturating_sub(1));
+                return RunStatus::CycleLimit;
+            }
+            if budget == 0 {
+                return RunStatus::Paused;
+            }
+            self.cycle = t;
+            self.commit_writes(t);
+            if self.watch_hit.is_some() {
+                return RunStatus::Watchpoint;
+            }
+            // Deliver notifies due now.
+            while let Some(&n) = self.notify_at.iter().next() {
+                if n > t {
+                    break;
+                }
+                self.notify_at.remove(&n);
+                self.last_notify = Some(n);
+                for &qi in &self.active {
+                    if self.q[qi].parked {
+                        self.q[qi].parked = false;
+                        self.q[qi].next = t;
+                    }
+                }
+            }
+            // Breakpoints are checked for every queue before anything issues this cycle.
+            if !self.breakpoints.is_empty() && self.resume_cycle != Some(t) {
+                for &qi in &self.active {
+                    let s = &self.q[qi];
+                    if !s.parked
+                        && s.next == t
+                        && s.rep.is_none()
+                        && self.breakpoints.contains(&(qi, s.pc))
+                    {
+                        self.resume_cycle = Some(t);
+                        return RunStatus::Breakpoint;
+                    }
+                }
+            }
+            let mut i = 0;
+            while i < self.active.len() {
+                let qi = self.active[i];
+                self.step_queue(qi, t, tracer, &mut budget);
+                if self.fault.is_some() {
+                    self.cycle = t;
+                    return RunStatus::Fault;
+                }
+                let s = &self.q[qi];
+                if s.rep.is_none() && s.pc >= self.code[qi].len() && !s.parked {
+                    self.active.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            self.cycle = t + 1;
+            if self.watch_hit.is_some() {
+                return RunStatus::Watchpoint;
+            }
+        }
+    }
+
+    fn finish(&mut self) -> RunStatus {
+        self.commit_writes(u64::MAX);
+        self.notify_at.clear();
+        if let Some(t) = self.last_activity {
+            self.cycle = self.cycle.max(t + 1);
+        }
+        self.halted = true;
+        if self.watch_hit.is_some() {
+            return RunStatus::Watchpoint;
+        }
+        RunStatus::Halted
+    }
+
+    fn commit_writes(&mut self, t: u64) {
+        while self.pending.front().is_some_and(|w| w.cycle <= t) {
+            let w = self.pending.pop_front().unwrap();
+            let (h, s, a) = (w.hemi as usize, w.slice as usize, w.addr as usize);
+            match &w.lanes {
+                None => {
+                    self.sram.write(h, s, a, &w.data);
+                    if self.watchpoints.contains(&(w.hemi, w.slice, w.addr)) {
+                        self.watch_hit = Some((w.hemi, w.slice, w.addr));
+                    }
+                }
+                Some(list) => {
+                    for &(lane, addr) in list {
+                        self.sram.write_byte(
+                            h,
+                            s,
+                            addr as usize,
+                            lane as usize,
+                            w.data[lane as usize],
+                        );
+                        if self.watchpoints.contains(&(w.hemi, w.slice, addr)) {
+                            self.watch_hit = Some((w.hemi, w.slice, addr));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Issue whatever `qi` issues on cycle `t` (zero-cost ICU instructions chain).
+    fn step_queue<T: Tracer>(&mut self, qi: usize, t: u64, tracer: &mut T, budget: &mut u64) {
+        loop {
+            let s = &self.q[qi];
+            if s.parked || s.next != t {
+                return;
+            }
+            if let Some(rep) = &self.q[qi].rep {
+                let mut rep = rep.clone();
+                rep.k += 1;
+                rep.left -= 1;
+                let mut instr = rep.instr;
+                let def = instr.def();
+                for (fi, f) in def.fields.iter().enumerate() {
+                    if f.kind.advances() {
+                        instr.args[fi] += rep.k;
+                    }
+                }
+                let (index, k) = (rep.index, rep.k);
+                let s = &mut self.q[qi];
+                s.next = if rep.left == 0 {
+                    t + 1
+                } else {
+                    t + rep.d as u64
+                };
+                s.rep = (rep.left > 0).then_some(rep);
+                self.issue(qi, index, k, &instr, t, tracer);
+                *budget = budget.saturating_sub(1);
+                return;
+            }
+            let code = &self.code[qi];
+            let pc = self.q[qi].pc;
+            if pc >= code.len() {
+                return;
+            }
+            let instr = code[pc];
+            self.q[qi].pc += 1;
+            match instr.op {
+                Op::Nop => {
+                    self.q[qi].next = t + instr.args[0] as u64;
+                    return;
+                }
+                Op::Repeat => {
+                    let (n, d) = (instr.args[0], instr.args[1]);
+                    if n == 0 {
+                        continue;
+                    }
+                    let prev = code[pc - 1];
+                    let s = &mut self.q[qi];
+                    s.rep = Some(Rep {
+                        instr: prev,
+                        index: pc - 1,
+                        left: n,
+                        d,
+                        k: 0,
+                    });
+                    s.next = (s.last_issue + d as u64).max(t);
+                    continue;
+                }
+                Op::Sync => {
+                    if self.last_notify != Some(t) {
+                        self.q[qi].parked = true;
+                        return;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            self.q[qi].next = t + 1;
+            self.issue(qi, pc, 0, &instr, t, tracer);
+            *budget = budget.saturating_sub(1);
+            return;
+        }
+    }
+
+    fn raise_at(
+        &mut self,
+        kind: FaultKind,
+        qi: usize,
+        index: usize,
+        repeat: u32,
+        msg: String,
+    ) -> bool {
+        let policy = if kind.recoverable() {
+            self.policy[kind as usize]
+        } else {
+            FaultPolicy::Error
+        };
+        if policy == FaultPolicy::Ignore {
+            return false;
+        }
+        let instr = self.code[qi]
+            .get(index)
+            .map_or_else(String::new, |i| i.disassemble());
+        let f = Fault {
+            kind,
+            cycle: self.cycle,
+            queue: self.queues[qi].name.clone(),
+            index,
+            repeat,
+            instr,
+            msg,
+        };
+        match policy {
+            FaultPolicy::Error => {
+                self.fault = Some(f);
+                true
+            }
+            _ => {
+                if self.warnings.len() < MAX_WARNINGS {
+                    self.warnings.push(f);
+                }
+                false
+            }
+        }
+    }
+
+    fn issue<T: Tracer>(
+        &mut self,
+        qi: usize,
+        index: usize,
+        k: u32,
+        instr: &Instr,
+        t: u64,
+        tracer: &mut T,
+    ) {
+        let unit = instr.op.unit();
+        let ui = Unit::ALL.iter().position(|u| *u == unit).unwrap();
+        self.stats.issued[ui] += 1;
+        self.stats.per_queue[qi] += 1;
+        if self.stats.last_busy[ui] != t + 1 {
+            self.stats.busy[ui] += 1;
+            self.stats.last_busy[ui] = t + 1;
+        }
+        self.q[qi].last_issue = t;
+        let done = t + self.lat[instr.op as usize] as u64;
+        self.last_activity = Some(self.last_activity.map_or(done, |a| a.max(done)));
+        tracer.issue(t, qi, index, instr, done);
+        let ctx = Ctx {
+            qi,
+            index,
+            k,
+            t,
+            done,
+        };
+        let kind = self.queues[qi].kind;
+        let pos = self.queues[qi].position;
+        match (unit, kind) {
+            (Unit::Mem, QueueKind::Mem { hemi, slice, .. }) => {
+                self.exec_mem(&ctx, instr, hemi, slice, pos)
+            }
+            (Unit::Vxm, QueueKind::Vxm { alu }) => self.exec_vxm(&ctx, instr, alu as usize, pos),
+            (
+                Unit::Mxm,
+                QueueKind::MxmLoad { plane }
+                | QueueKind::MxmAbc { plane }
+                | QueueKind::MxmAcc { plane },
+            ) => self.exec_mxm(&ctx, instr, plane as usize, pos),
+            (Unit::Sxm, _) => self.exec_sxm(&ctx, instr, pos),
+            (Unit::Icu | Unit::C2c, _) => self.exec_icu_or_c2c(&ctx, instr),
+            _ => unreachable!("queue/unit pairing is checked at load"),
+        }
+    }
+
+    /// Report a fault at the instruction in `ctx`; true if the run must stop.
+    fn raise(&mut self, ctx: &Ctx, kind: FaultKind, msg: String) -> bool {
+        self.raise_at(kind, ctx.qi, ctx.index, ctx.k, msg)
+    }
+
+    /// The first stream of an aligned group of `n` streams, or a fault.
+    fn group(&mut self, ctx: &Ctx, base: u32, n: usize) -> Option<StreamRef> {
+        let s0 = StreamRef::from_operand(base).expect("validated stream operand");
+        let n = n as u32;
+        if s0.index + n > self.cfg.streams {
+            let name = FieldKind::Stream.format(base);
+            let msg = format!("a group of {n} streams cannot start at {name}");
+            self.raise(ctx, FaultKind::BadOperand, msg);
+            return None;
+        }
+        Some(s0)
+    }
+
+    /// Read `n` consecutive streams from `base` at `pos` into `out` (plane-major).
+    /// Returns false if the run must stop.
+    fn read_group(&mut self, ctx: &Ctx, base: u32, n: usize, pos: u32, which: Which) -> bool {
+        let Some(s0) = self.group(ctx, base, n) else {
+            return false;
+        };
+        for b in 0..n {
+            let s = StreamRef {
+                index: s0.index + b as u32,
+                west: s0.west,
+            };
+            self.stats.stream_reads += 1;
+            let lanes = self.lanes;
+            let dst: &mut Vec<u8> = match which {
+                Which::A => &mut self.sa,
+                Which::B => &mut self.sb,
+            };
+            match self.streams.read(s, pos, ctx.t) {
+                Some(v) => dst[b * lanes..(b + 1) * lanes].copy_from_slice(v),
+                None => {
+                    dst[b * lanes..(b + 1) * lanes].fill(0);
+                    let name = FieldKind::Stream.format(s.operand());
+                    if self.raise(
+                        ctx,
+                        FaultKind::StreamEmpty,
+                        format!("stream {name} carries no valid data at position {pos}"),
+                    ) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Put `n` planes of `data` on streams base.. at `pos`, landing on cycle `at`.
+    fn write_group(
+        &mut self,
+        ctx: &Ctx,
+        base: u32,
+        n: usize,
+        pos: u32,
+        at: u64,
+        data: &[u8],
+    ) -> bool {
+        let Some(s0) = self.group(ctx, base, n) else {
+            return false;
+        };
+        let lanes = self.lanes;
+        for b in 0..n {
+            let s = StreamRef {
+                index: s0.index + b as u32,
+                west: s0.west,
+            };
+            self.stats.stream_writes += 1;
+            if let Err(c) =
+                self.streams
+                    .write(s, pos, at, &data[b * lanes..(b + 1) * lanes], ctx.qi as u32)
+            {
+                let other = self.queues[c.other_writer as usize].name.clone();
+                let name = FieldKind::Stream.format(s.operand());
+                if self.raise(
+                    ctx,
+                    FaultKind::StreamConflict,
+                    format!(
+                        "stream {name} at position {pos} on cycle {at} is also written by {other}"
+                    ),
+                ) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn use_bank(&mut self, ctx: &Ctx, hemi: u8, slice: u16, addr: u32, write: bool) -> bool {
+        let bank = (addr >= self.cfg.addresses / 2) as u8;
+        let i = hemi as usize * self.cfg.mem_slices as usize + slice as usize;
+        let u = &mut self.bank[i];
+        if u.cycle != ctx.t {
+            *u = BankUse {
+                cycle: ctx.t,
+                read: None,
+                write: None,
+            };
+        }
+        let problem = if write {
+            match (u.write, u.read) {
+                (Some(_), _) => Some("two writes".to_string()),
+                (_, Some(b)) if b == bank => Some(format!("a read and a write on bank {bank}")),
+                _ => None,
+            }
+        } else {
+            match (u.read, u.write) {
+                (Some(_), _) => Some("two reads".to_string()),
+                (_, Some(b)) if b == bank => Some(format!("a read and a write on bank {bank}")),
+                _ => None,
+            }
+        };
+        if write {
+            u.write = Some(bank);
+        } else {
+            u.read = Some(bank);
+        }
+        if let Some(p) = problem {
+            let msg = format!(
+                "MEM slice {}{} serves {p} in one cycle",
+                hemi_name(hemi),
+                slice
+            );
+            return !self.raise(ctx, FaultKind::BankConflict, msg);
+        }
+        true
+    }
+
+    fn exec_mem(&mut self, ctx: &Ctx, instr: &Instr, hemi: u8, slice: u16, pos: u32) {
+        let a = instr.args;
+        let lanes = self.lanes;
+        let addresses = self.cfg.addresses;
+        let check_addr = |addr: u32| addr < addresses;
+        match instr.op {
+            Op::Read | Op::Write => {
+                let addr = a[0];
+                if !check_addr(addr) {
+                    self.raise(
+                        ctx,
+                        FaultKind::BadOperand,
+                        format!("address {addr} is past the slice's {addresses} words"),
+                    );
+                    return;
+                }
+                if !self.use_bank(ctx, hemi, slice, addr, instr.op == Op::Write) {
+                    return;
+                }
+                if instr.op == Op::Read {
+                    self.stats.sram_reads += 1;
+                    let mut v = std::mem::take(&mut self.so);
+                    self.sram.read(
+                        hemi as usize,
+                        slice as usize,
+                        addr as usize,
+                        &mut v[..lanes],
+                    );
+                    self.write_group(ctx, a[1], 1, pos, ctx.done, &v[..lanes]);
+                    self.so = v;
+                } else {
+                    if !self.read_group(ctx, a[1], 1, pos, Which::A) {
+                        return;
+                    }
+                    self.stats.sram_writes += 1;
+                    let data = self.sa[..lanes].to_vec();
+                    self.push_write(PendingWrite {
+                        cycle: ctx.done,
+                        hemi,
+                        slice,
+                        addr,
+                        data,
+                        lanes: None,
+                    });
+                }
+            }
+            Op::Gather | Op::Scatter => {
+                if !self.read_group(ctx, a[0], 2, pos, Which::B) {
+                    return;
+                }
+                let map = sxm::map16(&self.sb[..lanes], &self.sb[lanes..2 * lanes]);
+                if let Some((l, m)) = map
+                    .iter()
+                    .enumerate()
+                    .find(|(_, m)| **m as u32 >= addresses)
+                {
+                    self.raise(
+                        ctx,
+                        FaultKind::BadOperand,
+                        format!(
+                            "map lane {l} names address {m}, past the slice's {addresses} words"
+                        ),
+                    );
+                    return;
+                }
+                let bank0 = map.first().copied().unwrap_or(0) as u32;
+                if !self.use_bank(ctx, hemi, slice, bank0, instr.op == Op::Scatter) {
+                    return;
+                }
+                if instr.op == Op::Gather {
+                    self.stats.sram_reads += 1;
+                    let mut v = vec![0u8; lanes];
+                    let mut word = vec![0u8; lanes];
+                    for (l, &m) in map.iter().enumerate() {
+                        self.sram.read(hemi as usize, slice as usize, m, &mut word);
+                        v[l] = word[l];
+                    }
+                    self.write_group(ctx, a[1], 1, pos, ctx.done, &v);
+                } else {
+                    if !self.read_group(ctx, a[1], 1, pos, Which::A) {
+                        return;
+                    }
+                    self.stats.sram_writes += 1;
+                    let list = map
+                        .iter()
+                        .enumerate()
+                        .map(|(l, m)| (l as u32, *m as u32))
+                        .collect();
+                    let data = self.sa[..lanes].to_vec();
+                    self.push_write(PendingWrite {
+                        cycle: ctx.done,
+                        hemi,
+                        slice,
+                        addr: bank0,
+                        data,
+                        lanes: Some(list),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn push_write(&mut self, w: PendingWrite) {
+        // Keep the queue ordered by commit cycle (latencies differ between write kinds).
+        let at = self.pending.partition_point(|p| p.cycle <= w.cycle);
+        self.pending.insert(at, w);
+    }
+
+    /// Read a VXM source operand (stream group or chained ALU output) into scratch.
+    fn vxm_src(&mut self, ctx: &Ctx, v: u32, bytes: usize, pos: u32, which: Which) -> bool {
+        if v < ALU_SRC_BASE {
+            return self.read_group(ctx, v, bytes, pos, which);
+        }
+        let alu = (v - ALU_SRC_BASE) as usize;
+        let lanes = self.lanes;
+        let q = &mut self.alu_out[alu];
+        while q.front().is_some_and(|(c, _)| *c < ctx.t) {
+            q.pop_front();
+        }
+        let found = q.iter().find(|(c, _)| *c == ctx.t).map(|(_, d)| d.clone());
+        let dst = match which {
+            Which::A => &mut self.sa,
+            Which::B => &mut self.sb,
+        };
+        match found {
+            Some(d) if d.len() == bytes * lanes => {
+                dst[..d.len()].copy_from_slice(&d);
+                true
+            }
+            Some(d) => {
+                let msg = format!(
+                    "ALU {alu} produced a {}-byte value; this operand needs {bytes} bytes",
+                    d.len() / lanes
+                );
+                !self.raise(ctx, FaultKind::BadOperand, msg)
+            }
+            None => {
+                dst[..bytes * lanes].fill(0);
+                let msg = format!("ALU {alu} has no result on this cycle to chain from");
+                !self.raise(ctx, FaultKind::StreamEmpty, msg)
+            }
+        }
+    }
+
+    fn exec_vxm(&mut self, ctx: &Ctx, instr: &Instr, alu: usize, pos: u32) {
+        let a = instr.args;
+        let def = instr.def();
+        let dt = DType::from_code(a[0]).expect("validated dtype");
+        let (to, sat, src_a, src_b, dst) = if instr.op == Op::Cast {
+            (
+                DType::from_code(a[1]).expect("validated dtype"),
+                a[4] != 0,
+                a[2],
+                None,
+                a[3],
+            )
+        } else if def.has(crate::isa::flags::BINARY) {
+            (dt, false, a[1], Some(a[2]), a[3])
+        } else {
+            (dt, false, a[1], None, a[2])
+        };
+        let lanes = self.lanes;
+        let nb = dt.bytes();
+        if !self.vxm_src(ctx, src_a, nb, pos, Which::A) {
+            return;
+        }
+        if let Some(b) = src_b {
+            if !self.vxm_src(ctx, b, nb, pos, Which::B) {
+                return;
+            }
+        }
+        let ob = to.bytes();
+        let mut out = vec![0u8; ob * lanes];
+        vxm::execute(
+            &vxm::VxmArgs {
+                op: instr.op,
+                dt,
+                to,
+                sat,
+                a: &self.sa[..nb * lanes],
+                b: if src_b.is_some() {
+                    &self.sb[..nb * lanes]
+                } else {
+                    &[]
+                },
+            },
+            lanes,
+            &mut out,
+        );
+        if dst != DST_NONE && !self.write_group(ctx, dst, ob, pos, ctx.done, &out) {
+            return;
+        }
+        let q = &mut self.alu_out[alu];
+        if q.iter().any(|(c, _)| *c == ctx.done) {
+            let msg = format!(
+                "ALU {alu} already has a result landing on cycle {}",
+                ctx.done
+            );
+            if self.raise(ctx, FaultKind::AluConflict, msg) {
+                return;
+            }
+            self.alu_out[alu].retain(|(c, _)| *c != ctx.done);
+        }
+        let q = &mut self.alu_out[alu];
+        // Results older than this cycle can no longer be chained from.
+        while q.front().is_some_and(|(c, _)| *c < ctx.t) {
+            q.pop_front();
+        }
+        let at = q.partition_point(|(c, _)| *c < ctx.done);
+        q.insert(at, (ctx.done, out));
+    }
+
+    fn exec_mxm(&mut self, ctx: &Ctx, instr: &Instr, p: usize, pos: u32) {
+        let a = instr.args;
+        let lanes = self.lanes;
+        let slots = self.cfg.mxm_acc_slots;
+        match instr.op {
+            Op::Lw => {
+                let dt = DType::from_code(a[0]).expect("validated dtype");
+                if !self.read_group(ctx, a[1], 16, pos, Which::A) {
+                    return;
+                }
+                let plane = &mut self.planes[p];
+                if plane.buf_dtype.is_some_and(|d| d != dt) {
+                    self.raise(
+                        ctx,
+                        FaultKind::BadOperand,
+                        "lw mixes weight types before iw".into(),
+                    );
+                    return;
+                }
+                let rows = 16 / dt.bytes();
+                if plane.buf_rows + rows > lanes {
+                    let msg = format!(
+                        "the weight buffer already holds {} of {lanes} rows",
+                        plane.buf_rows
+                    );
+                    self.raise(ctx, FaultKind::BadOperand, msg);
+                    return;
+                }
+                plane.buf_dtype = Some(dt);
+                if plane.buf.is_empty() {
+                    plane.buf = vec![0u8; 2 * lanes * lanes];
+                }
+                // Row r of type dt = streams r*bytes.. as a plane-major vector.
+                let rb = dt.bytes() * lanes;
+                let start = plane.buf_rows * rb;
+                plane.buf[start..start + 16 * lanes].copy_from_slice(&self.sa[..16 * lanes]);
+                plane.buf_rows += rows;
+            }
+            Op::Iw => {
+                let plane = &mut self.planes[p];
+                let dt = plane.buf_dtype.unwrap_or(DType::I8);
+                let rb = dt.bytes() * lanes;
+                if plane.buf.is_empty() {
+                    plane.buf = vec![0u8; 2 * lanes * lanes];
+                }
+                match dt {
+                    DType::I8 => {
+                        plane.w_i8 = plane.buf[..lanes * lanes]
+                            .iter()
+                            .map(|b| *b as i8)
+                            .collect();
+                    }
+                    _ => {
+                        let mut w = vec![0f32; lanes * lanes];
+                        for k in 0..lanes {
+                            let row = &plane.buf[k * rb..(k + 1) * rb];
+                            for n in 0..lanes {
+                                let h = row[n] as u16 | (row[lanes + n] as u16) << 8;
+                                w[k * lanes + n] = crate::numerics::f16_to_f32(h);
+                            }
+                        }
+                        plane.w_f32 = w;
+                    }
+                }
+                let used = plane.buf_rows;
+                plane.buf[..used * rb].fill(0);
+                plane.buf_rows = 0;
+                plane.buf_dtype = None;
+                plane.w_dtype = Some(dt);
+                plane.ready = ctx.done;
+                self.stats.weights_installed += 1;
+            }
+            Op::Abc => {
+                let slot = (a[1] % slots) as usize;
+                let accumulate = a[2] != 0;
+                let (w_dtype, ready, busy_until) = {
+                    let plane = &self.planes[p];
+                    (plane.w_dtype, plane.ready, plane.busy_until)
+                };
+                let Some(dt) = w_dtype else {
+                    self.raise(
+                        ctx,
+                        FaultKind::MxmHazard,
+                        format!("plane {p} has no installed weights"),
+                    );
+                    return;
+                };
+                if ctx.t < ready {
+                    let msg = format!("plane {p}'s weights are installed on cycle {ready}");
+                    if self.raise(ctx, FaultKind::MxmHazard, msg) {
+                        return;
+                    }
+                }
+                if ctx.t < busy_until {
+                    let msg = format!(
+                        "plane {p} is busy with an fp16 activation until cycle {busy_until}"
+                    );
+                    if self.raise(ctx, FaultKind::MxmHazard, msg) {
+                        return;
+                    }
+                }
+                let src = StreamRef::from_operand(a[0]).expect("validated stream operand");
+                if src.index as usize % dt.bytes() != 0 {
+                    let msg = format!("fp16 activations need an even stream, not s{}", src.index);
+                    self.raise(ctx, FaultKind::BadOperand, msg);
+                    return;
+                }
+                if !self.read_group(ctx, a[0], dt.bytes(), pos, Which::A) {
+                    return;
+                }
+                let float = dt == DType::F16;
+                let occupancy = if float { 4 } else { 1 };
+                let plane = &mut self.planes[p];
+                plane.busy_until = ctx.t + occupancy;
+                self.stats.mxm_busy[p] += occupancy;
+                if plane.slots.is_empty() {
+                    plane.slots = vec![Slot::default(); slots as usize];
+                }
+                let s = &mut plane.slots[slot];
+                if accumulate && !s.data.is_empty() && s.float != float {
+                    self.raise(
+                        ctx,
+                        FaultKind::BadOperand,
+                        format!("slot {slot} holds results of the other type"),
+                    );
+                    return;
+                }
+                if accumulate && ctx.t < s.ready {
+                    let msg = format!("slot {slot} is still being written until cycle {}", s.ready);
+                    if self.raise(ctx, FaultKind::MxmHazard, msg) {
+                        return;
+                    }
+                }
+                let plane = &mut self.planes[p];
+                let s = &mut plane.slots[slot];
+                if s.data.is_empty() || !accumulate {
+                    s.data.clear();
+                    s.data.resize(lanes, 0);
+                }
+                s.float = float;
+                s.ready = ctx.done;
+                if float {
+                    let x: Vec<f32> = (0..lanes)
+                        .map(|k| {
+                            crate::numerics::f16_to_f32(
+                                self.sa[k] as u16 | (self.sa[lanes + k] as u16) << 8,
+                            )
+                        })
+                        .collect();
+                    let mut y: Vec<f32> = s.data.iter().map(|b| f32::from_bits(*b)).collect();
+                    mxm::matvec_f16(&plane.w_f32, &x, &mut y);
+                    for (d, v) in s.data.iter_mut().zip(y) {
+                        *d = v.to_bits();
+                    }
+                    self.stats.macs_fp16 += (lanes * lanes) as u64;
+                } else {
+                    let x: Vec<i8> = self.sa[..lanes].iter().map(|b| *b as i8).collect();
+                    let mut y: Vec<i32> = s.data.iter().map(|b| *b as i32).collect();
+                    mxm::matvec_i8(&plane.w_i8, &x, &mut y);
+                    for (d, v) in s.data.iter_mut().zip(y) {
+                        *d = v as u32;
+                    }
+                    self.stats.macs_int8 += (lanes * lanes) as u64;
+                }
+            }
+            Op::Acc => {
+                let slot = (a[0] % slots) as usize;
+                let Some(s) = self.planes[p]
+                    .slots
+                    .get(slot)
+                    .filter(|s| !s.data.is_empty())
+                else {
+                    self.raise(
+                        ctx,
+                        FaultKind::MxmHazard,
+                        format!("slot {slot} of plane {p} holds no result"),
+                    );
+                    return;
+                };
+                let (ready, data) = (s.ready, s.data.clone());
+                if ctx.t < ready {
+                    let msg = format!("slot {slot} of plane {p} is ready on cycle {ready}");
+                    if self.raise(ctx, FaultKind::MxmHazard, msg) {
+                        return;
+                    }
+                }
+                let mut out = vec![0u8; 4 * lanes];
+                for (l, v) in data.iter().enumerate() {
+                    crate::numerics::set_lane_bits(&mut out, lanes, 4, l, *v);
+                }
+                self.write_group(ctx, a[1], 4, pos, ctx.done, &out);
+            }
+            _ => {}
+        }
+    }
+
+    fn exec_sxm(&mut self, ctx: &Ctx, instr: &Instr, pos: u32) {
+        let a = instr.args;
+        let lanes = self.lanes;
+        let (src, dst, n_in, n_out) = match instr.op {
+            Op::Shiftn | Op::Shifts | Op::Distribute | Op::Permute => {
+                let nb = DType::from_code(a[0]).expect("validated dtype").bytes();
+                let dst = if matches!(instr.op, Op::Shiftn | Op::Shifts) {
+                    a[2]
+                } else {
+                    a[3]
+                };
+                (a[1], dst, nb, nb)
+            }
+            Op::Rotate => (a[0], a[1], a[2] as usize, (a[2] * a[2]) as usize),
+            Op::Transpose => (a[0], a[1], 16, 16),
+            _ => return,
+        };
+        if !self.read_group(ctx, src, n_in, pos, Which::A) {
+            return;
+        }
+        let srcs: Vec<&[u8]> = self.sa[..n_in * lanes].chunks(lanes).collect();
+        let mut out = vec![vec![0u8; lanes]; n_out];
+        match instr.op {
+            Op::Shiftn | Op::Shifts => {
+                sxm::shift(&srcs, &mut out, a[3] as usize, instr.op == Op::Shiftn)
+            }
+            Op::Rotate => sxm::rotate(&srcs, &mut out),
+            Op::Transpose => sxm::transpose(&srcs, &mut out),
+            Op::Distribute | Op::Permute => {
+                let map_streams = if instr.op == Op::Permute { 2 } else { 1 };
+                let srcs: Vec<Vec<u8>> = srcs.iter().map(|s| s.to_vec()).collect();
+                if !self.read_group(ctx, a[2], map_streams, pos, Which::B) {
+                    return;
+                }
+                let srcs: Vec<&[u8]> = srcs.iter().map(|s| s.as_slice()).collect();
+                if instr.op == Op::Distribute {
+                    sxm::distribute(&srcs, &self.sb[..lanes], &mut out);
+                } else {
+                    let map = sxm::map16(&self.sb[..lanes], &self.sb[lanes..2 * lanes]);
+                    if let Err(m) = sxm::permute(&srcs, &map, &mut out) {
+                        self.raise(ctx, FaultKind::BadOperand, m);
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let flat: Vec<u8> = out.concat();
+        self.write_group(ctx, dst, n_out, pos, ctx.done, &flat);
+    }
+
+    fn exec_icu_or_c2c(&mut self, ctx: &Ctx, instr: &Instr) {
+        match instr.op {
+            Op::Notify => {
+                self.notify_at.insert(ctx.done);
+            }
+            Op::Ifetch => {
+                // The queue stalls while its buffer refills.
+                let s = &mut self.q[ctx.qi];
+                s.next = s.next.max(ctx.done);
+            }
+            Op::Send | Op::Receive | Op::Deskew => {
+                self.raise(
+                    ctx,
+                    FaultKind::Unsupported,
+                    "chip-to-chip links are not emulated yet (single-chip emulator)".into(),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Which scratch buffer an operand is read into.
+#[derive(Clone, Copy)]
+enum Which {
+    A,
+    B,
+}
+
+struct Ctx {
+    qi: usize,
+    index: usize,
+    k: u32,
+    t: u64,
+    done: u64,
+}

@@ -1,0 +1,250 @@
+//! Number formats and conversions with defined rounding (design idea 6).
+//!
+//! Every narrowing to fp16 or bf16 is rounded once, to nearest with ties to even, from
+//! an exact f64 value. Arithmetic on fp16 and fp32 computes the exact result in f64 and
+//! rounds once: f64 carries more than 2p+2 bits for both formats, so this is the
+//! correctly rounded IEEE result. NaN results are the canonical quiet NaN (sign 0).
+
+use crate::dtype::DType;
+
+/// Canonical quiet NaN bit patterns.
+pub const F16_NAN: u16 = 0x7e00;
+pub const BF16_NAN: u16 = 0x7fc0;
+pub const F32_NAN: u32 = 0x7fc0_0000;
+
+/// Exact value of an fp16 bit pattern.
+pub fn f16_to_f64(h: u16) -> f64 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f64;
+    match exp {
+        0 => sign * frac * (2f64).powi(-24),
+        31 if frac == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        e => sign * (1.0 + frac / 1024.0) * (2f64).powi(e - 15),
+    }
+}
+
+/// fp16 → f32 through a lookup table (exact; every fp16 value is an f32 value).
+pub fn f16_to_f32(h: u16) -> f32 {
+    f16_table()[h as usize]
+}
+
+fn f16_table() -> &'static [f32; 65536] {
+    static T: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = Box::new([0f32; 65536]);
+        for (h, v) in t.iter_mut().enumerate() {
+            *v = f16_to_f64(h as u16) as f32;
+        }
+        t
+    })
+}
+
+/// Exact value of a bf16 bit pattern (the top half of an f32).
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Round an exact value to a binary float format with `frac` fraction bits and `exp`
+/// exponent bits, to nearest with ties to even. Overflow gives ±infinity, or the
+/// largest finite value when `sat` is set.
+fn round_to_format(x: f64, frac: u32, exp: u32, sat: bool) -> u32 {
+    let sign_bit = 1u32 << (frac + exp);
+    let max_biased = (1u32 << exp) - 1;
+    let inf = max_biased << frac;
+    if x.is_nan() {
+        return inf | (1 << (frac - 1));
+    }
+    let sign = if x.is_sign_negative() { sign_bit } else { 0 };
+    let a = x.abs();
+    let overflow = if sat { inf - 1 } else { inf };
+    if a.is_infinite() {
+        return sign | overflow;
+    }
+    if a == 0.0 {
+        return sign;
+    }
+    let bias = (1i32 << (exp - 1)) - 1;
+    let e = ((a.to_bits() >> 52) as i32) - 1023; // f64 subnormals are far below any target
+    let q = e.max(1 - bias) - frac as i32; // exponent of the target's last place
+    let scaled = a * f64::from_bits(((1023 - q) as u64) << 52); // exact power-of-two scaling
+    let mut m = scaled.round_ties_even() as u64;
+    let mut lead = q + frac as i32; // exponent of the leading bit when normal
+    if m >= 1u64 << (frac + 1) {
+        m >>= 1;
+        lead += 1;
+    }
+    if m < 1u64 << frac {
+        return sign | m as u32; // subnormal or zero
+    }
+    let biased = (lead + bias) as u32;
+    if biased >= max_biased {
+        return sign | overflow;
+    }
+    sign | (biased << frac) | (m as u32 - (1 << frac))
+}
+
+pub fn f64_to_f16(x: f64, sat: bool) -> u16 {
+    round_to_format(x, 10, 5, sat) as u16
+}
+
+pub fn f64_to_bf16(x: f64, sat: bool) -> u16 {
+    round_to_format(x, 7, 8, sat) as u16
+}
+
+pub fn f64_to_f32(x: f64, sat: bool) -> f32 {
+    if x.is_nan() {
+        return f32::from_bits(F32_NAN);
+    }
+    let r = x as f32; // Rust rounds f64 -> f32 to nearest even
+    if sat && r.is_infinite() && x.is_finite() {
+        return f32::MAX.copysign(r);
+    }
+    r
+}
+
+/// Round a float to an integer of `bits` bits: nearest, ties to even, saturating;
+/// NaN gives 0.
+pub fn f64_to_int(x: f64, bits: u32) -> i64 {
+    if x.is_nan() {
+        return 0;
+    }
+    let (lo, hi) = int_range(bits);
+    let r = x.round_ties_even();
+    if r <= lo as f64 {
+        lo
+    } else if r >= hi as f64 {
+        hi
+    } else {
+        r as i64
+    }
+}
+
+pub fn int_range(bits: u32) -> (i64, i64) {
+    (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+}
+
+/// Wrap an integer to `bits` bits, two's complement.
+pub fn wrap(v: i64, bits: u32) -> i64 {
+    let s = 64 - bits;
+    (v << s) >> s
+}
+
+/// Read lane `l` of a plane-major vector (plane b holds byte b of every element) as
+/// raw little-endian bits.
+#[inline]
+pub fn lane_bits(planes: &[u8], lanes: usize, bytes: usize, l: usize) -> u32 {
+    let mut v = 0u32;
+    for b in 0..bytes {
+        v |= (planes[b * lanes + l] as u32) << (8 * b);
+    }
+    v
+}
+
+#[inline]
+pub fn set_lane_bits(planes: &mut [u8], lanes: usize, bytes: usize, l: usize, v: u32) {
+    for b in 0..bytes {
+        planes[b * lanes + l] = (v >> (8 * b)) as u8;
+    }
+}
+
+/// The value of raw bits of type `dt` as f64 (exact for every type).
+#[inline]
+pub fn bits_to_f64(dt: DType, v: u32) -> f64 {
+    match dt {
+        DType::I8 => v as u8 as i8 as f64,
+        DType::I16 => v as u16 as i16 as f64,
+        DType::I32 => v as i32 as f64,
+        DType::F16 => f16_to_f32(v as u16) as f64,
+        DType::F32 => f32::from_bits(v) as f64,
+        DType::Bf16 => bf16_to_f32(v as u16) as f64,
+    }
+}
+
+/// The value of raw bits of an integer type, sign-extended.
+#[inline]
+pub fn bits_to_int(dt: DType, v: u32) -> i64 {
+    match dt {
+        DType::I8 => v as u8 as i8 as i64,
+        DType::I16 => v as u16 as i16 as i64,
+        _ => v as i32 as i64,
+    }
+}
+
+/// Encode a float value as raw bits of float type `dt`, rounding once.
+#[inline]
+pub fn f64_to_bits(dt: DType, x: f64, sat: bool) -> u32 {
+    match dt {
+        DType::F16 => f64_to_f16(x, sat) as u32,
+        DType::Bf16 => f64_to_bf16(x, sat) as u32,
+        _ => f64_to_f32(x, sat).to_bits(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_round_trip_every_value() {
+        for h in 0..=u16::MAX {
+            let x = f16_to_f64(h);
+            let back = f64_to_f16(x, false);
+            if x.is_nan() {
+                assert_eq!(back, F16_NAN);
+            } else {
+                assert_eq!(back, h, "{h:#06x}");
+            }
+            assert_eq!(f16_to_f32(h).to_bits(), (x as f32).to_bits());
+        }
+    }
+
+    #[test]
+    fn bf16_round_trip_every_value() {
+        for b in 0..=u16::MAX {
+            let x = bf16_to_f32(b) as f64;
+            let back = f64_to_bf16(x, false);
+            if x.is_nan() {
+                assert_eq!(back, BF16_NAN);
+            } else {
+                assert_eq!(back, b);
+            }
+        }
+    }
+
+    #[test]
+    fn f16_ties_and_sticky_bits() {
+        let one = 1.0f64;
+        let ulp = 2f64.powi(-10);
+        // Exactly halfway between 1 and 1+ulp: ties to even (1.0).
+        assert_eq!(f64_to_f16(one + ulp / 2.0, false), 0x3c00);
+        // Just above halfway (sticky bit far down): rounds up.
+        assert_eq!(f64_to_f16(one + ulp / 2.0 + 2f64.powi(-40), false), 0x3c01);
+        // Halfway between 1+ulp and 1+2ulp: ties to even (1+2ulp).
+        assert_eq!(f64_to_f16(one + 1.5 * ulp, false), 0x3c02);
+        // Overflow and saturation.
+        assert_eq!(f64_to_f16(65520.0, false), 0x7c00);
+        assert_eq!(f64_to_f16(65519.0, false), 0x7bff);
+        assert_eq!(f64_to_f16(1e9, true), 0x7bff);
+        assert_eq!(f64_to_f16(-1e9, true), 0xfbff);
+        // Smallest subnormal, and underflow to zero at half of it (tie to even 0).
+        assert_eq!(f64_to_f16(2f64.powi(-24), false), 0x0001);
+        assert_eq!(f64_to_f16(2f64.powi(-25), false), 0x0000);
+        assert_eq!(f64_to_f16(-2f64.powi(-25) * 1.5, false), 0x8001);
+        // Subnormal rounding up into the smallest normal.
+        assert_eq!(f64_to_f16(2f64.powi(-14) - 2f64.powi(-26), false), 0x0400);
+    }
+
+    #[test]
+    fn int_conversions() {
+        assert_eq!(f64_to_int(2.5, 8), 2);
+        assert_eq!(f64_to_int(3.5, 8), 4);
+        assert_eq!(f64_to_int(-2.5, 8), -2);
+        assert_eq!(f64_to_int(1e10, 8), 127);
+        assert_eq!(f64_to_int(-1e10, 32), i32::MIN as i64);
+        assert_eq!(f64_to_int(f64::NAN, 16), 0);
+        assert_eq!(wrap(200, 8), -56);
+        assert_eq!(wrap(-129, 8), 127);
+    }
+}

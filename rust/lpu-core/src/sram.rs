@@ -1,0 +1,95 @@
+//! On-chip SRAM: 2 hemispheres x slices x addresses x `lanes`-byte words.
+//!
+//! Pages of words are allocated on first write, so a `tsp_v1` chip (220 MiB) costs
+//! nothing until a program touches it; unwritten words read as zero. Pages are shared
+//! copy-on-write (`Arc`), which makes snapshots cheap.
+
+use std::sync::Arc;
+
+/// Words per lazily allocated page.
+pub const PAGE_WORDS: usize = 256;
+
+#[derive(Clone)]
+pub struct Sram {
+    lanes: usize,
+    slices: usize,
+    addresses: usize,
+    pages_per_slice: usize,
+    pages: Vec<Option<Arc<Vec<u8>>>>,
+}
+
+impl Sram {
+    pub fn new(slices: usize, addresses: usize, lanes: usize) -> Self {
+        let pages_per_slice = addresses.div_ceil(PAGE_WORDS);
+        Sram {
+            lanes,
+            slices,
+            addresses,
+            pages_per_slice,
+            pages: vec![None; 2 * slices * pages_per_slice],
+        }
+    }
+
+    fn page_index(&self, hemi: usize, slice: usize, addr: usize) -> usize {
+        (hemi * self.slices + slice) * self.pages_per_slice + addr / PAGE_WORDS
+    }
+
+    /// The word at an address, or None if it was never written (reads as zero).
+    pub fn word(&self, hemi: usize, slice: usize, addr: usize) -> Option<&[u8]> {
+        let p = self.pages[self.page_index(hemi, slice, addr)].as_ref()?;
+        let off = (addr % PAGE_WORDS) * self.lanes;
+        Some(&p[off..off + self.lanes])
+    }
+
+    pub fn read(&self, hemi: usize, slice: usize, addr: usize, out: &mut [u8]) {
+        match self.word(hemi, slice, addr) {
+            Some(w) => out.copy_from_slice(w),
+            None => out.fill(0),
+        }
+    }
+
+    pub fn write(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
+        let lanes = self.lanes;
+        let i = self.page_index(hemi, slice, addr);
+        let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
+        let off = (addr % PAGE_WORDS) * lanes;
+        Arc::make_mut(page)[off..off + lanes].copy_from_slice(data);
+    }
+
+    /// Write one byte of a word (a scatter lane).
+    pub fn write_byte(&mut self, hemi: usize, slice: usize, addr: usize, lane: usize, v: u8) {
+        let lanes = self.lanes;
+        let i = self.page_index(hemi, slice, addr);
+        let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
+        Arc::make_mut(page)[(addr % PAGE_WORDS) * lanes + lane] = v;
+    }
+
+    pub fn addresses(&self) -> usize {
+        self.addresses
+    }
+
+    /// Bytes of host memory the allocated pages take.
+    pub fn allocated_bytes(&self) -> usize {
+        self.pages.iter().flatten().count() * PAGE_WORDS * self.lanes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lazy_and_copy_on_write() {
+        let mut s = Sram::new(44, 8192, 320);
+        assert_eq!(s.allocated_bytes(), 0);
+        let mut w = vec![0u8; 320];
+        s.read(1, 43, 8191, &mut w);
+        assert!(w.iter().all(|b| *b == 0));
+        s.write(1, 43, 8191, &[7u8; 320]);
+        let snap = s.clone();
+        s.write(1, 43, 8191, &[9u8; 320]);
+        assert_eq!(snap.word(1, 43, 8191).unwrap()[0], 7);
+        assert_eq!(s.word(1, 43, 8191).unwrap()[0], 9);
+        assert_eq!(s.allocated_bytes(), PAGE_WORDS * 320);
+    }
+}

@@ -1,0 +1,141 @@
+//! SXM semantics: lane movement as pure functions over stream vectors.
+//!
+//! Each function takes the input streams (one `lanes`-byte vector per stream) and writes
+//! the output streams. Multi-byte types apply the same movement to every byte plane.
+
+/// Shift every plane by `n` lanes: north (`north = true`) moves lane l to l+n, south
+/// moves lane l to l-n; lanes shifted in are zero.
+pub fn shift(src: &[&[u8]], dst: &mut [Vec<u8>], n: usize, north: bool) {
+    for (s, d) in src.iter().zip(dst.iter_mut()) {
+        let lanes = s.len();
+        d.fill(0);
+        if n >= lanes {
+            continue;
+        }
+        if north {
+            d[n..].copy_from_slice(&s[..lanes - n]);
+        } else {
+            d[..lanes - n].copy_from_slice(&s[n..]);
+        }
+    }
+}
+
+/// Decode a 2-stream map of little-endian uint16 lane indices.
+pub fn map16(lo: &[u8], hi: &[u8]) -> Vec<usize> {
+    lo.iter()
+        .zip(hi)
+        .map(|(l, h)| *l as usize | (*h as usize) << 8)
+        .collect()
+}
+
+/// Permute lanes: output lane l takes input lane map[l]. The map must be a permutation.
+pub fn permute(src: &[&[u8]], map: &[usize], dst: &mut [Vec<u8>]) -> Result<(), String> {
+    let lanes = map.len();
+    let mut seen = vec![false; lanes];
+    for (l, &m) in map.iter().enumerate() {
+        if m >= lanes {
+            return Err(format!(
+                "permute map lane {l} names lane {m}, beyond {lanes} lanes"
+            ));
+        }
+        if std::mem::replace(&mut seen[m], true) {
+            return Err(format!(
+                "permute map names lane {m} twice: not a permutation"
+            ));
+        }
+    }
+    for (s, d) in src.iter().zip(dst.iter_mut()) {
+        for (o, &m) in d.iter_mut().zip(map) {
+            *o = s[m];
+        }
+    }
+    Ok(())
+}
+
+/// Within each 16-lane superlane, output lane j takes input lane map[j] of the same
+/// superlane; a map entry of 16 or more gives zero.
+pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [Vec<u8>]) {
+    for (s, d) in src.iter().zip(dst.iter_mut()) {
+        for (l, o) in d.iter_mut().enumerate() {
+            let m = map[l] as usize;
+            *o = if m < 16 { s[l - l % 16 + m] } else { 0 };
+        }
+    }
+}
+
+/// From n input streams emit n*n: output i*n+j is input j with lane l taking lane l+i
+/// (cyclically), i.e. every rotation an n-wide window needs.
+pub fn rotate(src: &[&[u8]], dst: &mut [Vec<u8>]) {
+    let n = src.len();
+    for i in 0..n {
+        for (j, s) in src.iter().enumerate() {
+            let lanes = s.len();
+            let d = &mut dst[i * n + j];
+            for (l, o) in d.iter_mut().enumerate() {
+                *o = s[(l + i) % lanes];
+            }
+        }
+    }
+}
+
+/// 16x16 transpose inside every superlane: output stream i, lane 16g+j = input stream j,
+/// lane 16g+i.
+pub fn transpose(src: &[&[u8]], dst: &mut [Vec<u8>]) {
+    debug_assert_eq!(src.len(), 16);
+    let lanes = src[0].len();
+    for (i, d) in dst.iter_mut().enumerate() {
+        for g in (0..lanes).step_by(16) {
+            for j in 0..16 {
+                d[g + j] = src[j][g + i];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_twice_is_identity() {
+        let src: Vec<Vec<u8>> = (0..16)
+            .map(|s| (0..32).map(|l| (s * 32 + l) as u8).collect())
+            .collect();
+        let refs: Vec<&[u8]> = src.iter().map(|v| v.as_slice()).collect();
+        let mut t = vec![vec![0u8; 32]; 16];
+        transpose(&refs, &mut t);
+        assert_eq!(t[3][16 + 5], src[5][16 + 3]);
+        let trefs: Vec<&[u8]> = t.iter().map(|v| v.as_slice()).collect();
+        let mut back = vec![vec![0u8; 32]; 16];
+        transpose(&trefs, &mut back);
+        assert_eq!(back, src);
+    }
+
+    #[test]
+    fn permute_rejects_non_permutations() {
+        let s = vec![1u8, 2, 3];
+        let mut d = vec![vec![0u8; 3]];
+        assert!(permute(&[&s], &[0, 0, 1], &mut d).is_err());
+        assert!(permute(&[&s], &[0, 1, 5], &mut d).is_err());
+        permute(&[&s], &[2, 0, 1], &mut d).unwrap();
+        assert_eq!(d[0], vec![3, 1, 2]);
+    }
+
+    #[test]
+    fn shifts_and_rotations() {
+        let s: Vec<u8> = (1..=8).collect();
+        let mut d = vec![vec![0u8; 8]];
+        shift(&[&s], &mut d, 3, true);
+        assert_eq!(d[0], vec![0, 0, 0, 1, 2, 3, 4, 5]);
+        shift(&[&s], &mut d, 3, false);
+        assert_eq!(d[0], vec![4, 5, 6, 7, 8, 0, 0, 0]);
+        let a: Vec<u8> = (0..8).collect();
+        let b: Vec<u8> = (10..18).collect();
+        let c: Vec<u8> = (20..28).collect();
+        let mut out = vec![vec![0u8; 8]; 9];
+        rotate(&[&a, &b, &c], &mut out);
+        assert_eq!(out[0], a);
+        assert_eq!(out[3 + 1], vec![11, 12, 13, 14, 15, 16, 17, 10]);
+        assert_eq!(out[6 + 2][7], 21);
+    }
+}

@@ -1,0 +1,352 @@
+//! VXM semantics: point-wise operations as pure functions over vectors (design idea 5).
+//!
+//! A vector of type `dt` is plane-major: `dt.bytes()` planes of `lanes` bytes, plane b
+//! holding byte b of every element, exactly as it travels on a stream group. The engine
+//! decides when an operation runs; this module decides what it computes. The rules are
+//! written down in `docs/numerics.md`.
+
+use crate::dtype::DType;
+use crate::isa::Op;
+use crate::numerics::{
+    bits_to_f64, bits_to_int, f64_to_bits, f64_to_int, int_range, lane_bits, set_lane_bits, wrap,
+};
+
+/// Operands of one VXM operation.
+pub struct VxmArgs<'a> {
+    pub op: Op,
+    pub dt: DType,
+    /// Result type of `cast` (equal to `dt` for other ops).
+    pub to: DType,
+    pub sat: bool,
+    pub a: &'a [u8],
+    /// Second operand for binary ops (empty for unary ones).
+    pub b: &'a [u8],
+}
+
+/// Evaluate one VXM operation over `lanes` lanes into `out` (`to.bytes() * lanes` bytes).
+pub fn execute(args: &VxmArgs, lanes: usize, out: &mut [u8]) {
+    let (op, dt) = (args.op, args.dt);
+    let nb = dt.bytes();
+    let ob = args.to.bytes();
+    debug_assert_eq!(out.len(), ob * lanes);
+    // Fast paths for the common int8 and fp32 cases; same results as the general path.
+    if fast_path(args, lanes, out) {
+        return;
+    }
+    for l in 0..lanes {
+        let x = lane_bits(args.a, lanes, nb, l);
+        let y = if args.b.is_empty() {
+            0
+        } else {
+            lane_bits(args.b, lanes, nb, l)
+        };
+        let r = if op == Op::Cast {
+            cast_bits(dt, args.to, args.sat, x)
+        } else if op == Op::Copy {
+            x
+        } else if dt.is_float() {
+            float_op(op, dt, x, y)
+        } else {
+            int_op(op, dt, x, y)
+        };
+        set_lane_bits(out, lanes, ob, l, r);
+    }
+}
+
+fn fast_path(args: &VxmArgs, lanes: usize, out: &mut [u8]) -> bool {
+    match (args.op, args.dt) {
+        (Op::Copy, _) => {
+            out.copy_from_slice(&args.a[..out.len()]);
+            true
+        }
+        (Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min, DType::I8) => {
+            let (a, b) = (&args.a[..lanes], &args.b[..lanes]);
+            let f: fn(i8, i8) -> i8 = match args.op {
+                Op::Add => i8::wrapping_add,
+                Op::Sub => i8::wrapping_sub,
+                Op::Mul => i8::wrapping_mul,
+                Op::Max => std::cmp::max,
+                _ => std::cmp::min,
+            };
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = f(*x as i8, *y as i8) as u8;
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+fn bool_to(dt: DType, c: bool) -> u32 {
+    let v = if c { 1.0 } else { 0.0 };
+    if dt.is_float() {
+        f64_to_bits(dt, v, false)
+    } else {
+        c as u32
+    }
+}
+
+fn int_op(op: Op, dt: DType, x: u32, y: u32) -> u32 {
+    let bits = 8 * dt.bytes() as u32;
+    let (a, b) = (bits_to_int(dt, x), bits_to_int(dt, y));
+    let r = match op {
+        Op::Add => a + b,
+        Op::Sub => a - b,
+        Op::Mul => a * b,
+        Op::Max => a.max(b),
+        Op::Min => a.min(b),
+        Op::Eq => return bool_to(dt, a == b),
+        Op::Ne => return bool_to(dt, a != b),
+        Op::Lt => return bool_to(dt, a < b),
+        Op::Le => return bool_to(dt, a <= b),
+        Op::Gt => return bool_to(dt, a > b),
+        Op::Ge => return bool_to(dt, a >= b),
+        Op::And => a & b,
+        Op::Or => a | b,
+        Op::Xor => a ^ b,
+        Op::Shl if (0..bits as i64).contains(&b) => a << b,
+        Op::Shl => 0,
+        Op::Shr if (0..bits as i64).contains(&b) => a >> b,
+        Op::Shr => {
+            if a < 0 {
+                -1
+            } else {
+                0
+            }
+        }
+        Op::Mask => {
+            if b != 0 {
+                a
+            } else {
+                0
+            }
+        }
+        Op::Maskn => {
+            if b == 0 {
+                a
+            } else {
+                0
+            }
+        }
+        Op::Neg => -a,
+        Op::Abs => a.abs(),
+        Op::Not => !a,
+        Op::Relu => a.max(0),
+        _ => unreachable!("{op:?} is not an integer VXM op"),
+    };
+    wrap(r, bits) as u32 & mask(bits)
+}
+
+fn mask(bits: u32) -> u32 {
+    if bits == 32 {
+        u32::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
+fn float_op(op: Op, dt: DType, x: u32, y: u32) -> u32 {
+    let (a, b) = (bits_to_f64(dt, x), bits_to_f64(dt, y));
+    let sign = 1u32 << (8 * dt.bytes() - 1);
+    let r = match op {
+        Op::Add => a + b,
+        Op::Sub => a - b,
+        Op::Mul => a * b,
+        Op::Max | Op::Min if a.is_nan() || b.is_nan() => f64::NAN,
+        // IEEE maximum/minimum: +0 is greater than -0.
+        Op::Max if a == b => {
+            if a.is_sign_negative() {
+                b
+            } else {
+                a
+            }
+        }
+        Op::Min if a == b => {
+            if a.is_sign_negative() {
+                a
+            } else {
+                b
+            }
+        }
+        Op::Max => a.max(b),
+        Op::Min => a.min(b),
+        Op::Eq => return bool_to(dt, a == b),
+        Op::Ne => return bool_to(dt, a != b),
+        Op::Lt => return bool_to(dt, a < b),
+        Op::Le => return bool_to(dt, a <= b),
+        Op::Gt => return bool_to(dt, a > b),
+        Op::Ge => return bool_to(dt, a >= b),
+        Op::Mask => return if b != 0.0 { x } else { 0 },
+        Op::Maskn => return if b == 0.0 { x } else { 0 },
+        // Sign-bit operations, exact on every value including NaN.
+        Op::Neg => return x ^ sign,
+        Op::Abs => return x & !sign,
+        Op::Relu if a.is_nan() => f64::NAN,
+        Op::Relu => {
+            if a > 0.0 {
+                a
+            } else {
+                0.0
+            }
+        }
+        Op::Exp => libm::expf(a as f32) as f64,
+        Op::Exp2 => libm::exp2f(a as f32) as f64,
+        Op::Tanh => libm::tanhf(a as f32) as f64,
+        Op::Rsqrt => (1.0f32 / libm::sqrtf(a as f32)) as f64,
+        _ => unreachable!("{op:?} is not a float VXM op"),
+    };
+    f64_to_bits(dt, r, false)
+}
+
+/// Convert raw bits of type `from` to raw bits of type `to` (see `cast` in the ISA).
+pub fn cast_bits(from: DType, to: DType, sat: bool, x: u32) -> u32 {
+    let to_bits = 8 * to.bytes() as u32;
+    match (from.is_float(), to.is_float()) {
+        (false, false) => {
+            let v = bits_to_int(from, x);
+            let (lo, hi) = int_range(to_bits);
+            let r = if sat {
+                v.clamp(lo, hi)
+            } else {
+                wrap(v, to_bits)
+            };
+            r as u32 & mask(to_bits)
+        }
+        (false, true) => f64_to_bits(to, bits_to_int(from, x) as f64, sat),
+        (true, false) => f64_to_int(bits_to_f64(from, x), to_bits) as u32 & mask(to_bits),
+        (true, true) => f64_to_bits(to, bits_to_f64(from, x), sat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::numerics::{f64_to_f16, F32_NAN};
+
+    fn run1(op: Op, dt: DType, a: &[u32], b: &[u32]) -> Vec<u32> {
+        let n = a.len();
+        let nb = dt.bytes();
+        let mut pa = vec![0u8; nb * n];
+        let mut pb = vec![0u8; if b.is_empty() { 0 } else { nb * n }];
+        for l in 0..n {
+            set_lane_bits(&mut pa, n, nb, l, a[l]);
+            if !b.is_empty() {
+                set_lane_bits(&mut pb, n, nb, l, b[l]);
+            }
+        }
+        let mut out = vec![0u8; nb * n];
+        execute(
+            &VxmArgs {
+                op,
+                dt,
+                to: dt,
+                sat: false,
+                a: &pa,
+                b: &pb,
+            },
+            n,
+            &mut out,
+        );
+        (0..n).map(|l| lane_bits(&out, n, nb, l)).collect()
+    }
+
+    fn f32s(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn int8_wraps_and_fast_path_agrees() {
+        let a: Vec<u32> = (0..256).map(|i| i as u32).collect();
+        let b: Vec<u32> = (0..256).map(|i| (i * 7 + 3) as u32 & 0xff).collect();
+        for op in [Op::Add, Op::Sub, Op::Mul, Op::Max, Op::Min] {
+            let fast = run1(op, DType::I8, &a, &b);
+            for l in 0..256 {
+                let slow = int_op(op, DType::I8, a[l], b[l]);
+                assert_eq!(fast[l], slow, "{op:?} lane {l}");
+            }
+        }
+        assert_eq!(run1(Op::Add, DType::I8, &[127], &[1]), vec![0x80]);
+    }
+
+    #[test]
+    fn shifts_out_of_range() {
+        let m1 = (-8i32) as u32;
+        assert_eq!(
+            run1(Op::Shr, DType::I32, &[m1, m1, 64], &[1, 40, 3]),
+            vec![(-4i32) as u32, u32::MAX, 8]
+        );
+        assert_eq!(
+            run1(Op::Shl, DType::I16, &[3, 3], &[15, 16]),
+            vec![0x8000, 0]
+        );
+    }
+
+    #[test]
+    fn float_specials() {
+        let nan = f32::NAN;
+        let r = run1(
+            Op::Max,
+            DType::F32,
+            &f32s(&[1.0, nan, -0.0, 0.0]),
+            &f32s(&[2.0, 1.0, 0.0, -0.0]),
+        );
+        assert_eq!(r, vec![2f32.to_bits(), F32_NAN, 0, 0]);
+        let r = run1(Op::Relu, DType::F32, &f32s(&[-1.0, -0.0, 3.0, nan]), &[]);
+        assert_eq!(r, vec![0, 0, 3f32.to_bits(), F32_NAN]);
+        let r = run1(Op::Rsqrt, DType::F32, &f32s(&[4.0, 0.0, -0.0, -1.0]), &[]);
+        assert_eq!(
+            r,
+            vec![
+                0.5f32.to_bits(),
+                f32::INFINITY.to_bits(),
+                f32::NEG_INFINITY.to_bits(),
+                F32_NAN
+            ]
+        );
+        let r = run1(Op::Neg, DType::F16, &[0x7e01], &[]);
+        assert_eq!(
+            r,
+            vec![0xfe01],
+            "neg flips the sign of a NaN without touching the payload"
+        );
+        let r = run1(Op::Exp, DType::F32, &f32s(&[f32::NEG_INFINITY, 0.0]), &[]);
+        assert_eq!(r, f32s(&[0.0, 1.0]));
+    }
+
+    #[test]
+    fn f16_add_is_correctly_rounded() {
+        // 2048 + 1 in fp16: exact result 2049 is a tie between 2048 and 2050 -> 2048.
+        let h = |x: f64| f64_to_f16(x, false) as u32;
+        assert_eq!(
+            run1(Op::Add, DType::F16, &[h(2048.0)], &[h(1.0)]),
+            vec![h(2048.0)]
+        );
+        assert_eq!(
+            run1(Op::Add, DType::F16, &[h(2048.0)], &[h(3.0)]),
+            vec![h(2052.0)]
+        );
+        assert_eq!(
+            run1(Op::Mul, DType::F16, &[h(300.0)], &[h(300.0)]),
+            vec![0x7c00]
+        );
+    }
+
+    #[test]
+    fn casts() {
+        let f = |x: f32| x.to_bits();
+        assert_eq!(cast_bits(DType::F32, DType::I8, false, f(2.5)), 2);
+        assert_eq!(cast_bits(DType::F32, DType::I8, false, f(-300.0)), 0x80);
+        assert_eq!(cast_bits(DType::F32, DType::I8, false, f(f32::NAN)), 0);
+        assert_eq!(cast_bits(DType::I32, DType::I8, false, 300), 300 & 0xff);
+        assert_eq!(cast_bits(DType::I32, DType::I8, true, 300), 127);
+        assert_eq!(cast_bits(DType::F32, DType::F16, false, f(1e6)), 0x7c00);
+        assert_eq!(cast_bits(DType::F32, DType::F16, true, f(1e6)), 0x7bff);
+        assert_eq!(cast_bits(DType::I8, DType::F32, false, 0xff), f(-1.0));
+        assert_eq!(cast_bits(DType::F32, DType::Bf16, false, f(1.0)), 0x3f80);
+        assert_eq!(cast_bits(DType::Bf16, DType::F32, false, 0x3f80), f(1.0));
+        assert_eq!(
+            cast_bits(DType::I32, DType::F32, false, 16_777_217),
+            f(16_777_216.0)
+        );
+    }
+}
