@@ -13,6 +13,7 @@ pub mod program;
 pub mod sram;
 pub mod streams;
 pub mod sxm;
+pub mod tensor;
 pub mod vxm;
 
 pub use config::ChipConfig;

@@ -368,11 +368,24 @@ impl Program {
             }
         }
         let lanes = cfg.lanes();
+        let mut spans: Vec<(u8, u16, u32, u32)> = Vec::new();
         for (n, init) in self.inits.iter().enumerate() {
             if let Err(m) = check_init(cfg, init) {
                 errs.push(format!("SRAM initialiser {n}: {m}"));
+            } else {
+                let end = init.addr + (init.data.len() / lanes) as u32;
+                spans.push((init.hemi, init.slice, init.addr, end));
             }
-            let _ = lanes;
+        }
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if (a.0, a.1) == (b.0, b.1) && b.2 < a.3 {
+                errs.push(format!(
+                    "SRAM initialisers overlap at {}{} address {}",
+                    HEMISPHERES[a.0 as usize], a.1, b.2
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for t in &self.tensors {
@@ -704,7 +717,7 @@ fn quote(v: &str) -> String {
     s
 }
 
-fn check_init(cfg: &ChipConfig, init: &SramInit) -> Result<(), String> {
+pub fn check_init(cfg: &ChipConfig, init: &SramInit) -> Result<(), String> {
     let lanes = cfg.lanes();
     if init.hemi > 1 {
         return Err(format!("hemisphere {} does not exist", init.hemi));
@@ -733,7 +746,7 @@ fn check_init(cfg: &ChipConfig, init: &SramInit) -> Result<(), String> {
     Ok(())
 }
 
-fn check_tensor(cfg: &ChipConfig, t: &TensorDesc) -> Result<(), String> {
+pub fn check_tensor(cfg: &ChipConfig, t: &TensorDesc) -> Result<(), String> {
     let l = &t.layout;
     if t.name.is_empty() {
         return Err("empty name".into());

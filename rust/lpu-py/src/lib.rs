@@ -1,5 +1,86 @@
+//! `lpu._core`: the Python face of `lpu-core`. Thin by design: argument conversion,
+//! exceptions and the GIL; all behaviour lives in the core crate.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+
+mod chip;
+mod config;
+mod isa;
+mod program;
+
+create_exception!(
+    _core,
+    LpuError,
+    PyException,
+    "Base class of every error lpu raises."
+);
+create_exception!(
+    _core,
+    ConfigError,
+    LpuError,
+    "An invalid chip configuration or a program/snapshot for another configuration."
+);
+create_exception!(
+    _core,
+    ProgramFormatError,
+    LpuError,
+    "A malformed, truncated, damaged or incompatible program file (see .offset and .field)."
+);
+create_exception!(
+    _core,
+    CapacityError,
+    LpuError,
+    "Something does not fit on the chip (SRAM, instruction memory)."
+);
+create_exception!(
+    _core,
+    FaultError,
+    LpuError,
+    "A runtime fault stopped the chip (see .fault for cycle, queue and instruction)."
+);
+
+/// Turn a program-file error into ProgramFormatError with `offset` and `field` attributes.
+pub(crate) fn format_error(py: Python<'_>, e: lpu_core::error::FormatError) -> PyErr {
+    let err = ProgramFormatError::new_err(e.to_string());
+    let v = err.value(py);
+    let _ = v.setattr("offset", e.offset);
+    let _ = v.setattr("field", e.field.clone());
+    err
+}
+
+pub(crate) fn load_error(py: Python<'_>, e: lpu_core::error::LoadError) -> PyErr {
+    use lpu_core::error::LoadError;
+    match e {
+        LoadError::Format(f) => format_error(py, f),
+        LoadError::Capacity(c) => CapacityError::new_err(c.msg),
+        LoadError::Config(c) => ConfigError::new_err(c.msg),
+    }
+}
+
+/// Build profile of the native module ("release" or "debug"); benchmarks refuse debug.
+#[pyfunction]
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 #[pymodule]
-fn _core(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("LpuError", py.get_type::<LpuError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("ProgramFormatError", py.get_type::<ProgramFormatError>())?;
+    m.add("CapacityError", py.get_type::<CapacityError>())?;
+    m.add("FaultError", py.get_type::<FaultError>())?;
+    m.add_function(wrap_pyfunction!(build_profile, m)?)?;
+    config::register(m)?;
+    isa::register(m)?;
+    program::register(m)?;
+    chip::register(m)?;
     Ok(())
 }

@@ -1,0 +1,64 @@
+"""The exception hierarchy. Every error lpu raises is an :class:`LpuError`.
+
+The classes raised by the native core (``ConfigError``, ``ProgramFormatError``,
+``CapacityError``, ``FaultError``) are defined there; the ones raised by Python code
+are defined here under the same base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from ._core import CapacityError, ConfigError, FaultError, LpuError, ProgramFormatError
+
+__all__ = [
+    "LpuError",
+    "ConfigError",
+    "ProgramFormatError",
+    "CapacityError",
+    "FaultError",
+    "AssemblyError",
+    "SourceError",
+    "ScheduleError",
+    "InputError",
+]
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """One problem in assembly source: where, the offending text, and what was expected."""
+
+    path: str
+    line: int
+    col: int
+    text: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}:{self.col}"
+        shown = f" near '{self.text}'" if self.text else ""
+        return f"{where}: {self.message}{shown}"
+
+
+class AssemblyError(LpuError):
+    """Assembly source with errors. ``errors`` lists every problem found, in order."""
+
+    def __init__(self, errors: Sequence[SourceError]):
+        self.errors: List[SourceError] = list(errors)
+        count = len(self.errors)
+        head = f"{count} error{'s' if count != 1 else ''} in assembly:\n"
+        super().__init__(head + "\n".join(str(e) for e in self.errors))
+
+
+class ScheduleError(LpuError):
+    """A program built with the builder has a timing conflict (stream or bank)."""
+
+    def __init__(self, message: str, first: Optional[str] = None, second: Optional[str] = None):
+        self.first = first
+        self.second = second
+        super().__init__(message)
+
+
+class InputError(LpuError, ValueError):
+    """A runner input with the wrong name, dtype or shape."""

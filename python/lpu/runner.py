@@ -1,0 +1,90 @@
+"""Run a program in one call, in the style of Groq's ``tsp_runner``.
+
+>>> run = Runner(program)            # doctest: +SKIP
+>>> out = run(x=x, w=w)              # doctest: +SKIP
+>>> out["y"], run.last.cycles        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ._core import Chip, Program, RunStatus
+from .errors import InputError, LpuError
+from .layout import read_tensor, write_tensor
+
+__all__ = ["Runner", "RunInfo"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What one run cost: cycles, the predicted time at the chip's clock, and counters."""
+
+    cycles: int
+    clock_hz: int
+    stats: Dict[str, Any] = field(repr=False)
+
+    @property
+    def time_s(self) -> float:
+        """Predicted wall time on the real chip at the configured clock."""
+        return self.cycles / self.clock_hz
+
+    @property
+    def utilization(self) -> Dict[str, float]:
+        """Busy fraction of each functional unit."""
+        return {u: v["utilization"] for u, v in self.stats["units"].items()}
+
+
+class Runner:
+    """Callable wrapper around a program: named numpy inputs in, named outputs out.
+
+    Each call writes the inputs into SRAM, runs the program from its entry point and
+    returns a dict of the output tensors. ``last`` describes the most recent run.
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        chip: Optional[Chip] = None,
+        entry: Optional[str] = None,
+        max_cycles: Optional[int] = None,
+    ):
+        self.program = program
+        self.chip = chip if chip is not None else Chip(program.config)
+        self.entry = entry
+        self.max_cycles = max_cycles
+        self.inputs = {t.name: t for t in program.tensors if t.kind == "input"}
+        self.outputs = {t.name: t for t in program.tensors if t.kind == "output"}
+        self.last: Optional[RunInfo] = None
+        self.chip.load(program, entry)
+
+    def __call__(self, **inputs: Any) -> Dict[str, np.ndarray]:
+        unknown = sorted(set(inputs) - set(self.inputs))
+        missing = sorted(set(self.inputs) - set(inputs))
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown input(s) {unknown}")
+            if missing:
+                parts.append(f"missing input(s) {missing}")
+            raise InputError(f"{'; '.join(parts)}; the program takes {sorted(self.inputs)}")
+        self.chip.reset()
+        for name, value in inputs.items():
+            write_tensor(self.chip, self.inputs[name], value)
+        if self.max_cycles is None:
+            status = self.chip.run()
+        else:
+            status = self.chip.run(self.max_cycles)
+        if status == RunStatus.FAULT:
+            self.chip.raise_for_fault()  # raises FaultError with cycle, queue and instruction
+        if status != RunStatus.HALTED:
+            raise LpuError(
+                f"the program did not finish: stopped with {status} at cycle {self.chip.cycle}"
+            )
+        stats = self.chip.stats()
+        self.last = RunInfo(stats["cycles"], stats["clock_hz"], stats)
+        return {name: read_tensor(self.chip, t) for name, t in self.outputs.items()}
+

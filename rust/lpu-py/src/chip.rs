@@ -1,0 +1,598 @@
+//! `Chip` for Python: runs release the GIL and check for Ctrl-C between slices.
+
+use crate::config::ChipConfig;
+use crate::program::{device_bytes, hemi_arg, Program, Tensor};
+use crate::{load_error, ConfigError, FaultError, LpuError};
+use lpu_core::config::ChipConfig as CoreConfig;
+use lpu_core::dtype::DType;
+use lpu_core::engine::{
+    Chip as Core, Fault as CoreFault, FaultKind, FaultPolicy, Limits, RunStatus as CoreStatus,
+    Snapshot as CoreSnapshot,
+};
+use lpu_core::isa::{StreamRef, Unit};
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// Issues per GIL-free slice of a run; between slices Python signals (Ctrl-C) are checked.
+const SLICE_ISSUES: u64 = 2_000_000;
+/// Default `max_cycles` of `run()`: about 1.1 s of chip time at 900 MHz.
+pub const DEFAULT_MAX_CYCLES: u64 = 1_000_000_000;
+
+/// Why a run stopped.
+#[pyclass(module = "lpu._core", eq, eq_int, frozen, from_py_object)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Every queue drained and every result landed.
+    #[pyo3(name = "HALTED")]
+    Halted,
+    /// The requested cycle (max_cycles, step, run_until) was reached first.
+    #[pyo3(name = "CYCLE_LIMIT")]
+    CycleLimit,
+    /// A breakpoint instruction is about to issue.
+    #[pyo3(name = "BREAKPOINT")]
+    Breakpoint,
+    /// A watched SRAM word was written.
+    #[pyo3(name = "WATCHPOINT")]
+    Watchpoint,
+    /// A fault stopped the chip; see `Chip.fault`.
+    #[pyo3(name = "FAULT")]
+    Fault,
+}
+
+impl From<CoreStatus> for RunStatus {
+    fn from(s: CoreStatus) -> Self {
+        match s {
+            CoreStatus::Halted => RunStatus::Halted,
+            CoreStatus::CycleLimit | CoreStatus::Paused => RunStatus::CycleLimit,
+            CoreStatus::Breakpoint => RunStatus::Breakpoint,
+            CoreStatus::Watchpoint => RunStatus::Watchpoint,
+            CoreStatus::Fault => RunStatus::Fault,
+        }
+    }
+}
+
+/// A runtime fault: what went wrong, on which cycle, queue and instruction.
+#[pyclass(module = "lpu._core", frozen, get_all)]
+#[derive(Clone)]
+pub struct Fault {
+    /// Fault kind, e.g. "stream_empty", "stream_conflict", "bank_conflict".
+    pub kind: &'static str,
+    pub cycle: u64,
+    pub queue: String,
+    /// Index of the instruction in its queue.
+    pub index: usize,
+    /// Which re-issue of a repeated instruction (0 = the original).
+    pub repeat: u32,
+    /// The instruction's assembly text.
+    pub instruction: String,
+    pub message: String,
+}
+
+impl From<&CoreFault> for Fault {
+    fn from(f: &CoreFault) -> Self {
+        Fault {
+            kind: f.kind.name(),
+            cycle: f.cycle,
+            queue: f.queue.clone(),
+            index: f.index,
+            repeat: f.repeat,
+            instruction: f.instr.clone(),
+            message: f.msg.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl Fault {
+    fn __str__(&self) -> String {
+        let rep = if self.repeat > 0 {
+            format!(" (repeat {})", self.repeat)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} at cycle {}, queue {}, instruction {} `{}`{}: {}",
+            self.kind, self.cycle, self.queue, self.index, self.instruction, rep, self.message
+        )
+    }
+    fn __repr__(&self) -> String {
+        format!("Fault({})", self.__str__())
+    }
+}
+
+/// A saved whole-chip state (see `Chip.snapshot`).
+#[pyclass(module = "lpu._core", frozen)]
+pub struct Snapshot {
+    inner: CoreSnapshot,
+    cycle: u64,
+}
+
+#[pymethods]
+impl Snapshot {
+    /// The cycle the chip was at.
+    #[getter]
+    fn cycle(&self) -> u64 {
+        self.cycle
+    }
+}
+
+/// One emulated chip. ``Chip()`` is a ``tsp_v1``; ``Chip(ChipConfig("tsp_small"))`` a
+/// small one. Load a Program, then ``run()``, ``step(n)`` or ``run_until(cycle)``.
+#[pyclass(module = "lpu._core")]
+pub struct Chip {
+    inner: Core,
+}
+
+fn fault_kind(name: &str) -> PyResult<FaultKind> {
+    FaultKind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+        LpuError::new_err(format!(
+            "unknown fault kind '{name}' (one of {})",
+            names.join(", ")
+        ))
+    })
+}
+
+impl Chip {
+    fn run_limited(&mut self, py: Python<'_>, until: u64) -> PyResult<RunStatus> {
+        loop {
+            let chip = &mut self.inner;
+            let s = py.detach(move || {
+                chip.run(Limits {
+                    until,
+                    issue_budget: SLICE_ISSUES,
+                })
+            });
+            if s != CoreStatus::Paused {
+                return Ok(s.into());
+            }
+            // The chip stopped between cycles: consistent and resumable.
+            py.check_signals()?;
+        }
+    }
+
+    fn check_word(&self, hemi: u8, slice: u16, addr: u32, count: u32) -> PyResult<()> {
+        let c = self.inner.config();
+        if slice as u32 >= c.mem_slices {
+            return Err(LpuError::new_err(format!(
+                "slice {slice} does not exist (0..{})",
+                c.mem_slices
+            )));
+        }
+        if addr as u64 + count as u64 > c.addresses as u64 {
+            return Err(LpuError::new_err(format!(
+                "addresses {addr}..{} run past the slice's {} words",
+                addr as u64 + count as u64,
+                c.addresses
+            )));
+        }
+        let _ = hemi;
+        Ok(())
+    }
+
+    fn tensor_fits(&self, t: &Tensor) -> PyResult<()> {
+        let p = lpu_core::program::Program {
+            tensors: vec![t.inner.clone()],
+            ..lpu_core::program::Program::new(self.inner.config().clone())
+        };
+        if let Some(problem) = p.check().into_iter().next() {
+            return Err(LpuError::new_err(problem));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Chip {
+    #[new]
+    #[pyo3(signature = (config = None))]
+    fn new(config: Option<ChipConfig>) -> PyResult<Self> {
+        let cfg = config.map(|c| c.inner).unwrap_or_else(CoreConfig::tsp_v1);
+        let inner = Core::new(cfg).map_err(|e| ConfigError::new_err(e.msg))?;
+        Ok(Chip { inner })
+    }
+
+    #[getter]
+    fn config(&self) -> ChipConfig {
+        ChipConfig {
+            inner: self.inner.config().clone(),
+        }
+    }
+
+    /// The loaded program, if any.
+    #[getter]
+    fn program(&self) -> Option<Program> {
+        self.inner.program().map(|p| Program { inner: p.clone() })
+    }
+
+    /// Load a program (built for this chip's config) and prepare to run `entry`.
+    #[pyo3(signature = (program, entry = None))]
+    fn load(&mut self, py: Python<'_>, program: &Program, entry: Option<&str>) -> PyResult<()> {
+        let chip = &mut self.inner;
+        let prog = program.inner.clone();
+        py.detach(move || chip.load(prog, entry))
+            .map_err(|e| load_error(py, e))
+    }
+
+    /// Back to the state right after `load` (SRAM holds only the program's initialisers).
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// Run until the program halts, a breakpoint/watchpoint/fault, or `max_cycles`.
+    #[pyo3(signature = (max_cycles = DEFAULT_MAX_CYCLES))]
+    fn run(&mut self, py: Python<'_>, max_cycles: u64) -> PyResult<RunStatus> {
+        self.run_limited(py, max_cycles)
+    }
+
+    /// Advance `n` cycles (or less if the program stops first).
+    #[pyo3(signature = (n = 1))]
+    fn step(&mut self, py: Python<'_>, n: u64) -> PyResult<RunStatus> {
+        let until = self.inner.cycle().saturating_add(n);
+        self.run_limited(py, until)
+    }
+
+    /// Run until just before `cycle` executes (or the program stops first).
+    fn run_until(&mut self, py: Python<'_>, cycle: u64) -> PyResult<RunStatus> {
+        self.run_limited(py, cycle)
+    }
+
+    /// The next cycle to execute (superlane-0 time).
+    #[getter]
+    fn cycle(&self) -> u64 {
+        self.inner.cycle()
+    }
+
+    /// Cycles the program took so far, including the last superlane's skew.
+    #[getter]
+    fn cycles(&self) -> u64 {
+        self.inner.cycles()
+    }
+
+    #[getter]
+    fn halted(&self) -> bool {
+        self.inner.halted()
+    }
+
+    /// The fault that stopped the chip, or None.
+    #[getter]
+    fn fault(&self) -> Option<Fault> {
+        self.inner.fault().map(Fault::from)
+    }
+
+    /// Faults recorded under the "warn" policy.
+    #[getter]
+    fn warnings(&self) -> Vec<Fault> {
+        self.inner.warnings().iter().map(Fault::from).collect()
+    }
+
+    /// Raise FaultError if a fault stopped the chip.
+    fn raise_for_fault(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(f) = self.inner.fault() {
+            let err = FaultError::new_err(f.to_string());
+            let _ = err.value(py).setattr("fault", Fault::from(f));
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Set what a fault kind does: "error" (stop), "warn" (record, go on) or "ignore".
+    fn set_fault_policy(&mut self, kind: &str, policy: &str) -> PyResult<()> {
+        let k = fault_kind(kind)?;
+        let p = match policy {
+            "error" => FaultPolicy::Error,
+            "warn" => FaultPolicy::Warn,
+            "ignore" => FaultPolicy::Ignore,
+            _ => {
+                return Err(LpuError::new_err(format!(
+                    "policy must be error, warn or ignore, not '{policy}'"
+                )))
+            }
+        };
+        if !k.recoverable() && p != FaultPolicy::Error {
+            return Err(LpuError::new_err(format!(
+                "{kind} faults always stop the chip"
+            )));
+        }
+        self.inner.set_policy(k, p);
+        Ok(())
+    }
+
+    /// The policy of each fault kind.
+    fn fault_policies(&self) -> Vec<(&'static str, &'static str)> {
+        FaultKind::ALL
+            .iter()
+            .map(|k| {
+                let p = match self.inner.policy(*k) {
+                    FaultPolicy::Error => "error",
+                    FaultPolicy::Warn => "warn",
+                    FaultPolicy::Ignore => "ignore",
+                };
+                (k.name(), p)
+            })
+            .collect()
+    }
+
+    /// Stop before instruction `index` of `queue` issues.
+    fn add_breakpoint(&mut self, queue: &str, index: usize) -> PyResult<()> {
+        let q = self.queue(queue)?;
+        self.inner.add_breakpoint(q, index);
+        Ok(())
+    }
+
+    fn remove_breakpoint(&mut self, queue: &str, index: usize) -> PyResult<bool> {
+        let q = self.queue(queue)?;
+        Ok(self.inner.remove_breakpoint(q, index))
+    }
+
+    /// Stop at the end of the cycle in which this SRAM word is written.
+    fn add_watchpoint(&mut self, hemi: &Bound<'_, PyAny>, slice: u16, addr: u32) -> PyResult<()> {
+        let h = hemi_arg(hemi)?;
+        self.check_word(h, slice, addr, 1)?;
+        self.inner.add_watchpoint(h, slice, addr);
+        Ok(())
+    }
+
+    fn remove_watchpoint(
+        &mut self,
+        hemi: &Bound<'_, PyAny>,
+        slice: u16,
+        addr: u32,
+    ) -> PyResult<bool> {
+        Ok(self.inner.remove_watchpoint(hemi_arg(hemi)?, slice, addr))
+    }
+
+    /// The (hemisphere, slice, address) whose write stopped the last run, if any.
+    #[getter]
+    fn watch_hit(&self) -> Option<(&'static str, u16, u32)> {
+        self.inner
+            .watch_hit()
+            .map(|(h, s, a)| (lpu_core::config::HEMISPHERES[h as usize], s, a))
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            inner: self.inner.snapshot(),
+            cycle: self.inner.cycle(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> PyResult<()> {
+        self.inner
+            .restore(&snapshot.inner)
+            .map_err(|e| ConfigError::new_err(e.msg))
+    }
+
+    /// A read-only copy of `count` SRAM words, shape (count, lanes), dtype uint8.
+    #[pyo3(signature = (hemi, slice, addr, count = 1))]
+    fn read_sram<'py>(
+        &self,
+        py: Python<'py>,
+        hemi: &Bound<'_, PyAny>,
+        slice: u16,
+        addr: u32,
+        count: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = hemi_arg(hemi)?;
+        self.check_word(h, slice, addr, count)?;
+        let lanes = self.inner.config().lanes();
+        let mut v = vec![0u8; count as usize * lanes];
+        for (i, w) in v.chunks_mut(lanes).enumerate() {
+            self.inner.read_word(h, slice, addr + i as u32, w);
+        }
+        readonly(
+            PyArray1::from_vec(py, v).into_any(),
+            &[count as usize, lanes],
+        )
+    }
+
+    /// Write SRAM words (host access, not timed). `data` is uint8 of shape (n, lanes) or (lanes,).
+    fn write_sram(
+        &mut self,
+        hemi: &Bound<'_, PyAny>,
+        slice: u16,
+        addr: u32,
+        data: PyReadonlyArray1<'_, u8>,
+    ) -> PyResult<()> {
+        let h = hemi_arg(hemi)?;
+        let lanes = self.inner.config().lanes();
+        let d = data.as_slice()?;
+        if d.is_empty() || d.len() % lanes != 0 {
+            return Err(LpuError::new_err(format!(
+                "data is {} bytes, not whole {lanes}-byte words",
+                d.len()
+            )));
+        }
+        let n = (d.len() / lanes) as u32;
+        self.check_word(h, slice, addr, n)?;
+        for (i, w) in d.chunks(lanes).enumerate() {
+            self.inner.write_word(h, slice, addr + i as u32, w);
+        }
+        Ok(())
+    }
+
+    /// The value a reader at `position` sees on a stream this cycle (uint8, lanes), or None.
+    /// `stream` is text like "s5e" or "s5w".
+    fn stream<'py>(
+        &self,
+        py: Python<'py>,
+        stream: &str,
+        position: u32,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let s = parse_stream(stream)?;
+        if position >= self.inner.config().positions() {
+            return Err(LpuError::new_err(format!(
+                "position {position} is off the chip (0..{})",
+                self.inner.config().positions()
+            )));
+        }
+        match self.inner.stream_value(s, position) {
+            None => Ok(None),
+            Some(v) => {
+                let lanes = v.len();
+                Ok(Some(readonly(
+                    PyArray1::from_vec(py, v.to_vec()).into_any(),
+                    &[lanes],
+                )?))
+            }
+        }
+    }
+
+    /// Write a tensor's data into SRAM. `data` is the raw little-endian element bytes of
+    /// a C-ordered array of the tensor's shape (for bfloat16: float32 values, rounded).
+    fn write_tensor(
+        &mut self,
+        py: Python<'_>,
+        tensor: &Tensor,
+        data: PyReadonlyArray1<'_, u8>,
+    ) -> PyResult<()> {
+        self.tensor_fits(tensor)?;
+        let t = &tensor.inner;
+        let d = device_bytes(t, data.as_slice()?)?;
+        let chip = &mut self.inner;
+        py.detach(|| lpu_core::tensor::write_tensor(chip, t, &d));
+        Ok(())
+    }
+
+    /// Read a tensor's raw element bytes from SRAM (for bfloat16: float32 values).
+    fn read_tensor<'py>(
+        &self,
+        py: Python<'py>,
+        tensor: &Tensor,
+    ) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        self.tensor_fits(tensor)?;
+        let t = &tensor.inner;
+        let n = lpu_core::tensor::numel(t);
+        let mut out = vec![0u8; n * t.dtype.bytes()];
+        let chip = &self.inner;
+        py.detach(|| lpu_core::tensor::read_tensor(chip, t, &mut out));
+        if t.dtype == DType::Bf16 {
+            out = out
+                .chunks(2)
+                .flat_map(|c| {
+                    lpu_core::numerics::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])).to_le_bytes()
+                })
+                .collect();
+        }
+        Ok(PyArray1::from_vec(py, out))
+    }
+
+    /// Counters since load: per-unit instructions, busy cycles and utilisation, SRAM and
+    /// stream traffic, MACs, cycles and the predicted time at the configured clock.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let cfg = self.inner.config();
+        let cycles = self.inner.cycles();
+        let d = PyDict::new(py);
+        d.set_item("cycles", cycles)?;
+        d.set_item("clock_hz", cfg.clock_hz)?;
+        d.set_item("time_s", cycles as f64 / cfg.clock_hz as f64)?;
+        let units = PyDict::new(py);
+        for (i, u) in Unit::ALL.iter().enumerate() {
+            let e = PyDict::new(py);
+            e.set_item("issued", s.issued[i])?;
+            e.set_item("busy_cycles", s.busy[i])?;
+            e.set_item(
+                "utilization",
+                if cycles > 0 {
+                    s.busy[i] as f64 / cycles as f64
+                } else {
+                    0.0
+                },
+            )?;
+            units.set_item(u.name(), e)?;
+        }
+        d.set_item("units", units)?;
+        let queues = PyDict::new(py);
+        for (q, n) in self.inner.queues().iter().zip(&s.per_queue) {
+            if *n > 0 {
+                queues.set_item(&q.name, *n)?;
+            }
+        }
+        d.set_item("queues", queues)?;
+        d.set_item("sram_reads", s.sram_reads)?;
+        d.set_item("sram_writes", s.sram_writes)?;
+        d.set_item("stream_writes", s.stream_writes)?;
+        d.set_item("stream_reads", s.stream_reads)?;
+        d.set_item("macs_int8", s.macs_int8)?;
+        d.set_item("macs_fp16", s.macs_fp16)?;
+        d.set_item("weights_installed", s.weights_installed)?;
+        d.set_item("mxm_busy_cycles", s.mxm_busy.clone())?;
+        // fp16 runs at a quarter of the int8 rate, so weigh its MACs by 4 against the peak.
+        let peak = cfg.peak_int8_macs_per_cycle() as f64 * cycles as f64;
+        let used = s.macs_int8 as f64 + 4.0 * s.macs_fp16 as f64;
+        d.set_item(
+            "mxm_utilization",
+            if peak > 0.0 { used / peak } else { 0.0 },
+        )?;
+        Ok(d)
+    }
+
+    /// Reset the counters of `stats()`.
+    fn clear_stats(&mut self) {
+        self.inner.clear_stats();
+    }
+
+    /// (next instruction index, instruction count, parked in sync) of a queue.
+    fn queue_state(&self, queue: &str) -> PyResult<(usize, usize, bool)> {
+        let q = self.queue(queue)?;
+        Ok(self.inner.queue_state(q))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Chip('{}', cycle={}, {})",
+            self.inner.config().name,
+            self.inner.cycle(),
+            if self.inner.fault().is_some() {
+                "faulted"
+            } else if self.inner.halted() {
+                "halted"
+            } else {
+                "running"
+            }
+        )
+    }
+}
+
+impl Chip {
+    fn queue(&self, name: &str) -> PyResult<usize> {
+        self.inner
+            .queue_index(name)
+            .ok_or_else(|| LpuError::new_err(format!("no queue named '{name}'")))
+    }
+}
+
+fn parse_stream(s: &str) -> PyResult<StreamRef> {
+    let err = || LpuError::new_err(format!("'{s}' is not a stream (write e.g. s5e or s5w)"));
+    let body = s.strip_prefix('s').ok_or_else(err)?;
+    let (num, dir) = body.split_at(body.len().saturating_sub(1));
+    let index: u32 = num.parse().map_err(|_| err())?;
+    if index >= lpu_core::isa::STREAMS {
+        return Err(err());
+    }
+    match dir {
+        "e" => Ok(StreamRef { index, west: false }),
+        "w" => Ok(StreamRef { index, west: true }),
+        _ => Err(err()),
+    }
+}
+
+/// Reshape a fresh array and mark it read-only.
+fn readonly<'py>(a: Bound<'py, PyAny>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+    let a = a.call_method1("reshape", (shape.to_vec(),))?;
+    let kw = PyDict::new(a.py());
+    kw.set_item("write", false)?;
+    a.call_method("setflags", (), Some(&kw))?;
+    Ok(a)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RunStatus>()?;
+    m.add_class::<Fault>()?;
+    m.add_class::<Snapshot>()?;
+    m.add_class::<Chip>()?;
+    m.add("DEFAULT_MAX_CYCLES", DEFAULT_MAX_CYCLES)?;
+    Ok(())
+}
