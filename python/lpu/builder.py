@@ -204,6 +204,9 @@ class Builder:
         self._flows: Dict[int, str] = {}
         self._banks: List[Tuple[int, int, int, int, int, int, bool, int]] = []
         self._entries: Dict[str, Dict[str, int]] = {}
+        # Per MEM slice: cycle -> (bank read, bank written) on that cycle.
+        self._slice_use: Dict[Tuple[int, int], Dict[int, Tuple[Optional[int], Optional[int]]]] = {}
+        self._journal: List[Tuple[Dict[int, Any], int, Any]] = []
         self.meta: Dict[str, str] = {}
 
     # ---------------------------------------------------------------- tensors --
@@ -254,6 +257,30 @@ class Builder:
     def mxm_pos(self, plane: int) -> int:
         return self.config.mxm_position(plane)
 
+    # ------------------------------------------------------------ transactions --
+    def checkpoint(self) -> Tuple[Any, ...]:
+        """A marker to :meth:`rollback` to (undo everything placed after it)."""
+        return (
+            {q: len(ps) for q, ps in self._queues.items()},
+            len(self._swrites), len(self._sreads), len(self._banks), len(self._journal),
+        )
+
+    def rollback(self, mark: Tuple[Any, ...]) -> None:
+        """Undo every placement made since `mark` was taken (tensors stay allocated)."""
+        queues, nw, nr, nb, nj = mark
+        for q in list(self._queues):
+            keep = queues.get(q, 0)
+            del self._queues[q][keep:]
+        del self._swrites[nw:]
+        del self._sreads[nr:]
+        del self._banks[nb:]
+        while len(self._journal) > nj:
+            use, cycle, old = self._journal.pop()
+            if old is None:
+                use.pop(cycle, None)
+            else:
+                use[cycle] = old
+
     # -------------------------------------------------------------- placement --
     def _new_id(self, text: str) -> int:
         self._ids += 1
@@ -287,7 +314,12 @@ class Builder:
         self._queues.setdefault(queue, []).append(p)
         return ident
 
-    def _mem_queue(self, hemi: int, slice_: int, start: int, end: int) -> str:
+    def _mem_queue(self, hemi: int, slice_: int, start: int, end: int, write: bool) -> str:
+        """A free port of a slice for an access with no known address (gather/scatter)."""
+        use = self._slice_use.setdefault((hemi, slice_), {})
+        if any(use.get(c, (None, None))[1 if write else 0] is not None for c in range(start, end + 1)):
+            raise ScheduleError(f"MEM slice {'WE'[hemi]}{slice_} already {'writes' if write else 'reads'} "
+                                f"during cycles {start}..{end}")
         for port in (0, 1):
             q = f"mem.{'WE'[hemi]}{slice_}.{port}"
             if self._busy(q, start, end) is None:
@@ -336,16 +368,59 @@ class Builder:
                 self._sreads.append((s, flow.west, pos, cycle, count, stride, ident, flow.fid))
 
     # -------------------------------------------------------------------- MEM --
+    def _plan(self, jobs: Dict[int, List[Tuple[int, int, int]]], hemi: int, land_of: Any, write: bool,
+              stride: int) -> Optional[List[Tuple[str, int, int, int, int, int, int]]]:
+        """Plan MEM accesses: for each slice, runs of (addr, stream, step) items become one
+        instruction with a repeat. Returns (queue, issue, n, d, addr0, stream, slice) per
+        run, or None if a port, or the slice's once-per-cycle read/write, is taken."""
+        lat = 0 if write else self.lat["mem_read"]
+        plan = []
+        taken: Dict[str, List[Tuple[int, int]]] = {}
+        for sl, items in sorted(jobs.items()):
+            use = self._slice_use.setdefault((hemi, sl), {})
+            for addr0, strm, step0, n, dstep in _runs(sorted(items, key=lambda x: x[2])):
+                issue = land_of(sl) + step0 * stride - lat
+                d = dstep * stride
+                for k in range(n):
+                    r, w = use.get(issue + k * d, (None, None))
+                    bank = int(addr0 + k >= self.config.addresses // 2)
+                    if (w is not None if write else r is not None) or (r if write else w) == bank:
+                        return None
+                port = None
+                for cand in (0, 1):
+                    q = f"mem.{'WE'[hemi]}{sl}.{cand}"
+                    spans = taken.get(q, [])
+                    if self._busy(q, issue, issue + (n - 1) * d) is None and all(
+                            b < issue or a > issue + (n - 1) * d for a, b in spans):
+                        port = q
+                        break
+                if port is None or issue < 0:
+                    return None
+                taken.setdefault(port, []).append((issue, issue + (n - 1) * d))
+                plan.append((port, issue, n, d, addr0, strm, sl))
+        return plan
+
+    def _mark(self, hemi: int, sl: int, issue: int, n: int, d: int, addr0: int, write: bool) -> None:
+        use = self._slice_use.setdefault((hemi, sl), {})
+        for k in range(n):
+            c = issue + k * d
+            old = use.get(c)
+            self._journal.append((use, c, old))
+            r, w = old or (None, None)
+            bank = int(addr0 + k >= self.config.addresses // 2)
+            use[c] = (r, bank) if write else (bank, w)
+
     def read(self, tensor: Tensor, *, stream: int, vectors: Optional[Tuple[int, int]] = None, at: Optional[int] = None,
              arrive: Optional[Tuple[int, int]] = None, west: Optional[bool] = None, stride: int = 1,
-             spread: int = 1) -> Flow:
+             spread: int = 1, search: bool = False) -> Flow:
         """Read vectors of a tensor onto streams ``stream ..``.
 
         ``vectors=(first, count)`` picks vectors (default: all). ``spread=k`` puts k
         consecutive vectors side by side on k stream groups per step (for ``lw``; needs a
         tensor split over at least k slices). Give either ``at`` (the cycle step 0 is at
         the most downstream reading slice) or ``arrive=(position, cycle)`` (when step 0
-        must be at a position; the direction is chosen towards it).
+        must be at a position; the direction is chosen towards it). With
+        ``search=True`` the read is moved later until its slices and ports are free.
         """
         cfg = self.config
         nb = _BYTES[tensor.dtype]
@@ -355,24 +430,17 @@ class Builder:
             raise LpuError(f"vectors {first}..{first + count} are outside tensor '{tensor.name}' ({total} vectors)")
         if count % spread:
             raise LpuError(f"{count} vectors do not fill steps of {spread}")
-        if tensor.split % spread and spread % tensor.split:
-            raise LpuError(f"spread {spread} does not match split {tensor.split} of '{tensor.name}'")
         steps = count // spread
         hemi = _HEMI[tensor.hemi]
-        # Every (vector, plane) -> (slice, address, stream, step).
         jobs: Dict[int, List[Tuple[int, int, int]]] = {}
         for v in range(first, first + count):
-            i = v - first
-            step, lane_group = divmod(i, spread)
+            step, group = divmod(v - first, spread)
             for b in range(nb):
                 sl, addr = tensor.location(v, b)
-                jobs.setdefault(sl, []).append((addr, stream + lane_group * nb + b, step))
+                jobs.setdefault(sl, []).append((addr, stream + group * nb + b, step))
         positions = {sl: cfg.mem_position(hemi, sl) for sl in jobs}
         if west is None:
-            if arrive is None:
-                west = False
-            else:
-                west = arrive[0] < min(positions.values())
+            west = arrive is not None and arrive[0] < min(positions.values())
         origin = min(positions.values()) if west else max(positions.values())
         if arrive is not None:
             ref = arrive[1] - abs(arrive[0] - origin)
@@ -380,51 +448,54 @@ class Builder:
             ref = at
         else:
             raise LpuError("read needs at= or arrive=")
-        key = ref + origin if west else ref - origin
-        width = nb * spread
+        for _ in range(1 << 16):
+            key = ref + origin if west else ref - origin
+            plan = self._plan(jobs, hemi, lambda sl, key=key: key - positions[sl] if west else key + positions[sl],
+                              False, stride)
+            if plan is not None or not search:
+                break
+            ref += 1
+        if plan is None:
+            raise ScheduleError(f"cannot read '{tensor.name}' with step 0 at position {origin} on cycle {ref}: "
+                                f"a MEM port or the slice's read is taken then (or it would start before cycle 0)")
         fid = self._new_flow(f"the read of '{tensor.name}'")
-        for sl, items in sorted(jobs.items()):
-            pos = positions[sl]
-            # Items on one slice: consecutive steps at consecutive addresses, one stream each.
-            items.sort(key=lambda x: x[2])
-            runs = _runs(items)
-            for addr0, strm, step0, n, dstep in runs:
-                land = (key - pos if west else key + pos) + step0 * stride
-                issue = land - self.lat["mem_read"]
-                d = dstep * stride
-                q = self._mem_queue(hemi, sl, issue, issue + (n - 1) * d)
-                ident = self.place(q, issue, "read", [addr0, _stream_operand(strm, west)], n - 1, d)
-                self._banks.append((hemi, sl, issue, n, d, addr0, False, ident))
-                self._stream_write(strm, 1, west, pos, land, n, d, ident, fid)
-        return Flow(stream, width, west, key, origin, steps, stride, tensor.dtype, spread, fid)
+        for q, issue, n, d, addr0, strm, sl in plan:
+            ident = self.place(q, issue, "read", [addr0, _stream_operand(strm, west)], n - 1, d)
+            self._mark(hemi, sl, issue, n, d, addr0, False)
+            self._banks.append((hemi, sl, issue, n, d, addr0, False, ident))
+            self._stream_write(strm, 1, west, positions[sl], issue + self.lat["mem_read"], n, d, ident, fid)
+        return Flow(stream, nb * spread, west, key, origin, steps, stride, tensor.dtype, spread, fid)
 
     def write(self, flow: Flow, tensor: Tensor, *, vectors: Optional[Tuple[int, int]] = None) -> int:
-        """Write a flow into a tensor where and when it arrives; returns the last cycle."""
+        """Write a flow into a tensor where and when it arrives; returns the cycle the
+        last word lands."""
         cfg = self.config
         nb = _BYTES[tensor.dtype]
         if nb != flow.bytes or flow.spread != 1:
             raise LpuError(f"a {flow.dtype} flow cannot be written to {tensor.dtype} tensor '{tensor.name}'")
         total = tensor.vectors(self.lanes)
-        first, count = vectors if vectors is not None else (0, flow.count)
-        if count != flow.count or first + count > total:
+        first = vectors[0] if vectors is not None else 0
+        if vectors is not None and vectors[1] != flow.count:
+            raise LpuError(f"the flow has {flow.count} vectors, not {vectors[1]}")
+        if first < 0 or first + flow.count > total:
             raise LpuError(f"writing {flow.count} vectors at {first} does not fit tensor '{tensor.name}' ({total})")
         hemi = _HEMI[tensor.hemi]
         jobs: Dict[int, List[Tuple[int, int, int]]] = {}
-        for i in range(count):
+        for i in range(flow.count):
             for b in range(nb):
                 sl, addr = tensor.location(first + i, b)
                 jobs.setdefault(sl, []).append((addr, flow.base + b, i))
+        plan = self._plan(jobs, hemi, lambda sl: flow.at(cfg.mem_position(hemi, sl)), True, flow.stride)
+        if plan is None:
+            raise ScheduleError(f"cannot write '{tensor.name}' when the data arrives: a MEM port or the slice's "
+                                f"write is taken then, or a read of the same bank")
         last = 0
-        for sl, items in sorted(jobs.items()):
-            pos = cfg.mem_position(hemi, sl)
-            for addr0, strm, step0, n, dstep in _runs(sorted(items, key=lambda x: x[2])):
-                t = flow.at(pos) + step0 * flow.stride
-                d = dstep * flow.stride
-                q = self._mem_queue(hemi, sl, t, t + (n - 1) * d)
-                ident = self.place(q, t, "write", [addr0, _stream_operand(strm, flow.west)], n - 1, d)
-                self._banks.append((hemi, sl, t, n, d, addr0, True, ident))
-                self._stream_read(flow, pos, t, n, d, ident, [strm])
-                last = max(last, t + (n - 1) * d + self.lat["mem_write"])
+        for q, t, n, d, addr0, strm, sl in plan:
+            ident = self.place(q, t, "write", [addr0, _stream_operand(strm, flow.west)], n - 1, d)
+            self._mark(hemi, sl, t, n, d, addr0, True)
+            self._banks.append((hemi, sl, t, n, d, addr0, True, ident))
+            self._stream_read(flow, cfg.mem_position(hemi, sl), t, n, d, ident, [strm])
+            last = max(last, t + (n - 1) * d + self.lat["mem_write"])
         return last
 
     def gather(self, tensor: Tensor, map_flow: Flow, *, stream: int, slice_: Optional[int] = None,
@@ -435,7 +506,8 @@ class Builder:
         sl = slice_ if slice_ is not None else tensor.slices[plane * tensor.split]
         pos = self.config.mem_position(hemi, sl)
         t = map_flow.at(pos)
-        q = self._mem_queue(hemi, sl, t, t + (map_flow.count - 1) * map_flow.stride)
+        q = self._mem_queue(hemi, sl, t, t + (map_flow.count - 1) * map_flow.stride, False)
+        self._mark(hemi, sl, t, map_flow.count, map_flow.stride, 0, False)
         ident = self.place(q, t, "gather", [map_flow.operand(), _stream_operand(stream, map_flow.west)],
                            map_flow.count - 1, map_flow.stride)
         self._banks.append((hemi, sl, t, map_flow.count, map_flow.stride, -1, False, ident))
@@ -454,7 +526,8 @@ class Builder:
         t = flow.at(pos)
         if map_flow.at(pos) != t:
             raise ScheduleError(f"scatter: data arrives at cycle {t} but the map at {map_flow.at(pos)}")
-        q = self._mem_queue(hemi, sl, t, t + (flow.count - 1) * flow.stride)
+        q = self._mem_queue(hemi, sl, t, t + (flow.count - 1) * flow.stride, True)
+        self._mark(hemi, sl, t, flow.count, flow.stride, 0, True)
         strm = _stream_operand(flow.base + plane, flow.west)
         ident = self.place(q, t, "scatter", [map_flow.operand(), strm], flow.count - 1, flow.stride)
         self._banks.append((hemi, sl, t, flow.count, flow.stride, -1, True, ident))

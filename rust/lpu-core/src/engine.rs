@@ -1348,12 +1348,8 @@ impl Chip {
                     );
                     return;
                 }
-                if accumulate && ctx.t < s.ready {
-                    let msg = format!("slot {slot} is still being written until cycle {}", s.ready);
-                    if self.raise(ctx, FaultKind::MxmHazard, msg) {
-                        return;
-                    }
-                }
+                // Accumulation happens as results leave the array, in issue order, so an
+                // abc may add to a slot whose previous result is still in the pipeline.
                 let plane = &mut self.planes[p];
                 let s = &mut plane.slots[slot];
                 if s.data.is_empty() || !accumulate {
