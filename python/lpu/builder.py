@@ -25,7 +25,7 @@ instructions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -206,7 +206,9 @@ class Builder:
         self._entries: Dict[str, Dict[str, int]] = {}
         # Per MEM slice: cycle -> (bank read, bank written) on that cycle.
         self._slice_use: Dict[Tuple[int, int], Dict[int, Tuple[Optional[int], Optional[int]]]] = {}
-        self._journal: List[Tuple[Dict[int, Any], int, Any]] = []
+        self._journal: List[Tuple[Any, Any, Any]] = []
+        # Per VXM ALU: cycles on which one of its results lands.
+        self._alu_lands: Dict[int, set] = {}
         self.meta: Dict[str, str] = {}
 
     # ---------------------------------------------------------------- tensors --
@@ -276,7 +278,9 @@ class Builder:
         del self._banks[nb:]
         while len(self._journal) > nj:
             use, cycle, old = self._journal.pop()
-            if old is None:
+            if old == "lands":
+                use.difference_update(cycle)
+            elif old is None:
                 use.pop(cycle, None)
             else:
                 use[cycle] = old
@@ -311,6 +315,17 @@ class Builder:
             raise ScheduleError(
                 f"queue {queue} is busy: '{self._text[ident]}' overlaps '{self._text[other.ident]}'",
                 self._text[ident], self._text[other.ident])
+        if queue.startswith("vxm.alu"):
+            # An ALU delivers at most one result per cycle.
+            alu = int(queue[7:])
+            taken = self._alu_lands.setdefault(alu, set())
+            lands = self._lands(mnemonic, cycle, repeat, stride)
+            clash = [c for c in lands if c in taken]
+            if clash:
+                raise ScheduleError(f"ALU {alu} already has a result landing on cycle {clash[0]}: '{self._text[ident]}'",
+                                    self._text[ident])
+            taken.update(lands)
+            self._journal.append((taken, lands, "lands"))
         self._queues.setdefault(queue, []).append(p)
         return ident
 
@@ -326,13 +341,19 @@ class Builder:
                 return q
         raise ScheduleError(f"both ports of MEM slice {'WE'[hemi]}{slice_} are busy during cycles {start}..{end}")
 
-    def free_alu(self, start: int, end: int, large: bool = False) -> int:
-        """An ALU whose queue is free from `start` to `end` (a large one if asked)."""
+    def free_alu(self, start: int, end: int, large: bool = False, lands: Sequence[int] = ()) -> int:
+        """An ALU whose queue is free from `start` to `end` and which has no result landing
+        on the cycles `lands` (a large ALU if asked)."""
         order = list(isa.LARGE_ALUS) if large else [a for a in range(16) if a not in isa.LARGE_ALUS] + list(isa.LARGE_ALUS)
         for alu in order:
-            if self._busy(f"vxm.alu{alu}", start, end) is None:
+            taken = self._alu_lands.get(alu, set())
+            if self._busy(f"vxm.alu{alu}", start, end) is None and not any(c in taken for c in lands):
                 return alu
         raise ScheduleError(f"no {'large ' if large else ''}VXM ALU is free during cycles {start}..{end}")
+
+    def _lands(self, mnemonic: str, cycle: int, repeat: int, stride: int) -> List[int]:
+        lat = isa.instruction(mnemonic).latency_cycles(self.config)
+        return [cycle + lat + k * stride for k in range(repeat + 1)]
 
     def earliest(self, tensors: Sequence[Tensor], position: int, start: int = 0) -> int:
         """The first cycle at which reads of all `tensors`, issued no earlier than
@@ -498,41 +519,57 @@ class Builder:
             last = max(last, t + (n - 1) * d + self.lat["mem_write"])
         return last
 
-    def gather(self, tensor: Tensor, map_flow: Flow, *, stream: int, slice_: Optional[int] = None,
-               plane: int = 0) -> Flow:
-        """Per-lane indirect read of one byte plane: lane l of the result is byte l of the
-        word at address map[l] of that plane's slice (map: uint16 addresses on 2 streams)."""
+    def gather(self, tensor: Tensor, map_flow: Flow, *, stream: int) -> Flow:
+        """Per-lane indirect read: lane l of the result is lane l of the tensor's word at
+        address map[l] (the map is uint16 addresses on a 2-stream group; every byte plane
+        is gathered from its own slice as the map passes it)."""
         hemi = _HEMI[tensor.hemi]
-        sl = slice_ if slice_ is not None else tensor.slices[plane * tensor.split]
-        pos = self.config.mem_position(hemi, sl)
-        t = map_flow.at(pos)
-        q = self._mem_queue(hemi, sl, t, t + (map_flow.count - 1) * map_flow.stride, False)
-        self._mark(hemi, sl, t, map_flow.count, map_flow.stride, 0, False)
-        ident = self.place(q, t, "gather", [map_flow.operand(), _stream_operand(stream, map_flow.west)],
-                           map_flow.count - 1, map_flow.stride)
-        self._banks.append((hemi, sl, t, map_flow.count, map_flow.stride, -1, False, ident))
-        self._stream_read(map_flow, pos, t, map_flow.count, map_flow.stride, ident)
-        land = t + self.lat["mem_gather"]
-        fid = self._new_flow(self._text[ident])
-        self._stream_write(stream, 1, map_flow.west, pos, land, map_flow.count, map_flow.stride, ident, fid)
-        key = land + pos if map_flow.west else land - pos
-        return Flow(stream, 1, map_flow.west, key, pos, map_flow.count, map_flow.stride, "int8", 1, fid)
+        if tensor.split != 1:
+            raise LpuError(f"gather needs a tensor with split=1; '{tensor.name}' has {tensor.split}")
+        n, d = map_flow.count, map_flow.stride
+        fid = self._new_flow(f"the gather from '{tensor.name}'")
+        for b in range(_BYTES[tensor.dtype]):
+            sl = tensor.slices[b]
+            pos = self.config.mem_position(hemi, sl)
+            t = map_flow.at(pos)
+            q = self._mem_queue(hemi, sl, t, t + (n - 1) * d, False)
+            self._mark(hemi, sl, t, n, d, 0, False)
+            ident = self.place(q, t, "gather", [map_flow.operand(), _stream_operand(stream + b, map_flow.west)],
+                               n - 1, d)
+            self._banks.append((hemi, sl, t, n, d, -1, False, ident))
+            self._stream_read(map_flow, pos, t, n, d, ident)
+            self._stream_write(stream + b, 1, map_flow.west, pos, t + self.lat["mem_gather"], n, d, ident, fid)
+        lat = self.lat["mem_gather"]
+        key = map_flow.key + lat
+        origin = max if not map_flow.west else min
+        positions = [self.config.mem_position(hemi, sl) for sl in tensor.slices]
+        return Flow(stream, _BYTES[tensor.dtype], map_flow.west, key, origin(positions), n, d, tensor.dtype, 1, fid)
 
-    def scatter(self, flow: Flow, map_flow: Flow, tensor: Tensor, *, plane: int = 0) -> None:
-        """Per-lane indirect write: byte l of word map[l] of the plane's slice = lane l."""
+    def scatter(self, flow: Flow, map_flow: Flow, tensor: Tensor) -> int:
+        """Per-lane indirect write: lane l of each byte plane goes to the tensor's word at
+        address map[l], in that plane's slice. Data and map must travel together (same
+        direction and diagonal). Returns the cycle the last word lands."""
         hemi = _HEMI[tensor.hemi]
-        sl = tensor.slices[plane * tensor.split]
-        pos = self.config.mem_position(hemi, sl)
-        t = flow.at(pos)
-        if map_flow.at(pos) != t:
-            raise ScheduleError(f"scatter: data arrives at cycle {t} but the map at {map_flow.at(pos)}")
-        q = self._mem_queue(hemi, sl, t, t + (flow.count - 1) * flow.stride, True)
-        self._mark(hemi, sl, t, flow.count, flow.stride, 0, True)
-        strm = _stream_operand(flow.base + plane, flow.west)
-        ident = self.place(q, t, "scatter", [map_flow.operand(), strm], flow.count - 1, flow.stride)
-        self._banks.append((hemi, sl, t, flow.count, flow.stride, -1, True, ident))
-        self._stream_read(flow, pos, t, flow.count, flow.stride, ident, [flow.base + plane])
-        self._stream_read(map_flow, pos, t, flow.count, flow.stride, ident)
+        if tensor.split != 1 or _BYTES[tensor.dtype] != flow.bytes:
+            raise LpuError(f"scatter of a {flow.dtype} flow into '{tensor.name}' ({tensor.dtype}, split "
+                           f"{tensor.split}) is not possible")
+        n, d = flow.count, flow.stride
+        last = 0
+        for b in range(flow.bytes):
+            sl = tensor.slices[b]
+            pos = self.config.mem_position(hemi, sl)
+            t = flow.at(pos)
+            if map_flow.at(pos) != t:
+                raise ScheduleError(f"scatter: data reaches slice {sl} on cycle {t} but the map on {map_flow.at(pos)}")
+            q = self._mem_queue(hemi, sl, t, t + (n - 1) * d, True)
+            self._mark(hemi, sl, t, n, d, 0, True)
+            ident = self.place(q, t, "scatter", [map_flow.operand(), _stream_operand(flow.base + b, flow.west)],
+                               n - 1, d)
+            self._banks.append((hemi, sl, t, n, d, -1, True, ident))
+            self._stream_read(flow, pos, t, n, d, ident, [flow.base + b])
+            self._stream_read(map_flow, pos, t, n, d, ident)
+            last = max(last, t + (n - 1) * d + self.lat["mem_scatter"])
+        return last
 
     # -------------------------------------------------------------------- VXM --
     def vxm(self, op: str, a: Union[Flow, AluOut], b: Union[Flow, AluOut, None] = None, *, stream: Optional[int] = None,
@@ -550,14 +587,14 @@ class Builder:
         times = [self._when(o) for o in operands]
         if len(set(times)) != 1:
             raise ScheduleError(f"{op}: operands reach the VXM on cycles {times}; they must arrive together")
-        counts = {(o.count, o.stride) for o in operands}
+        counts = {(o.count, o.stride if o.count > 1 else 1) for o in operands}
         if len(counts) != 1:
             raise ScheduleError(f"{op}: operands have different lengths or strides {sorted(counts)}")
         t = times[0]
-        count, stride = a.count, a.stride
+        count, stride = a.count, (a.stride if a.count > 1 else 1)
         end = t + (count - 1) * stride
         if alu is None:
-            alu = self.free_alu(t, end, ins.large_alu)
+            alu = self.free_alu(t, end, ins.large_alu, self._lands(op, t, count - 1, stride))
         srcs = [self._src(o) for o in operands]
         out_dt = _dt(to) if op == "cast" else dt
         if west is None:
@@ -586,6 +623,64 @@ class Builder:
 
     def _src(self, o: Union[Flow, AluOut]) -> int:
         return _core.ALU_SRC_BASE + o.alu if isinstance(o, AluOut) else o.operand()
+
+    def scan(self, op: str, x: Union[Flow, AluOut], *, stream: Optional[int] = None, west: Optional[bool] = None,
+             alu: Optional[int] = None, dtype: Optional[str] = None) -> Union[Flow, AluOut]:
+        """Reduce a series of vectors lane by lane (``op``: add, max, min) on one ALU that
+        feeds its own result back: acc = x0, then acc = op(x_i, acc). The series (a flow
+        or chained ALU results) must come one vector per op latency. Returns the result
+        as a one-vector flow on ``stream``, or in the ALU (``stream=None``)."""
+        ins = isa.instruction(op)
+        lat = ins.latency_cycles(self.config)
+        if lat != isa.instruction("copy").latency_cycles(self.config):
+            raise LpuError(f"scan needs an op as fast as copy; {op} is not")
+        if x.stride != lat:
+            raise ScheduleError(f"scan with {op} needs vectors every {lat} cycles; the series has stride {x.stride}")
+        if x.count < 2:
+            raise LpuError("scan needs at least two vectors")
+        dt = _dt(dtype or x.dtype)
+        t = self._when(x)
+        end = t + (x.count - 1) * x.stride
+        if alu is None:
+            alu = self.free_alu(t, end, ins.large_alu, [t + lat * (k + 1) for k in range(x.count)])
+        if west is None:
+            west = x.west if isinstance(x, Flow) else False
+        code = _DT_CODE[dt]
+        src = self._src(x)
+        first = self.place(f"vxm.alu{alu}", t, "copy", [code, src, _core.DST_NONE])
+        n = x.count - 1
+        dst = _core.DST_NONE if stream is None else _stream_operand(stream, west)
+        ident = self.place(f"vxm.alu{alu}", t + lat, op, [code, src, _core.ALU_SRC_BASE + alu, dst], n - 1, lat)
+        if isinstance(x, Flow):
+            self._stream_read(replace(x, count=1), self.vxm_pos, t, 1, 1, first)
+            self._stream_read(x, self.vxm_pos, t + lat, n, lat, ident)
+        done = end + lat
+        if stream is None:
+            return AluOut(alu, done, 1, 1, dt)
+        nb = _BYTES[dt]
+        fid = self._new_flow(self._text[ident])
+        # Every step writes its partial result; the last one is the flow.
+        self._stream_write(stream, nb, west, self.vxm_pos, t + 2 * lat, n, lat, ident, fid)
+        key = done + self.vxm_pos if west else done - self.vxm_pos
+        return Flow(stream, nb, west, key, self.vxm_pos, 1, 1, dt, 1, fid)
+
+    def hold(self, x: Union[Flow, AluOut], count: int, *, alu: Optional[int] = None) -> AluOut:
+        """Keep one vector available for `count` steps: an ALU copies it, then copies its
+        own result every `copy`-latency cycles. Returns that series (chainable)."""
+        if x.count != 1:
+            raise LpuError("hold takes one vector")
+        lat = isa.instruction("copy").latency_cycles(self.config)
+        t = self._when(x)
+        if alu is None:
+            alu = self.free_alu(t, t + count * lat, lands=[t + lat * (k + 1) for k in range(count)])
+        code = _DT_CODE[x.dtype]
+        ident = self.place(f"vxm.alu{alu}", t, "copy", [code, self._src(x), _core.DST_NONE])
+        if isinstance(x, Flow):
+            self._stream_read(x, self.vxm_pos, t, 1, 1, ident)
+        if count > 1:
+            self.place(f"vxm.alu{alu}", t + lat, "copy", [code, _core.ALU_SRC_BASE + alu, _core.DST_NONE],
+                       count - 2, lat)
+        return AluOut(alu, t + lat, count, lat, x.dtype)
 
     # -------------------------------------------------------------------- SXM --
     def sxm(self, op: str, src: Flow, *, hemi: Union[str, int], stream: int, west: Optional[bool] = None,
@@ -643,9 +738,10 @@ class Builder:
         self._stream_read(rows, pos, t, rows.count, rows.stride, ident)
         return t + (rows.count - 1) * rows.stride
 
-    def mxm_install(self, plane: int, at: int) -> int:
-        """``iw`` at a cycle; returns the cycle the weights can first be used."""
-        self.place(f"mxm{plane}.ld", at, "iw", [])
+    def mxm_install(self, plane: int, at: int, transpose: bool = False) -> int:
+        """``iw`` at a cycle (``transpose``: buffer row r becomes array column r);
+        returns the cycle the weights can first be used."""
+        self.place(f"mxm{plane}.ld", at, "iw", [int(transpose)])
         return at + self.lat["mxm_iw"]
 
     def mxm_abc(self, plane: int, acts: Flow, slot: int, *, accumulate: bool = False) -> int:

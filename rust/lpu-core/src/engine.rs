@@ -505,6 +505,14 @@ impl Chip {
         self.program = prog;
     }
 
+    /// Like [`Chip::reset`] but SRAM keeps its current contents: run the program again
+    /// on the state the last run left (a decode step after the previous one).
+    pub fn restart(&mut self) {
+        let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+        self.reset();
+        self.sram = sram;
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot(Box::new(self.clone()))
     }
@@ -1260,6 +1268,7 @@ impl Chip {
                 plane.buf_rows += rows;
             }
             Op::Iw => {
+                let transpose = a[0] != 0;
                 let plane = &mut self.planes[p];
                 let dt = plane.buf_dtype.unwrap_or(DType::I8);
                 let rb = dt.bytes() * lanes;
@@ -1283,6 +1292,17 @@ impl Chip {
                             }
                         }
                         plane.w_f32 = w;
+                    }
+                }
+                if transpose {
+                    // Row r of the buffer becomes column r of the array.
+                    let n = lanes;
+                    if dt == DType::I8 {
+                        let w = &plane.w_i8;
+                        plane.w_i8 = (0..n * n).map(|i| w[(i % n) * n + i / n]).collect();
+                    } else {
+                        let w = &plane.w_f32;
+                        plane.w_f32 = (0..n * n).map(|i| w[(i % n) * n + i / n]).collect();
                     }
                 }
                 let used = plane.buf_rows;

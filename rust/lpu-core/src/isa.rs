@@ -334,8 +334,8 @@ isa! {
     // ---- MXM: one 320x320 plane -------------------------------------------------------
     Lw = 0x60, "lw", Mxm, lat(LatKey::MxmLw), set::MXM, 0, ["dt": DT, "src": Stream],
         "Load weight rows from the 16 streams src..src+15 into the weight buffer (16 int8 rows or 8 fp16 rows).";
-    Iw = 0x61, "iw", Mxm, lat(LatKey::MxmIw), 0, 0, [],
-        "Install the weight buffer into the array (usable mxm_iw cycles later) and clear the buffer.";
+    Iw = 0x61, "iw", Mxm, lat(LatKey::MxmIw), 0, 0, ["transpose": Flag],
+        "Install the weight buffer into the array (usable mxm_iw cycles later; transpose=1 installs row r as column r) and clear the buffer.";
     Abc = 0x62, "abc", Mxm, lat(LatKey::MxmAbc), 0, 0, ["src": Stream, "slot": Slot, "acc": Flag],
         "Multiply the activation vector on src (1 stream int8, 2 streams fp16) by the installed weights into slot (acc=1 adds to it).";
     Acc = 0x63, "acc", Mxm, lat(LatKey::MxmAcc), 0, 0, ["slot": Slot, "dst": Stream],

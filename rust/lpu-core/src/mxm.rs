@@ -26,6 +26,8 @@ pub fn matvec_i8(w: &[i8], x: &[i8], y: &mut [i32]) {
 }
 
 /// y[n] = y[n] + x[k] * w[k][n] for k = 0..K in order, in fp32 (products are exact).
+/// A NaN result is the canonical quiet NaN: the hardware's default NaN differs between
+/// platforms (x86 gives 0xffc00000 for inf * 0), and the bits must not.
 pub fn matvec_f16(w: &[f32], x: &[f32], y: &mut [f32]) {
     let n = y.len();
     for (k, &xk) in x.iter().enumerate() {
@@ -33,6 +35,9 @@ pub fn matvec_f16(w: &[f32], x: &[f32], y: &mut [f32]) {
         for (acc, &wk) in y.iter_mut().zip(row) {
             *acc += xk * wk;
         }
+    }
+    for v in y.iter_mut().filter(|v| v.is_nan()) {
+        *v = f32::from_bits(crate::numerics::F32_NAN);
     }
 }
 
@@ -65,6 +70,21 @@ mod tests {
         let mut y = vec![0i32; k];
         matvec_i8(&w, &x, &mut y);
         assert!(y.iter().all(|v| *v == 320 * 16384));
+    }
+
+    #[test]
+    fn fp16_nan_is_canonical() {
+        // inf * 0 and inf - inf give the canonical quiet NaN on every platform.
+        let w = vec![f32::INFINITY, 1.0, 1.0, 0.0];
+        let x = vec![0.0f32, f32::NEG_INFINITY];
+        let mut y = vec![0f32; 2];
+        matvec_f16(&w, &x, &mut y);
+        assert_eq!(y[0].to_bits(), crate::numerics::F32_NAN);
+        let w = vec![f32::INFINITY, 1.0];
+        let x = vec![1.0f32, f32::NEG_INFINITY];
+        let mut y = vec![0f32; 1];
+        matvec_f16(&w, &x, &mut y[..]);
+        assert_eq!(y[0].to_bits(), crate::numerics::F32_NAN);
     }
 
     #[test]

@@ -47,8 +47,9 @@ pub fn bf16_to_f32(b: u16) -> f32 {
 }
 
 /// Round an exact value to a binary float format with `frac` fraction bits and `exp`
-/// exponent bits, to nearest with ties to even. Overflow gives ±infinity, or the
-/// largest finite value when `sat` is set.
+/// exponent bits, to nearest with ties to even. Overflow of a finite value gives
+/// ±infinity, or the largest finite value when `sat` is set; an infinite input stays
+/// infinite (it is exact, not an overflow), as in [`f64_to_f32`].
 fn round_to_format(x: f64, frac: u32, exp: u32, sat: bool) -> u32 {
     let sign_bit = 1u32 << (frac + exp);
     let max_biased = (1u32 << exp) - 1;
@@ -60,7 +61,7 @@ fn round_to_format(x: f64, frac: u32, exp: u32, sat: bool) -> u32 {
     let a = x.abs();
     let overflow = if sat { inf - 1 } else { inf };
     if a.is_infinite() {
-        return sign | overflow;
+        return sign | inf;
     }
     if a == 0.0 {
         return sign;
@@ -228,6 +229,12 @@ mod tests {
         assert_eq!(f64_to_f16(65519.0, false), 0x7bff);
         assert_eq!(f64_to_f16(1e9, true), 0x7bff);
         assert_eq!(f64_to_f16(-1e9, true), 0xfbff);
+        // Saturation applies to overflow of finite values; infinities are exact and stay
+        // infinite for every target (fp32 does the same in f64_to_f32).
+        assert_eq!(f64_to_f16(f64::INFINITY, true), 0x7c00);
+        assert_eq!(f64_to_f16(f64::NEG_INFINITY, true), 0xfc00);
+        assert_eq!(f64_to_bf16(f64::INFINITY, true), 0x7f80);
+        assert_eq!(f64_to_f32(f64::INFINITY, true), f32::INFINITY);
         // Smallest subnormal, and underflow to zero at half of it (tie to even 0).
         assert_eq!(f64_to_f16(2f64.powi(-24), false), 0x0001);
         assert_eq!(f64_to_f16(2f64.powi(-25), false), 0x0000);

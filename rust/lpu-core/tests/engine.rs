@@ -322,7 +322,7 @@ fn mxm_int8_matvec() {
             i(Op::Nop, &[t_lw]),
             i(Op::Lw, &[DType::I8 as u32, 0]),
             i(Op::Repeat, &[1, 1]),
-            i(Op::Iw, &[]),
+            i(Op::Iw, &[0]),
         ],
     });
     p.queues.push(QueueCode {

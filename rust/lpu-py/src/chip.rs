@@ -215,9 +215,16 @@ impl Chip {
             .map_err(|e| load_error(py, e))
     }
 
-    /// Back to the state right after `load` (SRAM holds only the program's initialisers).
-    fn reset(&mut self) {
-        self.inner.reset();
+    /// Back to the state right after `load` (SRAM holds only the program's
+    /// initialisers). With ``keep_sram=True`` SRAM keeps its contents, so the program can
+    /// run again on the state the previous run left.
+    #[pyo3(signature = (keep_sram = false))]
+    fn reset(&mut self, keep_sram: bool) {
+        if keep_sram {
+            self.inner.restart();
+        } else {
+            self.inner.reset();
+        }
     }
 
     /// Run until the program halts, a breakpoint/watchpoint/fault, or `max_cycles`.

@@ -1,0 +1,156 @@
+"""Reductions across the lanes of a vector, with the result in every lane.
+
+The VXM works lane by lane, so a sum or maximum over lanes moves data across lanes in
+the SXM: a suffix tree (``shifts`` by 1, 2, 4, ... lanes: lane l accumulates lanes
+l, l+1, ...) and an exclusive prefix tree (``shiftn``: lanes ..., l-2, l-1) run side by
+side, and lane l's total is suffix[l] (op) prefix[l]. Each level is a round trip
+VXM -> SXM -> VXM; ceil(log2(lanes)) levels. The order of the additions is fixed by
+the tree, so results are deterministic. Lanes shifted in from outside the vector are
+zero, which is neutral for ``add``; for ``max``/``min`` they are replaced by -inf/+inf.
+
+Streams used while it runs (West SXM): westward 16..31, eastward 16..31.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from .._core import Tensor
+from ..builder import AluOut, Builder, Flow
+from ..errors import LpuError
+
+__all__ = ["allreduce", "reduce_levels"]
+
+_NEUTRAL = {"max": -np.inf, "min": np.inf}
+
+
+def reduce_levels(lanes: int) -> int:
+    """Tree levels needed to reduce `lanes` lanes."""
+    return max(1, math.ceil(math.log2(lanes)))
+
+
+def _fill_tensors(b: Builder, op: str, dtype: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """Constant vectors that put the neutral element into shifted-in lanes: suffix level
+    k (its last 2^k lanes), prefix level k (its first 2^k lanes; 2 at level 0) and the
+    prefix tree's shift by one (lane 0). Separate tensors so they can be read at once."""
+    cache: Dict[Tuple[str, str], Tuple[Tensor, Tensor, Tensor]] = b.__dict__.setdefault("_reduce_fills", {})
+    key = (op, dtype)
+    if key not in cache:
+        lanes = b.lanes
+        levels = reduce_levels(lanes)
+        suf = np.zeros((levels, lanes))
+        pre = np.zeros((levels, lanes))
+        for k in range(levels):
+            suf[k, lanes - (1 << k):] = _NEUTRAL[op]
+            pre[k, : (2 if k == 0 else 1 << k)] = _NEUTRAL[op]
+        one = np.zeros(lanes)
+        one[0] = _NEUTRAL[op]
+        cache[key] = tuple(  # type: ignore[assignment]
+            b.constant(f"_reduce_{name}_{op}_{dtype}", arr.astype(dtype), dtype, hemi="E")
+            for name, arr in (("suffix", suf), ("prefix", pre), ("first", one))
+        )
+    return cache[key]
+
+
+def _valid_const(b: Builder, op: str, valid: int, dtype: str) -> Tensor:
+    keep = np.arange(b.lanes) < valid
+    arr = keep.astype(dtype) if op == "add" else np.where(keep, 0, _NEUTRAL[op]).astype(dtype)
+    name = f"_valid_{op}_{valid}_{dtype}"
+    existing = [t for t in b._tensors if t.name == name]
+    return existing[0] if existing else b.constant(name, arr, dtype, hemi="E")
+
+
+def constants_for(b: Builder, op: str, dtype: str, valid: Optional[int] = None) -> "list[Tensor]":
+    """The constant tensors an allreduce reads (so callers can wait for them)."""
+    out = list(_fill_tensors(b, op, dtype)) if op != "add" else [_unit(b, dtype)]
+    if valid is not None and valid < b.lanes:
+        out.append(_valid_const(b, op, valid, dtype))
+    return out
+
+
+def _unit(b: Builder, dtype: str) -> Tensor:
+    name = f"_lane0_{dtype}"
+    existing = [t for t in b._tensors if t.name == name]
+    if existing:
+        return existing[0]
+    e0 = np.zeros(b.lanes)
+    e0[0] = 1
+    return b.constant(name, e0.astype(dtype), dtype, hemi="E")
+
+
+def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Optional[int] = None,
+              stream: Optional[int] = None, west: bool = False) -> Union[Flow, AluOut]:
+    """Reduce one vector over its lanes with ``op`` (add, max, min); every lane of the
+    result holds the same total. Lanes at or after ``valid`` are ignored (treated as
+    the neutral element). Returns the result at the VXM (in an ALU, or on ``stream``).
+
+    Sums: a suffix tree puts the total in lane 0 (additions in a fixed tree order), then
+    a prefix tree of the masked total copies it to every lane (adding zeros is exact).
+    max/min: suffix and exclusive-prefix trees side by side, combined per lane (exact).
+    The input must reach the VXM no earlier than the constants it needs (see
+    :func:`constants_for`)."""
+    if op not in ("add", "max", "min"):
+        raise LpuError(f"allreduce supports add, max and min, not {op}")
+    if x.count != 1:
+        raise LpuError("allreduce takes one vector")
+    dtype = x.dtype
+    levels = reduce_levels(b.lanes)
+    vxm = b.vxm_pos
+    v: Union[Flow, AluOut] = x
+    if valid is not None and valid < b.lanes:
+        # Neutral values in the lanes past `valid`: x * mask for sums, x + pad otherwise.
+        mask = b.read(_valid_const(b, op, valid, dtype), stream=24, arrive=(vxm, _when(b, v)))
+        v = b.vxm("mul" if op == "add" else "add", v, mask)
+    if isinstance(v, AluOut) or not v.west:
+        v = b.vxm("copy", v, stream=16, west=True)
+    assert isinstance(v, Flow)
+    if op == "add":
+        total = _tree(b, v, "shifts", "add", None, levels, stream=16, last_stream=None)
+        e0 = b.read(_unit(b, dtype), stream=24, arrive=(vxm, total.cycle))
+        lane0 = b.vxm("mul", total, e0, stream=16, west=True)
+        return _tree(b, lane0, "shiftn", "add", None, levels, stream=16, last_stream=stream, last_west=west)
+    fills = _fill_tensors(b, op, dtype)
+    s_out = p_out = v
+    s_val: Union[Flow, AluOut] = v
+    p_val: Union[Flow, AluOut] = v
+    for k in range(levels):
+        n = 1 << k
+        s_sh = b.sxm("shifts", s_out, hemi="W", stream=16, west=False, n=n)
+        s_cp = b.sxm("shifts", s_out, hemi="W", stream=20, west=False, n=0)
+        p_sh = b.sxm("shiftn", p_out, hemi="W", stream=24, west=False, n=2 if k == 0 else n)
+        p_cp = b.sxm("shiftn" if k == 0 else "shifts", p_out, hemi="W", stream=28, west=False, n=1 if k == 0 else 0)
+        t = s_sh.at(vxm)
+        suf, pre, first = fills
+        parts = [
+            b.vxm("add", s_sh, b.read(suf, stream=24, vectors=(k, 1), arrive=(vxm, t))),
+            b.vxm("copy", s_cp),
+            b.vxm("add", p_sh, b.read(pre, stream=28, vectors=(k, 1), arrive=(vxm, t))),
+            b.vxm("add", p_cp, b.read(first, stream=20, arrive=(vxm, t))) if k == 0 else b.vxm("copy", p_cp),
+        ]
+        last = k == levels - 1
+        s_val = b.vxm(op, parts[0], parts[1], stream=None if last else 16, west=True)
+        p_val = b.vxm(op, parts[2], parts[3], stream=None if last else 20, west=True)
+        if not last:
+            assert isinstance(s_val, Flow) and isinstance(p_val, Flow)
+            s_out, p_out = s_val, p_val
+    return b.vxm(op, s_val, p_val, stream=stream, west=west)
+
+
+def _tree(b: Builder, v: Flow, shift: str, op: str, fill: Optional[Tensor], levels: int, *, stream: int,
+          last_stream: Optional[int], last_west: bool = False) -> Union[Flow, AluOut]:
+    """v = op(v, shift(v, 2^k)) for k < levels, each level a round trip to the West SXM."""
+    out: Union[Flow, AluOut] = v
+    for k in range(levels):
+        assert isinstance(out, Flow)
+        sh = b.sxm(shift, out, hemi="W", stream=16, west=False, n=1 << k)
+        cp = b.sxm("shifts", out, hemi="W", stream=20, west=False, n=0)
+        last = k == levels - 1
+        out = b.vxm(op, sh, cp, stream=last_stream if last else stream, west=last_west if last else True)
+    return out
+
+
+def _when(b: Builder, v: Union[Flow, AluOut]) -> int:
+    return v.cycle if isinstance(v, AluOut) else v.at(b.vxm_pos)

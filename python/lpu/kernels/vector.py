@@ -1,0 +1,226 @@
+"""Point-wise and per-vector kernels on the VXM: elementwise ops, SiLU, GELU, SwiGLU,
+RMSNorm, softmax and argmax.
+
+Inputs and outputs are tensors; a kernel reads its inputs so they reach the VXM
+together, chains its operations ALU to ALU without touching SRAM, and writes results
+where they arrive. There is no divide on the chip: ``a / b`` is computed as
+``a * rsqrt(b)**2`` (rsqrt correctly rounded in fp32, then two roundings), and
+``sigmoid(x) = rsqrt(1 + exp(-x))**2``. The constant 1.0 is made on the fly as
+``eq(x, x)``.
+
+Padding lanes (past a vector's logical length) hold zeros in every tensor these
+kernels write, so sums over lanes are unaffected; max/min reductions mask them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .._core import Tensor
+from ..builder import AluOut, Builder, Flow
+from ..errors import LpuError
+from .reduce import allreduce, constants_for
+
+__all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "softmax", "argmax", "const_rows"]
+
+Value = Union[Flow, AluOut]
+
+
+def const_rows(b: Builder, name: str, row: np.ndarray, n: int, dtype: str = "float32", hemi: str = "E") -> Tensor:
+    """A constant tensor holding the same vector `n` times (read once per input vector)."""
+    key = f"_const_{name}_{n}_{dtype}_{hemi}"
+    for t in b._tensors:
+        if t.name == key:
+            return t
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    full = np.zeros(b.lanes)
+    full[: len(row)] = row
+    if len(row) == 1:
+        full[:] = row[0]
+    return b.constant(key, np.tile(full, (n, 1)).astype(dtype), dtype, hemi=hemi)
+
+
+def _vectors(t: Tensor, lanes: int) -> int:
+    return t.vectors(lanes)
+
+
+def _start(b: Builder, tensors: List[Tensor], start: int) -> int:
+    return b.earliest(tensors, b.vxm_pos, start)
+
+
+def _write(b: Builder, v: Value, out: Tensor, stream: int = 12, first: int = 0) -> int:
+    """Put a chained result on a stream towards `out` and write it there."""
+    west = out.hemi == "W"
+    if isinstance(v, AluOut) or v.west != west:
+        v = b.vxm("copy", v, stream=stream, west=west)
+    assert isinstance(v, Flow)
+    return b.write(v, out, vectors=(first, v.count))
+
+
+def _cast_to(b: Builder, v: Value, dtype: str, out: Tensor, stream: int = 12) -> Value:
+    """Cast to the output's dtype on the way out (if it differs), onto the out stream."""
+    west = out.hemi == "W"
+    if out.dtype != dtype:
+        return b.vxm("cast", v, dtype=dtype, to=out.dtype, stream=stream, west=west)
+    return v
+
+
+def binary(b: Builder, op: str, x: Tensor, y: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """out = op(x, y) lane by lane (add, sub, mul, max, min, ...)."""
+    if x.shape != y.shape or x.dtype != y.dtype:
+        raise LpuError(f"{op}: '{x.name}' and '{y.name}' differ in shape or dtype")
+    n = _vectors(x, b.lanes)
+    t = _start(b, [x, y], start)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), search=True)
+    ys = b.read(y, stream=4, arrive=(b.vxm_pos, xs.at(b.vxm_pos)))
+    del n
+    return _write(b, _cast_to(b, b.vxm(op, xs, ys), x.dtype, out), out)
+
+
+def unary(b: Builder, op: str, x: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """out = op(x) lane by lane (neg, abs, relu, exp, tanh, rsqrt, ...)."""
+    t = _start(b, [x], start)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), search=True)
+    return _write(b, _cast_to(b, b.vxm(op, xs), x.dtype, out), out)
+
+
+def _sigmoid(b: Builder, x: Value) -> AluOut:
+    """sigmoid(x) = rsqrt(1 + exp(-x))^2, chained; 1.0 is made as eq(e, e)."""
+    e = b.vxm("exp", b.vxm("neg", x))
+    d = b.vxm("add", b.vxm("copy", e), b.vxm("eq", e, e))
+    r = b.vxm("rsqrt", d)
+    out = b.vxm("mul", r, r)
+    assert isinstance(out, AluOut)
+    return out
+
+
+def silu(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """out = x * sigmoid(x) (float32 in; float32 or float16 out)."""
+    t = _start(b, [x], start)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), search=True)
+    sig = _sigmoid(b, xs)
+    x2 = b.read(x, stream=4, arrive=(b.vxm_pos, sig.cycle))
+    return _write(b, _cast_to(b, b.vxm("mul", x2, sig), "float32", out), out)
+
+
+def swiglu(b: Builder, g: Tensor, u: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """out = silu(g) * u (the Llama MLP gate), float32 in, float32 or float16 out."""
+    t = _start(b, [g, u], start)
+    gs = b.read(g, stream=0, arrive=(b.vxm_pos, t), search=True)
+    sig = _sigmoid(b, gs)
+    y = b.vxm("mul", b.read(g, stream=4, arrive=(b.vxm_pos, sig.cycle)), sig)
+    us = b.read(u, stream=8, arrive=(b.vxm_pos, y.cycle))
+    return _write(b, _cast_to(b, b.vxm("mul", y, us), "float32", out), out)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed with the
+    identity 0.5 (1 + tanh(z)) = sigmoid(2z) as x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))."""
+    n = _vectors(x, b.lanes)
+    k1 = const_rows(b, "gelu_k1", [0.044715], n)
+    k2 = const_rows(b, "gelu_k2", [2.0 * _GELU_C], n)
+    vxm = b.vxm_pos
+    t = _start(b, [x, k1, k2], start)
+    xs = b.read(x, stream=0, arrive=(vxm, t), search=True)
+    x2 = b.vxm("mul", xs, xs)
+    a = b.vxm("mul", x2, b.read(k1, stream=4, arrive=(vxm, x2.cycle)))
+    p = b.vxm("mul", a, b.read(x, stream=8, arrive=(vxm, a.cycle)))
+    s = b.vxm("add", p, b.read(x, stream=16, arrive=(vxm, p.cycle)))
+    z = b.vxm("mul", s, b.read(k2, stream=20, arrive=(vxm, s.cycle)))
+    sig = _sigmoid(b, z)
+    y = b.vxm("mul", b.read(x, stream=24, arrive=(vxm, sig.cycle)), sig)
+    return _write(b, _cast_to(b, y, "float32", out), out)
+
+
+def rmsnorm(b: Builder, x: Tensor, g: Tensor, out: Tensor, *, eps: float = 1e-5, start: int = 0) -> int:
+    """out = x / sqrt(mean(x^2) + eps) * g over one vector of length n = x.shape[-1]
+    (float32 in; float32 or float16 out). The sum of squares uses the fixed-order lane
+    tree of :func:`~lpu.kernels.reduce.allreduce`; tiles are added in order first."""
+    n = x.shape[-1]
+    kt = _vectors(x, b.lanes)
+    if len(x.shape) != 1 or x.dtype != "float32":
+        raise LpuError("rmsnorm takes one float32 vector")
+    inv_n = const_rows(b, "inv_n", [1.0 / n], 1)
+    eps_t = const_rows(b, f"eps{eps!r}", [eps], 1)
+    consts = constants_for(b, "add", "float32") + [inv_n, eps_t]
+    t = _start(b, [x, g] + consts, start)
+    # Squares of the tiles, two cycles apart so one ALU can add them up in order.
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), stride=2, search=True)
+    sq = b.vxm("mul", xs, xs)
+    total = allreduce(b, b.scan("add", sq) if kt > 1 else sq, "add")
+    ms = b.vxm("mul", total, b.read(inv_n, stream=24, arrive=(b.vxm_pos, total.cycle)))
+    r = b.vxm("rsqrt", b.vxm("add", ms, b.read(eps_t, stream=24, arrive=(b.vxm_pos, ms.cycle))))
+    rs = b.hold(r, kt)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, rs.cycle), stride=2)
+    y = b.vxm("mul", xs, rs)
+    gs = b.read(g, stream=4, arrive=(b.vxm_pos, y.cycle), stride=2)
+    return _write(b, _cast_to(b, b.vxm("mul", y, gs), "float32", out), out)
+
+
+def softmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """Row-wise softmax over the last axis (length <= lanes): subtract the row maximum,
+    exp, and multiply by rsqrt(sum)^2 (no divide on the chip)."""
+    n = x.shape[-1]
+    if n > b.lanes or x.dtype != "float32":
+        raise LpuError(f"softmax rows must be float32 and fit one vector of {b.lanes} lanes")
+    rows = _vectors(x, b.lanes)
+    valid = const_rows(b, f"valid{n}", (np.arange(b.lanes) < n).astype(float), 1)
+    consts = constants_for(b, "max", "float32", n) + constants_for(b, "add", "float32") + [valid]
+    end = start
+    for row in range(rows):
+        t = _start(b, [x] + consts, end)
+        xs = b.read(x, stream=0, vectors=(row, 1), arrive=(b.vxm_pos, t), search=True)
+        m = allreduce(b, xs, "max", valid=n)
+        x2 = b.read(x, stream=4, vectors=(row, 1), arrive=(b.vxm_pos, m.cycle))
+        e = b.vxm("exp", b.vxm("sub", x2, m))
+        keep = b.read(valid, stream=8, arrive=(b.vxm_pos, e.cycle))
+        e = b.vxm("mul", e, keep, stream=0, west=False)  # zero the padding lanes
+        s = allreduce(b, e, "add")
+        r = b.vxm("rsqrt", s)
+        inv = b.vxm("mul", r, r)
+        # e is needed again: recompute nothing, fetch it from where it went (an SRAM stash).
+        stash = b.scratch(f"_softmax_e_{b._ids}", "float32", (b.lanes,), hemi="E")
+        b.write(e, stash)
+        e2 = b.read(stash, stream=4, arrive=(b.vxm_pos, inv.cycle))
+        end = _write(b, b.vxm("mul", e2, inv), out, first=row)
+    return end
+
+
+def argmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
+    """Index of the first maximum of a float32 vector (any length, several tiles); the
+    int32 index is written to every lane of `out`'s first vector."""
+    n = x.shape[-1]
+    kt = _vectors(x, b.lanes)
+    if len(x.shape) != 1 or x.dtype != "float32":
+        raise LpuError("argmax takes one float32 vector")
+    lanes = b.lanes
+    pad = np.zeros(kt * lanes)
+    pad[n:] = -np.inf
+    pad_t = b.constant(f"_argmax_pad_{n}", pad.reshape(kt, lanes).astype(np.float32), "float32", hemi="E")
+    iota_t = b.constant(f"_argmax_iota_{kt}", np.arange(kt * lanes, dtype=np.float32).reshape(kt, lanes),
+                        "float32", hemi="E")
+    big = const_rows(b, "argmax_big", [float(1 << 24)], kt)
+    consts = constants_for(b, "max", "float32") + constants_for(b, "min", "float32") + [pad_t, iota_t, big]
+    vxm = b.vxm_pos
+    t = _start(b, [x] + consts, start)
+    # The maximum: padding lanes to -inf, max over tiles lane by lane, then over lanes.
+    xs = b.read(x, stream=0, arrive=(vxm, t), stride=2, search=True)
+    xm = b.vxm("add", xs, b.read(pad_t, stream=4, arrive=(vxm, xs.at(vxm)), stride=2))
+    m = allreduce(b, b.scan("max", xm) if kt > 1 else xm, "max")
+    ms = b.hold(m, kt)
+    # The smallest index whose value equals the maximum: index where equal, else 2^24.
+    xs = b.read(x, stream=0, arrive=(vxm, ms.cycle - b.lat["vxm_basic"]), stride=2)
+    xm = b.vxm("add", xs, b.read(pad_t, stream=4, arrive=(vxm, xs.at(vxm)), stride=2))
+    eq = b.vxm("eq", xm, ms)
+    idx = b.vxm("mask", b.read(iota_t, stream=8, arrive=(vxm, eq.cycle), stride=2), eq)
+    other = b.vxm("maskn", b.read(big, stream=16, arrive=(vxm, eq.cycle), stride=2), eq)
+    cand = b.vxm("add", idx, other)
+    best = allreduce(b, b.scan("min", cand) if kt > 1 else cand, "min")
+    as_int = b.vxm("cast", best, dtype="float32", to="int32", stream=12, west=out.hemi == "W")
+    return b.write(as_int, out, vectors=(0, 1))
