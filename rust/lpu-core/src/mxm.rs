@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(y[0].to_bits(), crate::numerics::F32_NAN);
         let w = vec![f32::INFINITY, 1.0];
         let x = vec![1.0f32, f32::NEG_INFINITY];
-        let mut y = vec![0f32; 1];
+        let mut y = [0f32; 1];
         matvec_f16(&w, &x, &mut y[..]);
         assert_eq!(y[0].to_bits(), crate::numerics::F32_NAN);
     }
