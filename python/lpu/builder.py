@@ -136,8 +136,9 @@ class Allocator:
         return self.next.get((hemi, slice_), 0)
 
     def place(self, dtype: str, shape: Sequence[int], hemi: Optional[int], slices: Optional[Sequence[int]],
-              addr: Optional[int], split: int) -> Tuple[int, List[int], int]:
-        """Choose (hemi, slices, addr) for a tensor and mark the words used."""
+              addr: Optional[int], split: int, avoid: Sequence[Tuple[int, int]] = ()) -> Tuple[int, List[int], int]:
+        """Choose (hemi, slices, addr) for a tensor and mark the words used; automatic
+        placement never picks a (hemi, slice) in `avoid`."""
         cfg = self.config
         planes = _BYTES[dtype] * split
         vectors = _vectors(shape, cfg.lanes)
@@ -146,7 +147,8 @@ class Allocator:
         if slices is None:
             best = None
             for h in hemis:
-                order = sorted(range(cfg.mem_slices), key=lambda s: (self.used(h, s), s))
+                order = sorted((s for s in range(cfg.mem_slices) if (h, s) not in avoid),
+                               key=lambda s: (self.used(h, s), s))
                 chosen = sorted(order[:planes])
                 if len(chosen) < planes:
                     continue
@@ -214,13 +216,16 @@ class Builder:
     # ---------------------------------------------------------------- tensors --
     def tensor(self, name: str, kind: str, dtype: str, shape: Sequence[int], *, hemi: Union[str, int, None] = None,
                slices: Optional[Sequence[int]] = None, addr: Optional[int] = None, split: int = 1,
-               data: Any = None) -> Tensor:
-        """Allocate a named tensor (automatic placement unless hemi/slices/addr given)."""
+               data: Any = None, apart_from: Sequence[Tensor] = ()) -> Tensor:
+        """Allocate a named tensor (automatic placement unless hemi/slices/addr given).
+        ``apart_from``: tensors it will be read together with; it gets other slices
+        (a slice reads one word per cycle)."""
         dtype = _dt(dtype)
         h = None if hemi is None else _HEMI[hemi]
         if any(t.name == name for t in self._tensors):
             raise LpuError(f"tensor '{name}' already exists")
-        hh, sl, a = self.alloc.place(dtype, shape, h, slices, addr, split)
+        avoid = [(_HEMI[t.hemi], s) for t in apart_from for s in t.slices]
+        hh, sl, a = self.alloc.place(dtype, shape, h, slices, addr, split, avoid)
         t = Tensor(name, kind, dtype, list(shape), "WE"[hh], a, sl, split)
         problem = _core.check_tensor(self.config, t)
         if problem:

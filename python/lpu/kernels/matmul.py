@@ -48,6 +48,9 @@ class Weights:
     planes: List[int]
     #: Per-output-channel scales (int8 only): a float32 tensor of shape (nt, lanes).
     scales: Optional[Tensor] = None
+    #: rows[j][i]: weight rows of K tile i of column tile j that must be loaded (rows past
+    #: the last nonzero one are left out: the weight buffer is zero after each ``iw``).
+    rows: Optional[List[List[int]]] = None
 
     @property
     def kt(self) -> int:
@@ -112,9 +115,18 @@ def load_weights(b: Builder, name: str, w: np.ndarray, dtype: str = "float16", *
         data, split = w.astype(np.float16), 8
     else:
         raise LpuError(f"MXM weights are int8 or float16, not {dtype}")
-    tiles = [b.constant(f"{name}.t{j}", t, dtype, hemi=hemi, split=split)
-             for j, t in enumerate(weight_tiles(data, cfg.lanes, dtype))]
-    return Weights(name, w.shape[0], w.shape[1], dtype, tiles, planes, scales)
+    tiles_np = weight_tiles(data, cfg.lanes, dtype)
+    tiles = [b.constant(f"{name}.t{j}", t, dtype, hemi=hemi, split=split) for j, t in enumerate(tiles_np)]
+    rows = []
+    for t in tiles_np:
+        per_k = []
+        for i in range(0, t.shape[0], cfg.lanes):
+            block = t[i : i + cfg.lanes]
+            nz = np.nonzero(np.any(block != 0, axis=1))[0]
+            used = int(nz[-1]) + 1 if len(nz) else 1
+            per_k.append(min(block.shape[0], -(-used // 16) * 16))
+        rows.append(per_k)
+    return Weights(name, w.shape[0], w.shape[1], dtype, tiles, planes, scales, rows)
 
 
 class _Bus:
@@ -157,8 +169,8 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
         raise LpuError(f"activations '{x.name}' are {x.dtype}; weights '{w.name}' are {w.dtype}")
     shape = list(x.shape)
     M = shape[-2] if len(shape) >= 2 else 1
-    if len(shape) == 3 and shape[0] != w.kt or shape[-1] != lanes and not (len(shape) <= 2 and w.kt == 1):
-        raise LpuError(f"activations '{x.name}' of shape {shape} do not match {w.kt} K tiles of {lanes} lanes")
+    if x.vectors(lanes) - x_first < w.kt * M or (len(shape) == 3 and shape[0] != w.kt):
+        raise LpuError(f"activations '{x.name}' of shape {shape} do not hold {w.kt} K tiles of {M} rows")
     half = cfg.mxm_planes // 2
     west_planes = w.planes[0] < half
     if (y.hemi == "W") == west_planes:
@@ -182,7 +194,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
         x_stream = 16 + 2 * (p % 2)
         done = 0
         for i in range(w.kt):
-            rows = min(lanes, kp - i * lanes)
+            rows = w.rows[j][i] if w.rows else min(lanes, kp - i * lanes)
             t = max(ps.ld_free, wbus.earliest(pos), b.earliest([w.tiles[j]], pos, start))
             wf = b.read(w.tiles[j], stream=0, vectors=(i * lanes, rows), arrive=(pos, t), spread=spread,
                         west=toward, search=True)

@@ -235,13 +235,13 @@ impl ChipConfig {
         }
     }
 
-    /// A small chip for fast tests: 2 superlanes (32 lanes), 16 MEM slices per
+    /// A small chip for fast tests: 2 superlanes (32 lanes), 24 MEM slices per
     /// hemisphere of 512 words, same streams, units and latencies as `tsp_v1`.
     pub fn tsp_small() -> Self {
         ChipConfig {
             name: "tsp_small".into(),
             superlanes: 2,
-            mem_slices: 16,
+            mem_slices: 24,
             addresses: 512,
             mxm_acc_slots: 256,
             ..Self::tsp_v1()

@@ -1,0 +1,421 @@
+"""Decode-time attention over a KV cache held in SRAM, with RoPE.
+
+One decode step handles one new token at position ``pos``. ``pos`` lives on the chip
+(an int16 vector, every lane = pos) and everything that depends on it is data-driven,
+so one static program serves every position:
+
+- RoPE (Hugging Face ``rotate_half`` layout): ``x*cos + permute(x)*sin'``. The cos/sin
+  rows for ``pos`` are fetched with ``gather`` (per-lane address = table base + pos) as
+  the map passes the tables on its way to the VXM; the SXM permuter swaps the two
+  halves of every head.
+- Appending k and v: a cache is an ``(S + 8, kv_dim)`` fp16 tensor split over 8 slices
+  (so ``lw`` can take 8 rows per cycle). Row ``pos`` is written by a ``scatter`` in
+  every slice whose map sends it to address ``pos // 8`` in slice ``pos % 8`` and to a
+  spare word (rows S..S+7) in the other seven.
+- Scores: each query head, moved into its kv head's lanes, becomes a row of a small
+  matrix that is installed in an MXM plane *transposed* (``iw transpose=1``); streaming
+  the K cache rows through it gives one vector per position t with head h's score
+  q_h . k_t / sqrt(hd) in lane h.
+- Softmax across positions is lane-parallel: positions after ``pos`` get -inf, one ALU
+  keeps a running max and another a running sum, and ``1/z`` is ``rsqrt(z)**2``.
+- The probabilities P (positions x heads) are transposed on the MXM (installed
+  transposed and read out with one-hot activations), then multiply the V cache rows;
+  each head's result is shifted to lanes 0..hd-1 by the SXM on its way out.
+
+Result: ``out`` is ``(H, lanes)`` fp16 with head h's attention output in lanes
+0..hd-1 of row h; the other lanes hold values the output projection multiplies by
+zero rows (see :func:`output_weights`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import numpy as np
+
+from .._core import Tensor
+from ..builder import AluOut, Builder, Flow, _stream_operand
+from ..errors import LpuError
+
+__all__ = [
+    "AttentionShape",
+    "DecodeState",
+    "new_state",
+    "new_cache",
+    "rope_tables",
+    "prologue",
+    "rope",
+    "append",
+    "attend",
+    "advance",
+    "output_weights",
+]
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """Heads, kv heads, head width, cache length and RoPE base of one model."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    max_seq: int
+    rope_theta: float = 10000.0
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    def kv_head(self, h: int) -> int:
+        return h // (self.n_heads // self.n_kv_heads)
+
+
+def rope_tables(shape: AttentionShape, lanes: int, scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """(cos, sin') of shape (max_seq, lanes): lane j of row p holds cos/sin of
+    p * theta**(-2i/hd), i = j mod hd/2, in every head; sin' is negated in the first
+    half of each head (rotate_half). Both multiplied by `scale`."""
+    hd = shape.head_dim
+    half = hd // 2
+    inv = shape.rope_theta ** (-np.arange(half, dtype=np.float64) * 2 / hd)
+    ang = np.arange(shape.max_seq, dtype=np.float64)[:, None] * inv[None, :]
+    cos = np.zeros((shape.max_seq, lanes))
+    sin = np.zeros((shape.max_seq, lanes))
+    for h in range(shape.n_heads):
+        o = h * hd
+        cos[:, o : o + half] = cos[:, o + half : o + hd] = np.cos(ang)
+        sin[:, o : o + half] = -np.sin(ang)
+        sin[:, o + half : o + hd] = np.sin(ang)
+    return (cos * scale).astype(np.float32), (sin * scale).astype(np.float32)
+
+
+@dataclass
+class DecodeState:
+    """The tensors decode attention shares across layers."""
+
+    shape: AttentionShape
+    pos: Tensor          # int16: every lane = position of the token being decoded
+    posf: Tensor         # float32 copy of pos
+    rope_map: Tensor     # int16: rope table base + pos, beyond the tables
+    cache_map: Tensor    # int16 (8, lanes): relative scatter address per cache slice
+    tables: Tuple[Tensor, Tensor, Tensor, Tensor]  # cos_q, sin_q (scaled by 1/sqrt(hd)), cos_k, sin_k
+    perm: Tensor         # int16 lane map of rotate_half
+    consts: dict         # int16 constant vectors by name: j (8 rows 0..7), seven, spare (S/8), three, one, rope_base
+    tvec: Tensor         # float32 (S, lanes): row t = t in every lane
+    neg: Tensor          # float32 (S, lanes): -inf
+    onehot: Tensor       # float16 (H, lanes): row h = e_h
+    kvmask: Tensor       # float32 (KV, lanes): 1 on a kv head's lanes
+    qp: Tensor           # float16 (H8, lanes): query heads in kv lanes (rows >= H stay 0)
+    scores: Tensor       # float32 (S, lanes) scratch
+    exps: Tensor         # float32 (S, lanes) scratch
+    probs: Tensor        # float16 (S, lanes) scratch, split 8
+    probs_t: Tensor      # float16 (H, lanes): P transposed
+
+
+def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
+    """Allocate the decode-attention tensors. The rope tables sit at one address in the
+    16 East slices nearest the VXM, the gather map in the farthest ones, so the map read
+    from there passes the tables on its way to the VXM. The small constants live in the
+    West; keep the activations that meet them (queries, keys) in the East."""
+    cfg = b.config
+    lanes = cfg.lanes
+    S = shape.max_seq
+    if S > lanes or S % 8:
+        raise LpuError(f"max_seq {S} must be a multiple of 8 and at most {lanes} (one tile of positions)")
+    if shape.q_dim > lanes:
+        raise LpuError(f"n_heads * head_dim = {shape.q_dim} must fit one vector of {lanes} lanes")
+    if shape.head_dim % 2 or shape.n_heads % shape.n_kv_heads:
+        raise LpuError("head_dim must be even and n_heads a multiple of n_kv_heads")
+    if cfg.mem_slices < 18:
+        raise LpuError("decode attention needs at least 18 MEM slices per hemisphere")
+    cq, sq = rope_tables(shape, lanes, 1.0 / np.sqrt(shape.head_dim))
+    ck, sk = rope_tables(shape, lanes, 1.0)
+    base = max(b.alloc.used(1, s) for s in range(16))
+    tables = tuple(
+        b.constant(f"_rope_{n}", arr, "float32", hemi="E", slices=list(range(4 * i, 4 * i + 4)), addr=base)
+        for i, (n, arr) in enumerate((("cos_q", cq), ("sin_q", sq), ("cos_k", ck), ("sin_k", sk)))
+    )
+    far = [cfg.mem_slices - 2, cfg.mem_slices - 1]
+    perm = np.arange(lanes)
+    hd, half = shape.head_dim, shape.head_dim // 2
+    for h in range(shape.n_heads):
+        o = h * hd
+        perm[o : o + half] = np.arange(o + half, o + hd)
+        perm[o + half : o + hd] = np.arange(o, o + half)
+    kvm = np.zeros((shape.n_kv_heads, lanes), np.float32)
+    for k in range(shape.n_kv_heads):
+        kvm[k, k * hd : (k + 1) * hd] = 1
+    pos = b.scratch("pos", "int16", (lanes,), hemi="W")
+    consts: dict = {}
+
+    def i16(name: str, value: object) -> Tensor:
+        arr = np.asarray(value, dtype=np.int16)
+        if arr.ndim == 0:
+            arr = np.full(lanes, arr, np.int16)
+        # Read together with pos and each other: keep them in slices of their own.
+        t = b.constant(f"_attn_{name}", arr, "int16", hemi="W", apart_from=[pos, *consts.values()])
+        consts[name] = t
+        return t
+
+    for name, value in (("j", np.repeat(np.arange(8, dtype=np.int16)[:, None], lanes, 1)), ("seven", 7),
+                        ("spare", S // 8), ("three", 3), ("one", 1), ("rope_base", base)):
+        i16(name, value)
+    H8 = -(-shape.n_heads // 8) * 8
+    return DecodeState(
+        shape=shape,
+        pos=pos,
+        posf=b.scratch("_posf", "float32", (lanes,), hemi="W"),
+        rope_map=b.scratch("_rope_map", "int16", (lanes,), hemi="E", slices=far),
+        cache_map=b.scratch("_cache_map", "int16", (8, lanes), hemi="W", split=8),
+        tables=tables,  # type: ignore[arg-type]
+        perm=b.constant("_rope_perm", perm.astype(np.int16), "int16", hemi="W"),
+        consts=consts,
+        tvec=b.constant("_tvec", np.repeat(np.arange(S, dtype=np.float32)[:, None], lanes, 1), "float32", hemi="W"),
+        neg=b.constant("_neg", np.full((S, lanes), -np.inf, np.float32), "float32", hemi="W"),
+        onehot=b.constant("_onehot", np.eye(shape.n_heads, lanes, dtype=np.float16), "float16", hemi="E"),
+        kvmask=b.constant("_kvmask", kvm, "float32", hemi="W"),
+        qp=b.constant("_qp", np.zeros((H8, lanes), np.float16), "float16", hemi="E", split=8),
+        scores=b.scratch("_scores", "float32", (S, lanes), hemi="E"),
+        exps=b.scratch("_exps", "float32", (S, lanes), hemi="E"),
+        probs=b.scratch("_probs", "float16", (S, lanes), hemi="E", split=8),
+        probs_t=b.scratch("_probs_t", "float16", (shape.n_heads, lanes), hemi="E"),
+    )
+
+
+def new_cache(b: Builder, st: DecodeState, name: str) -> Tensor:
+    """A KV cache: (S + 8, kv_dim) fp16 over 8 East slices (rows S.. are the spare words),
+    with a constant `<name>.base` (its address in every lane) for the scatter maps."""
+    t = b.scratch(name, "float16", (st.shape.max_seq + 8, st.shape.kv_dim), hemi="E", split=8)
+    b.constant(f"{name}.base", np.full(b.lanes, t.addr, np.int16), "int16", hemi="W", apart_from=[st.cache_map])
+    return t
+
+
+def _const(b: Builder, st: DecodeState, name: str, stream: int, at: int) -> Flow:
+    return b.read(st.consts[name], stream=stream, arrive=(b.vxm_pos, at))
+
+
+def _retry(b: Builder, what: str, t: int, attempt) -> int:  # type: ignore[no-untyped-def]
+    """Run `attempt(t)`, moving t later until its reads find free MEM slots."""
+    last = None
+    for _ in range(1024):
+        mark = b.checkpoint()
+        try:
+            return attempt(t)
+        except LpuError as e:
+            b.rollback(mark)
+            last = e
+            t += 1
+    raise LpuError(f"{what}: found no cycle where its reads are free (last problem: {last})")
+
+
+def prologue(b: Builder, st: DecodeState, *, start: int = 0) -> int:
+    """Derive what depends on `pos`: posf, the rope gather map, and the 8 relative cache
+    scatter maps (pos // 8 in slice pos % 8, the spare word S/8 elsewhere)."""
+    vxm = b.vxm_pos
+    t0 = b.earliest([st.pos] + list(st.consts.values()), vxm, start) + 2
+
+    def attempt(t: int) -> int:
+        p = b.read(st.pos, stream=0, arrive=(vxm, t))
+        end = b.write(b.vxm("cast", p, dtype="int16", to="float32", stream=4, west=True), st.posf)
+        m = b.vxm("add", p, _const(b, st, "rope_base", 8, t), stream=8, west=False)
+        end = max(end, b.write(m, st.rope_map))
+        # r = pos & 7, and q = pos >> 3 two cycles later, each held for 8 steps.
+        r = b.vxm("and", p, _const(b, st, "seven", 12, t))
+        p2 = b.read(st.pos, stream=16, arrive=(vxm, t + 2))
+        q = b.vxm("shr", p2, _const(b, st, "three", 20, t + 2))
+        rs = b.hold(r, 8)
+        sel = b.vxm("eq", rs, b.read(st.consts["j"], stream=24, arrive=(vxm, rs.cycle), stride=2))
+        qs = b.hold(q, 8)
+        spare = b.hold(_const(b, st, "spare", 28, sel.cycle - 2), 8)
+        if not qs.cycle == spare.cycle == sel.cycle:
+            raise LpuError("internal: prologue timing")
+        rel = b.vxm("add", b.vxm("mask", qs, sel), b.vxm("maskn", spare, sel), stream=0, west=True)
+        return max(end, b.write(rel, st.cache_map))
+
+    return _retry(b, "prologue", t0, attempt)
+
+
+def rope(b: Builder, st: DecodeState, x: Tensor, out: Tensor, *, which: str = "q", start: int = 0) -> int:
+    """out = x * cos[pos] + rotate_half(x) * sin[pos] (the q tables include 1/sqrt(hd))."""
+    vxm, sxm = b.vxm_pos, b.sxm_pos("W")
+    cos_t, sin_t = st.tables[:2] if which == "q" else st.tables[2:]
+    glat = b.lat["mem_gather"]
+    t = b.earliest([x, st.perm], sxm, start)
+    # The gathered rows must reach the VXM with the permuted x: make sure the map can.
+    t = max(t, b.earliest([st.rope_map], vxm, start) + glat - (vxm - sxm) - b.lat["sxm_permute"])
+    def attempt(t: int) -> int:
+        xs = b.read(x, stream=0, arrive=(sxm, t))
+        px = b.sxm("permute", xs, hemi="W", stream=0, west=False, map=b.read(st.perm, stream=4, arrive=(sxm, t)))
+        tv = px.at(vxm)
+        gm = b.read(st.rope_map, stream=8, arrive=(vxm, tv - glat))
+        cos, sin = b.gather(cos_t, gm, stream=12), b.gather(sin_t, gm, stream=16)
+        a = b.vxm("mul", b.read(x, stream=20, arrive=(vxm, tv)), cos)
+        y = b.vxm("add", a, b.vxm("mul", px, sin))
+        if out.dtype != "float32":
+            y = b.vxm("cast", y, dtype="float32", to=out.dtype)
+        y = b.vxm("copy", y, stream=24, west=out.hemi == "W", dtype=out.dtype)
+        assert isinstance(y, Flow)
+        return b.write(y, out)
+
+    return _retry(b, "rope", t, attempt)
+
+
+def append(b: Builder, st: DecodeState, x: Tensor, cache: Tensor, *, start: int = 0) -> int:
+    """Write the float32 vector x as fp16 row `pos` of `cache`."""
+    vxm = b.vxm_pos
+    west = cache.hemi == "W"
+    base = next(t for t in b._tensors if t.name == f"{cache.name}.base")
+    t = b.earliest([x, st.cache_map, base], vxm, start) + 8
+    return _retry(b, "append", t, lambda t: _append_at(b, st, x, cache, base, t, west))
+
+
+def _append_at(b: Builder, st: DecodeState, x: Tensor, cache: Tensor, base: Tensor, t: int, west: bool) -> int:
+    vxm = b.vxm_pos
+    cast_lat, add_lat = b.lat["vxm_cast"], b.lat["vxm_basic"]
+    xs = b.read(x, stream=0, arrive=(vxm, t))
+    data = b.vxm("cast", xs, dtype="float32", to="float16", stream=0, west=west)
+    # The 8 maps (relative map + cache base) land on the same cycle as the data.
+    t_m = t + cast_lat - add_lat
+    rels = b.read(st.cache_map, stream=16, arrive=(vxm, t_m), spread=8)
+    bs = b.read(base, stream=4, arrive=(vxm, t_m))
+    maps: List[Flow] = []
+    for j in range(8):
+        rj = Flow(rels.base + 2 * j, 2, rels.west, rels.key, rels.origin, 1, 1, "int16", 1, rels.fid)
+        mj = b.vxm("add", rj, bs, stream=2 + 2 * j, west=west)
+        assert isinstance(mj, Flow)
+        maps.append(mj)
+    end = 0
+    hemi = 0 if cache.hemi == "W" else 1
+    for j, mp in enumerate(maps):
+        for plane in range(2):
+            sl = cache.slices[plane * 8 + j]
+            pos = b.config.mem_position(hemi, sl)
+            tt = data.at(pos)
+            q = b._mem_queue(hemi, sl, tt, tt, True)
+            b._mark(hemi, sl, tt, 1, 1, 0, True)
+            ident = b.place(q, tt, "scatter", [mp.operand(), _stream_operand(data.base + plane, data.west)])
+            b._banks.append((hemi, sl, tt, 1, 1, -1, True, ident))
+            b._stream_read(data, pos, tt, 1, 1, ident, [data.base + plane])
+            b._stream_read(mp, pos, tt, 1, 1, ident)
+            end = max(end, tt + b.lat["mem_scatter"])
+    return end
+
+
+def _alongside(b: Builder, value: AluOut, tensor: Tensor, stream: int, count: int) -> Tuple[Flow, AluOut]:
+    """Stream `count` vectors of `tensor` (two cycles apart) past the VXM together with
+    `value` held in an ALU: the read is moved later (in steps of the hold's period)
+    until its MEM slots are free."""
+    lat = b.lat["vxm_basic"]
+    for k in range(4096):
+        at = value.cycle + lat * (k + 1)
+        mark = b.checkpoint()
+        try:
+            f = b.read(tensor, stream=stream, vectors=(0, count), arrive=(b.vxm_pos, at), stride=lat)
+        except LpuError:
+            b.rollback(mark)
+            continue
+        held = b.hold(value, count + k)
+        return f, AluOut(held.alu, at, count, lat, held.dtype)
+    raise LpuError(f"no free cycle to read '{tensor.name}'")
+
+
+def attend(b: Builder, st: DecodeState, q: Tensor, kc: Tensor, vc: Tensor, out: Tensor, *, start: int = 0,
+           plane: int = 0) -> int:
+    """Attention of the rope'd query q (float32, H*hd) over cache rows 0..pos; writes
+    `out` (H, lanes) fp16 with head h's result in lanes 0..hd-1 of row h."""
+    sh = st.shape
+    H, hd, S = sh.n_heads, sh.head_dim, sh.max_seq
+    vxm, sxm = b.vxm_pos, b.sxm_pos("W")
+    pp = b.mxm_pos(plane)
+    if plane >= b.config.mxm_planes // 2:
+        raise LpuError("attend runs on a West plane")
+    # 1. Query heads into their kv head's lanes (SXM shift south), masked, as fp16 rows.
+    t = b.earliest([q, st.kvmask], sxm, start)
+    end = t
+    for h in range(H):
+        kvh = sh.kv_head(h)
+        xs = b.read(q, stream=0, arrive=(sxm, t + h), west=True, search=False)
+        moved = b.sxm("shifts", xs, hemi="W", stream=0, west=False, n=(h - kvh) * hd)
+        m = b.read(st.kvmask, stream=4, vectors=(kvh, 1), arrive=(vxm, moved.at(vxm)))
+        y = b.vxm("cast", b.vxm("mul", moved, m), dtype="float32", to="float16", stream=8, west=False)
+        end = max(end, b.write(y, st.qp, vectors=(h, 1)))
+    # 2. Install them transposed: column h of the plane = query head h.
+    H8 = st.qp.shape[0]
+    wf = b.read(st.qp, stream=0, vectors=(0, H8), spread=8, arrive=(pp, b.earliest([st.qp], pp, end)), west=True,
+                search=True)
+    ready = b.mxm_install(plane, b.mxm_load(plane, wf) + 1, transpose=True)
+    # 3. Scores: the K cache rows through the plane, 4 cycles apart (fp16).
+    kf = b.read(kc, stream=16, vectors=(0, S), arrive=(pp, ready), stride=4, west=True, search=True)
+    done = b.mxm_abc(plane, kf, 0)
+    sc = b.mxm_acc(plane, 0, S, at=done, stream=20, west=False, stride=2)
+    T = sc.at(vxm)
+    # 4. Mask positions after pos with -inf; running max on the way into SRAM.
+    posf = b.hold(b.read(st.posf, stream=4, arrive=(vxm, T - 2)), S)
+    valid = b.vxm("le", b.read(st.tvec, stream=8, arrive=(vxm, T), stride=2), posf)
+    kept = b.vxm("mask", b.vxm("copy", sc), valid)
+    dropped = b.vxm("maskn", b.read(st.neg, stream=12, arrive=(vxm, valid.cycle), stride=2), valid)
+    sb = b.vxm("add", kept, dropped, stream=24, west=False)
+    assert isinstance(sb, Flow)
+    b.write(sb, st.scores)
+    mx = b.scan("max", sb)
+    # 5. e = exp(s - max), written back, with a running sum.
+    s2, ms = _alongside(b, mx, st.scores, 24, S)
+    e = b.vxm("exp", b.vxm("sub", s2, ms), stream=28, west=False)
+    assert isinstance(e, Flow)
+    b.write(e, st.exps)
+    z = b.scan("add", e)
+    # 6. p = e * rsqrt(z)^2 as fp16 rows.
+    r = b.vxm("rsqrt", z)
+    e2, inv = _alongside(b, b.vxm("mul", r, r), st.exps, 28, S)
+    p16 = b.vxm("cast", b.vxm("mul", e2, inv), dtype="float32", to="float16", stream=8, west=False)
+    assert isinstance(p16, Flow)
+    t_p = b.write(p16, st.probs)
+    # 7. P transposed: install P transposed, read column h with one-hot activations.
+    pf = b.read(st.probs, stream=0, vectors=(0, S), spread=8, arrive=(pp, b.earliest([st.probs], pp, t_p)),
+                west=True, search=True)
+    ready = b.mxm_install(plane, b.mxm_load(plane, pf) + 1, transpose=True)
+    oh = b.read(st.onehot, stream=16, arrive=(pp, ready), stride=4, west=True, search=True)
+    done = b.mxm_abc(plane, oh, S)
+    pt = b.mxm_acc(plane, S, H, at=done, stream=20, west=False)
+    pt16 = b.vxm("cast", pt, dtype="float32", to="float16", stream=8, west=False)
+    assert isinstance(pt16, Flow)
+    t_pt = b.write(pt16, st.probs_t)
+    # 8. Out_h = P_h . V, each head shifted to lanes 0..hd-1 on its way past the SXM.
+    vf = b.read(vc, stream=0, vectors=(0, S), spread=8, arrive=(pp, b.earliest([vc], pp, t_pt)), west=True,
+                search=True)
+    ready = b.mxm_install(plane, b.mxm_load(plane, vf) + 1)
+    acts = b.read(st.probs_t, stream=16, arrive=(pp, max(ready, b.earliest([st.probs_t], pp, t_pt))), stride=4,
+                  west=True, search=True)
+    done = b.mxm_abc(plane, acts, S + H)
+    end = 0
+    for h in range(H):
+        y = b.mxm_acc(plane, S + H + h, 1, at=done + h, stream=20, west=False)
+        moved = b.sxm("shifts", y, hemi="W", stream=24, west=False, n=sh.kv_head(h) * hd)
+        y16 = b.vxm("cast", moved, dtype="float32", to="float16", stream=8, west=out.hemi == "W")
+        assert isinstance(y16, Flow)
+        end = max(end, b.write(y16, out, vectors=(h, 1)))
+    return end
+
+
+def output_weights(wo: np.ndarray, shape: AttentionShape, lanes: int) -> np.ndarray:
+    """The output projection for :func:`attend`'s layout: a (H * lanes, D) matrix whose
+    K tile h holds Wo's columns of head h in rows 0..hd-1 (zeros below)."""
+    D = wo.shape[0]
+    out = np.zeros((shape.n_heads * lanes, D), np.float32)
+    hd = shape.head_dim
+    for h in range(shape.n_heads):
+        out[h * lanes : h * lanes + hd] = wo[:, h * hd : (h + 1) * hd].T
+    return out
+
+
+def advance(b: Builder, st: DecodeState, *, start: int = 0) -> int:
+    """pos += 1, for the next decode step."""
+    vxm = b.vxm_pos
+    t = b.earliest([st.pos, st.consts["one"]], vxm, start)
+    p = b.read(st.pos, stream=0, arrive=(vxm, t), search=True)
+    one = _const(b, st, "one", 4, p.at(vxm))
+    return b.write(b.vxm("add", p, one, stream=0, west=True), st.pos)

@@ -1,0 +1,78 @@
+"""Decode attention with RoPE and a KV cache, step by step against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lpu
+from lpu.builder import Builder
+from lpu.kernels import attention as A
+from lpu.layout import read_tensor, write_tensor
+
+
+def rope_ref(x: np.ndarray, pos: int, hd: int, theta: float = 10000.0) -> np.ndarray:
+    """Hugging Face rotate_half RoPE on a vector of heads, in float64."""
+    half = hd // 2
+    inv = theta ** (-np.arange(half) * 2 / hd)
+    c, s = np.cos(pos * inv), np.sin(pos * inv)
+    out = x.astype(np.float64).copy()
+    for o in range(0, len(x), hd):
+        a, b2 = x[o : o + half].astype(np.float64), x[o + half : o + hd].astype(np.float64)
+        out[o : o + half] = a * c - b2 * s
+        out[o + half : o + hd] = b2 * c + a * s
+    return out
+
+
+@pytest.mark.parametrize("cname,H,KV,hd,S", [("tsp_small", 4, 2, 8, 16), ("tsp_v1", 8, 4, 32, 64), ("tsp_v1", 4, 4, 64, 40)])
+def test_decode_attention_over_steps(cname, H, KV, hd, S):
+    cfg = lpu.ChipConfig(cname)
+    L = cfg.lanes
+    shape = A.AttentionShape(H, KV, hd, S)
+    b = Builder(cfg)
+    st = A.new_state(b, shape)
+    q_in = b.input("q", "float32", (H * hd,), hemi="E")
+    k_in = b.input("k", "float32", (KV * hd,), hemi="E")
+    v_in = b.input("v", "float32", (KV * hd,), hemi="E")
+    qr = b.scratch("qr", "float32", (H * hd,), hemi="E")
+    kr = b.scratch("kr", "float32", (KV * hd,), hemi="E")
+    kc, vc = A.new_cache(b, st, "kc"), A.new_cache(b, st, "vc")
+    out = b.output("out", "float16", (H, L), hemi="E")
+    t = A.prologue(b, st)
+    t = A.rope(b, st, q_in, qr, which="q", start=t)
+    t = A.rope(b, st, k_in, kr, which="k", start=t)
+    t = A.append(b, st, kr, kc, start=t)
+    t = A.append(b, st, v_in, vc, start=t)
+    t = A.attend(b, st, qr, kc, vc, out, start=t)
+    A.advance(b, st, start=t)
+    prog = b.build()
+    chip = lpu.Chip(cfg)
+    chip.load(prog)
+    rng = np.random.default_rng(H * S)
+    keys, values = [], []
+    cycles = set()
+    for step in range(7):
+        q, k, v = (rng.standard_normal(n).astype(np.float32) for n in (H * hd, KV * hd, KV * hd))
+        chip.reset(keep_sram=True)
+        for name, val in (("q", q), ("k", k), ("v", v)):
+            write_tensor(chip, prog.tensor(name), val)
+        assert chip.run() == lpu.RunStatus.HALTED, chip.fault
+        cycles.add(chip.cycles)
+        got = read_tensor(chip, prog.tensor("out"))[:, :hd].astype(np.float64)
+        qrope = rope_ref(q, step, hd) / np.sqrt(hd)
+        np.testing.assert_allclose(read_tensor(chip, prog.tensor("qr")), qrope, rtol=1e-5, atol=1e-6)
+        keys.append(rope_ref(k, step, hd).astype(np.float16).astype(np.float64))
+        values.append(v.astype(np.float16).astype(np.float64))
+        for h in range(H):
+            g = h // (H // KV)
+            qh = qrope[h * hd : (h + 1) * hd].astype(np.float16).astype(np.float64)
+            sc = np.array([qh @ kk[g * hd : (g + 1) * hd] for kk in keys])
+            p = np.exp(sc - sc.max())
+            p /= p.sum()
+            want = sum(pt * vv[g * hd : (g + 1) * hd] for pt, vv in zip(p, values))
+            # P is rounded to fp16 (relative 2^-11) before it multiplies V, and the
+            # result is stored as fp16: |error| <= 2^-10 max|v| + 2^-11 |out| + 1e-4.
+            bound = 2.0**-10 * np.abs(values).max() + 2.0**-11 * np.abs(want) + 1e-4
+            assert np.all(np.abs(got[h] - want) <= bound), (step, h, np.abs(got[h] - want).max())
+    assert len(cycles) == 1, "every step takes the same number of cycles"
+    np.testing.assert_array_equal(read_tensor(chip, prog.tensor("pos")), 7)
