@@ -30,13 +30,14 @@ zero rows (see :func:`output_weights`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from .._core import Tensor
 from ..builder import AluOut, Builder, Flow, _stream_operand
 from ..errors import LpuError
+from .vector import retry
 
 __all__ = [
     "AttentionShape",
@@ -74,18 +75,22 @@ class AttentionShape:
     def kv_head(self, h: int) -> int:
         return h // (self.n_heads // self.n_kv_heads)
 
+    def tiles(self, width: int, lanes: int) -> int:
+        """Vectors a row of `width` lanes takes."""
+        return -(-width // lanes)
 
-def rope_tables(shape: AttentionShape, lanes: int, scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
-    """(cos, sin') of shape (max_seq, lanes): lane j of row p holds cos/sin of
+
+def rope_tables(shape: AttentionShape, width: int, scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """(cos, sin') of shape (max_seq, width): column j of row p holds cos/sin of
     p * theta**(-2i/hd), i = j mod hd/2, in every head; sin' is negated in the first
     half of each head (rotate_half). Both multiplied by `scale`."""
     hd = shape.head_dim
     half = hd // 2
     inv = shape.rope_theta ** (-np.arange(half, dtype=np.float64) * 2 / hd)
     ang = np.arange(shape.max_seq, dtype=np.float64)[:, None] * inv[None, :]
-    cos = np.zeros((shape.max_seq, lanes))
-    sin = np.zeros((shape.max_seq, lanes))
-    for h in range(shape.n_heads):
+    cos = np.zeros((shape.max_seq, width))
+    sin = np.zeros((shape.max_seq, width))
+    for h in range(width // hd):
         o = h * hd
         cos[:, o : o + half] = cos[:, o + half : o + hd] = np.cos(ang)
         sin[:, o : o + half] = -np.sin(ang)
@@ -95,25 +100,33 @@ def rope_tables(shape: AttentionShape, lanes: int, scale: float = 1.0) -> Tuple[
 
 @dataclass
 class DecodeState:
-    """The tensors decode attention shares across layers."""
+    """The tensors decode attention shares across layers (q has qt tiles, k/v kvt)."""
 
     shape: AttentionShape
     pos: Tensor          # int16: every lane = position of the token being decoded
     posf: Tensor         # float32 copy of pos
-    rope_map: Tensor     # int16: rope table base + pos, beyond the tables
+    rope_map: Tensor     # int16 (qt + kvt, lanes): addresses of the rope rows for pos, per tile
     cache_map: Tensor    # int16 (8, lanes): relative scatter address per cache slice
     tables: Tuple[Tensor, Tensor, Tensor, Tensor]  # cos_q, sin_q (scaled by 1/sqrt(hd)), cos_k, sin_k
     perm: Tensor         # int16 lane map of rotate_half
-    consts: dict         # int16 constant vectors by name: j (8 rows 0..7), seven, spare (S/8), three, one, rope_base
+    consts: Dict[str, Tensor]  # int16 constant vectors (see new_state)
     tvec: Tensor         # float32 (S, lanes): row t = t in every lane
     neg: Tensor          # float32 (S, lanes): -inf
     onehot: Tensor       # float16 (H, lanes): row h = e_h
-    kvmask: Tensor       # float32 (KV, lanes): 1 on a kv head's lanes
-    qp: Tensor           # float16 (H8, lanes): query heads in kv lanes (rows >= H stay 0)
+    kvmask: Tensor       # float32 (heads per tile, lanes): 1 on a head's lanes within a tile
+    qp: List[Tensor]     # per kv tile, float16 (H8, lanes): query heads in their kv head's lanes
     scores: Tensor       # float32 (S, lanes) scratch
     exps: Tensor         # float32 (S, lanes) scratch
     probs: Tensor        # float16 (S, lanes) scratch, split 8
     probs_t: Tensor      # float16 (H, lanes): P transposed
+
+    @property
+    def qt(self) -> int:
+        return self.tables[0].vectors(self.tvec.shape[-1]) // self.shape.max_seq
+
+    @property
+    def kvt(self) -> int:
+        return self.tables[2].vectors(self.tvec.shape[-1]) // self.shape.max_seq
 
 
 def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
@@ -124,16 +137,18 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
     cfg = b.config
     lanes = cfg.lanes
     S = shape.max_seq
+    hd = shape.head_dim
     if S > lanes or S % 8:
         raise LpuError(f"max_seq {S} must be a multiple of 8 and at most {lanes} (one tile of positions)")
-    if shape.q_dim > lanes:
-        raise LpuError(f"n_heads * head_dim = {shape.q_dim} must fit one vector of {lanes} lanes")
-    if shape.head_dim % 2 or shape.n_heads % shape.n_kv_heads:
-        raise LpuError("head_dim must be even and n_heads a multiple of n_kv_heads")
+    if hd % 2 or lanes % hd or shape.n_heads % shape.n_kv_heads:
+        raise LpuError(f"head_dim {hd} must be even and divide {lanes}; n_heads a multiple of n_kv_heads")
+    if shape.n_heads > lanes:
+        raise LpuError(f"at most {lanes} heads")
     if cfg.mem_slices < 18:
         raise LpuError("decode attention needs at least 18 MEM slices per hemisphere")
-    cq, sq = rope_tables(shape, lanes, 1.0 / np.sqrt(shape.head_dim))
-    ck, sk = rope_tables(shape, lanes, 1.0)
+    qt, kvt = shape.tiles(shape.q_dim, lanes), shape.tiles(shape.kv_dim, lanes)
+    cq, sq = rope_tables(shape, qt * lanes, 1.0 / np.sqrt(hd))
+    ck, sk = rope_tables(shape, kvt * lanes, 1.0)
     base = max(b.alloc.used(1, s) for s in range(16))
     tables = tuple(
         b.constant(f"_rope_{n}", arr, "float32", hemi="E", slices=list(range(4 * i, 4 * i + 4)), addr=base)
@@ -141,35 +156,37 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
     )
     far = [cfg.mem_slices - 2, cfg.mem_slices - 1]
     perm = np.arange(lanes)
-    hd, half = shape.head_dim, shape.head_dim // 2
-    for h in range(shape.n_heads):
-        o = h * hd
+    half = hd // 2
+    for o in range(0, lanes, hd):
         perm[o : o + half] = np.arange(o + half, o + hd)
         perm[o + half : o + hd] = np.arange(o, o + half)
-    kvm = np.zeros((shape.n_kv_heads, lanes), np.float32)
-    for k in range(shape.n_kv_heads):
+    hpt = lanes // hd
+    kvm = np.zeros((hpt, lanes), np.float32)
+    for k in range(hpt):
         kvm[k, k * hd : (k + 1) * hd] = 1
     pos = b.scratch("pos", "int16", (lanes,), hemi="W")
-    consts: dict = {}
+    consts: Dict[str, Tensor] = {}
 
-    def i16(name: str, value: object) -> Tensor:
+    def i16(name: str, value: object) -> None:
         arr = np.asarray(value, dtype=np.int16)
         if arr.ndim == 0:
             arr = np.full(lanes, arr, np.int16)
         # Read together with pos and each other: keep them in slices of their own.
-        t = b.constant(f"_attn_{name}", arr, "int16", hemi="W", apart_from=[pos, *consts.values()])
-        consts[name] = t
-        return t
+        consts[name] = b.constant(f"_attn_{name}", arr, "int16", hemi="W", apart_from=[pos, *consts.values()])
 
-    for name, value in (("j", np.repeat(np.arange(8, dtype=np.int16)[:, None], lanes, 1)), ("seven", 7),
-                        ("spare", S // 8), ("three", 3), ("one", 1), ("rope_base", base)):
+    col = np.ones((1, lanes), np.int16)
+    for name, value in (
+        ("j", np.arange(8, dtype=np.int16)[:, None] * col), ("seven", 7), ("spare", S // 8), ("three", 3),
+        ("one", 1), ("ntiles", np.array([qt] * qt + [kvt] * kvt, np.int16)[:, None] * col),
+        ("tile_base", np.array([base + i for i in range(qt)] + [base + i for i in range(kvt)], np.int16)[:, None] * col),
+    ):
         i16(name, value)
     H8 = -(-shape.n_heads // 8) * 8
     return DecodeState(
         shape=shape,
         pos=pos,
         posf=b.scratch("_posf", "float32", (lanes,), hemi="W"),
-        rope_map=b.scratch("_rope_map", "int16", (lanes,), hemi="E", slices=far),
+        rope_map=b.scratch("_rope_map", "int16", (qt + kvt, lanes), hemi="E", slices=far),
         cache_map=b.scratch("_cache_map", "int16", (8, lanes), hemi="W", split=8),
         tables=tables,  # type: ignore[arg-type]
         perm=b.constant("_rope_perm", perm.astype(np.int16), "int16", hemi="W"),
@@ -178,7 +195,8 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
         neg=b.constant("_neg", np.full((S, lanes), -np.inf, np.float32), "float32", hemi="W"),
         onehot=b.constant("_onehot", np.eye(shape.n_heads, lanes, dtype=np.float16), "float16", hemi="E"),
         kvmask=b.constant("_kvmask", kvm, "float32", hemi="W"),
-        qp=b.constant("_qp", np.zeros((H8, lanes), np.float16), "float16", hemi="E", split=8),
+        qp=[b.constant(f"_qp{i}", np.zeros((H8, lanes), np.float16), "float16", hemi="E", split=8)
+            for i in range(kvt)],
         scores=b.scratch("_scores", "float32", (S, lanes), hemi="E"),
         exps=b.scratch("_exps", "float32", (S, lanes), hemi="E"),
         probs=b.scratch("_probs", "float16", (S, lanes), hemi="E", split=8),
@@ -186,30 +204,20 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
     )
 
 
-def new_cache(b: Builder, st: DecodeState, name: str) -> Tensor:
-    """A KV cache: (S + 8, kv_dim) fp16 over 8 East slices (rows S.. are the spare words),
-    with a constant `<name>.base` (its address in every lane) for the scatter maps."""
-    t = b.scratch(name, "float16", (st.shape.max_seq + 8, st.shape.kv_dim), hemi="E", split=8)
-    b.constant(f"{name}.base", np.full(b.lanes, t.addr, np.int16), "int16", hemi="W", apart_from=[st.cache_map])
-    return t
+def new_cache(b: Builder, st: DecodeState, name: str) -> List[Tensor]:
+    """A KV cache: one (S + 8, lanes) fp16 tensor per kv tile, each over 8 East slices
+    (rows S.. are the spare words), with a constant `<name>.base` (its address in every
+    lane) for the scatter maps."""
+    out = []
+    for i in range(st.kvt):
+        t = b.scratch(f"{name}{i}", "float16", (st.shape.max_seq + 8, b.lanes), hemi="E", split=8)
+        b.constant(f"{t.name}.base", np.full(b.lanes, t.addr, np.int16), "int16", hemi="W", apart_from=[st.cache_map])
+        out.append(t)
+    return out
 
 
 def _const(b: Builder, st: DecodeState, name: str, stream: int, at: int) -> Flow:
     return b.read(st.consts[name], stream=stream, arrive=(b.vxm_pos, at))
-
-
-def _retry(b: Builder, what: str, t: int, attempt) -> int:  # type: ignore[no-untyped-def]
-    """Run `attempt(t)`, moving t later until its reads find free MEM slots."""
-    last = None
-    for _ in range(1024):
-        mark = b.checkpoint()
-        try:
-            return attempt(t)
-        except LpuError as e:
-            b.rollback(mark)
-            last = e
-            t += 1
-    raise LpuError(f"{what}: found no cycle where its reads are free (last problem: {last})")
 
 
 def prologue(b: Builder, st: DecodeState, *, start: int = 0) -> int:
@@ -221,62 +229,78 @@ def prologue(b: Builder, st: DecodeState, *, start: int = 0) -> int:
     def attempt(t: int) -> int:
         p = b.read(st.pos, stream=0, arrive=(vxm, t))
         end = b.write(b.vxm("cast", p, dtype="int16", to="float32", stream=4, west=True), st.posf)
-        m = b.vxm("add", p, _const(b, st, "rope_base", 8, t), stream=8, west=False)
-        end = max(end, b.write(m, st.rope_map))
+        # Rope rows: tile i of row pos is at base + i + pos * (tiles per row).
+        n = st.qt + st.kvt
+        ps = b.hold(p, n)
+        nt = b.read(st.consts["ntiles"], stream=8, arrive=(vxm, ps.cycle), stride=2)
+        rows = b.vxm("mul", ps, nt)
+        offs = b.read(st.consts["tile_base"], stream=12, arrive=(vxm, rows.cycle), stride=2)
+        end = max(end, b.write(b.vxm("add", rows, offs, stream=8, west=False), st.rope_map))
         # r = pos & 7, and q = pos >> 3 two cycles later, each held for 8 steps.
-        r = b.vxm("and", p, _const(b, st, "seven", 12, t))
-        p2 = b.read(st.pos, stream=16, arrive=(vxm, t + 2))
-        q = b.vxm("shr", p2, _const(b, st, "three", 20, t + 2))
+        r = b.vxm("and", p, _const(b, st, "seven", 16, t))
+        p2 = b.read(st.pos, stream=20, arrive=(vxm, t + 2))
+        q = b.vxm("shr", p2, _const(b, st, "three", 24, t + 2))
         rs = b.hold(r, 8)
-        sel = b.vxm("eq", rs, b.read(st.consts["j"], stream=24, arrive=(vxm, rs.cycle), stride=2))
+        sel = b.vxm("eq", rs, b.read(st.consts["j"], stream=28, arrive=(vxm, rs.cycle), stride=2))
         qs = b.hold(q, 8)
-        spare = b.hold(_const(b, st, "spare", 28, sel.cycle - 2), 8)
+        spare = b.hold(_const(b, st, "spare", 4, sel.cycle - 2), 8)
         if not qs.cycle == spare.cycle == sel.cycle:
             raise LpuError("internal: prologue timing")
         rel = b.vxm("add", b.vxm("mask", qs, sel), b.vxm("maskn", spare, sel), stream=0, west=True)
         return max(end, b.write(rel, st.cache_map))
 
-    return _retry(b, "prologue", t0, attempt)
+    return retry(b, "prologue", t0, attempt)
 
 
 def rope(b: Builder, st: DecodeState, x: Tensor, out: Tensor, *, which: str = "q", start: int = 0) -> int:
-    """out = x * cos[pos] + rotate_half(x) * sin[pos] (the q tables include 1/sqrt(hd))."""
+    """out = x * cos[pos] + rotate_half(x) * sin[pos], tile by tile (the q tables
+    include 1/sqrt(hd))."""
     vxm, sxm = b.vxm_pos, b.sxm_pos("W")
     cos_t, sin_t = st.tables[:2] if which == "q" else st.tables[2:]
+    first_map = 0 if which == "q" else st.qt
     glat = b.lat["mem_gather"]
-    t = b.earliest([x, st.perm], sxm, start)
-    # The gathered rows must reach the VXM with the permuted x: make sure the map can.
-    t = max(t, b.earliest([st.rope_map], vxm, start) + glat - (vxm - sxm) - b.lat["sxm_permute"])
-    def attempt(t: int) -> int:
-        xs = b.read(x, stream=0, arrive=(sxm, t))
-        px = b.sxm("permute", xs, hemi="W", stream=0, west=False, map=b.read(st.perm, stream=4, arrive=(sxm, t)))
-        tv = px.at(vxm)
-        gm = b.read(st.rope_map, stream=8, arrive=(vxm, tv - glat))
-        cos, sin = b.gather(cos_t, gm, stream=12), b.gather(sin_t, gm, stream=16)
-        a = b.vxm("mul", b.read(x, stream=20, arrive=(vxm, tv)), cos)
-        y = b.vxm("add", a, b.vxm("mul", px, sin))
-        if out.dtype != "float32":
-            y = b.vxm("cast", y, dtype="float32", to=out.dtype)
-        y = b.vxm("copy", y, stream=24, west=out.hemi == "W", dtype=out.dtype)
-        assert isinstance(y, Flow)
-        return b.write(y, out)
+    end = start
+    for i in range(x.vectors(b.lanes)):
+        t = b.earliest([x, st.perm], sxm, end)
+        # The gathered rows must reach the VXM with the permuted x: make sure the map can.
+        t = max(t, b.earliest([st.rope_map], vxm, start) + glat - (vxm - sxm) - b.lat["sxm_permute"])
 
-    return _retry(b, "rope", t, attempt)
+        def attempt(t: int, i: int = i) -> int:
+            xs = b.read(x, stream=0, vectors=(i, 1), arrive=(sxm, t))
+            mp = b.read(st.perm, stream=4, arrive=(sxm, t))
+            px = b.sxm("permute", xs, hemi="W", stream=0, west=False, map=mp)
+            tv = px.at(vxm)
+            gm = b.read(st.rope_map, stream=8, vectors=(first_map + i, 1), arrive=(vxm, tv - glat))
+            cos, sin = b.gather(cos_t, gm, stream=12), b.gather(sin_t, gm, stream=16)
+            a = b.vxm("mul", b.read(x, stream=20, vectors=(i, 1), arrive=(vxm, tv)), cos)
+            y = b.vxm("add", a, b.vxm("mul", px, sin))
+            if out.dtype != "float32":
+                y = b.vxm("cast", y, dtype="float32", to=out.dtype)
+            y = b.vxm("copy", y, stream=24, west=out.hemi == "W", dtype=out.dtype)
+            assert isinstance(y, Flow)
+            return b.write(y, out, vectors=(i, 1))
+
+        end = max(end, retry(b, "rope", t, attempt))
+    return end
 
 
-def append(b: Builder, st: DecodeState, x: Tensor, cache: Tensor, *, start: int = 0) -> int:
-    """Write the float32 vector x as fp16 row `pos` of `cache`."""
+def append(b: Builder, st: DecodeState, x: Tensor, cache: List[Tensor], *, start: int = 0) -> int:
+    """Write the float32 vector x (kv_dim) as fp16 row `pos` of the cache (one tensor
+    per kv tile)."""
+    vxm = b.vxm_pos
+    end = start
+    for i, c in enumerate(cache):
+        base = next(t for t in b._tensors if t.name == f"{c.name}.base")
+        t = b.earliest([x, st.cache_map, base], vxm, end) + 8
+        end = max(end, retry(b, "append", t, lambda t, c=c, i=i, base=base: _append_at(b, st, x, i, c, base, t)))
+    return end
+
+
+def _append_at(b: Builder, st: DecodeState, x: Tensor, tile: int, cache: Tensor, base: Tensor, t: int) -> int:
     vxm = b.vxm_pos
     west = cache.hemi == "W"
-    base = next(t for t in b._tensors if t.name == f"{cache.name}.base")
-    t = b.earliest([x, st.cache_map, base], vxm, start) + 8
-    return _retry(b, "append", t, lambda t: _append_at(b, st, x, cache, base, t, west))
-
-
-def _append_at(b: Builder, st: DecodeState, x: Tensor, cache: Tensor, base: Tensor, t: int, west: bool) -> int:
-    vxm = b.vxm_pos
     cast_lat, add_lat = b.lat["vxm_cast"], b.lat["vxm_basic"]
-    xs = b.read(x, stream=0, arrive=(vxm, t))
+    xs = b.read(x, stream=0, vectors=(tile, 1), arrive=(vxm, t))
     data = b.vxm("cast", xs, dtype="float32", to="float16", stream=0, west=west)
     # The 8 maps (relative map + cache base) land on the same cycle as the data.
     t_m = t + cast_lat - add_lat
@@ -323,34 +347,46 @@ def _alongside(b: Builder, value: AluOut, tensor: Tensor, stream: int, count: in
     raise LpuError(f"no free cycle to read '{tensor.name}'")
 
 
-def attend(b: Builder, st: DecodeState, q: Tensor, kc: Tensor, vc: Tensor, out: Tensor, *, start: int = 0,
-           plane: int = 0) -> int:
+def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Tensor], out: Tensor, *,
+           start: int = 0, plane: int = 0) -> int:
     """Attention of the rope'd query q (float32, H*hd) over cache rows 0..pos; writes
-    `out` (H, lanes) fp16 with head h's result in lanes 0..hd-1 of row h."""
+    `out` (H vectors, fp16) with head h's result in lanes 0..hd-1 of vector h."""
     sh = st.shape
     H, hd, S = sh.n_heads, sh.head_dim, sh.max_seq
+    lanes = b.lanes
+    hpt = lanes // hd  # heads per tile
     vxm, sxm = b.vxm_pos, b.sxm_pos("W")
     pp = b.mxm_pos(plane)
     if plane >= b.config.mxm_planes // 2:
         raise LpuError("attend runs on a West plane")
-    # 1. Query heads into their kv head's lanes (SXM shift south), masked, as fp16 rows.
-    t = b.earliest([q, st.kvmask], sxm, start)
-    end = t
+    # 1. Each query head into its kv head's lanes of that kv tile (SXM shift), masked, fp16.
+    end = start
     for h in range(H):
-        kvh = sh.kv_head(h)
-        xs = b.read(q, stream=0, arrive=(sxm, t + h), west=True, search=False)
-        moved = b.sxm("shifts", xs, hemi="W", stream=0, west=False, n=(h - kvh) * hd)
-        m = b.read(st.kvmask, stream=4, vectors=(kvh, 1), arrive=(vxm, moved.at(vxm)))
-        y = b.vxm("cast", b.vxm("mul", moved, m), dtype="float32", to="float16", stream=8, west=False)
-        end = max(end, b.write(y, st.qp, vectors=(h, 1)))
-    # 2. Install them transposed: column h of the plane = query head h.
-    H8 = st.qp.shape[0]
-    wf = b.read(st.qp, stream=0, vectors=(0, H8), spread=8, arrive=(pp, b.earliest([st.qp], pp, end)), west=True,
-                search=True)
-    ready = b.mxm_install(plane, b.mxm_load(plane, wf) + 1, transpose=True)
-    # 3. Scores: the K cache rows through the plane, 4 cycles apart (fp16).
-    kf = b.read(kc, stream=16, vectors=(0, S), arrive=(pp, ready), stride=4, west=True, search=True)
-    done = b.mxm_abc(plane, kf, 0)
+        g = sh.kv_head(h)
+        n = (h % hpt - g % hpt) * hd
+        t = b.earliest([q, st.kvmask], sxm, end if h == 0 else start)
+
+        def attempt(t: int, h: int = h, g: int = g, n: int = n) -> int:
+            xs = b.read(q, stream=0, vectors=(h // hpt, 1), arrive=(sxm, t), west=True)
+            moved = b.sxm("shifts" if n >= 0 else "shiftn", xs, hemi="W", stream=0, west=False, n=abs(n))
+            m = b.read(st.kvmask, stream=4, vectors=(g % hpt, 1), arrive=(vxm, moved.at(vxm)))
+            y = b.vxm("cast", b.vxm("mul", moved, m), dtype="float32", to="float16", stream=8, west=False)
+            return b.write(y, st.qp[g // hpt], vectors=(h, 1))
+
+        end = max(end, retry(b, "attend", t, attempt))
+    # 2-3. Scores: per kv tile, its query matrix installed transposed (column h = query
+    # head h), then the K rows through it, accumulating over kv tiles in the slots.
+    H8 = st.qp[0].shape[0]
+    done = 0
+    last_abc = ld_free = -1
+    for i, k_i in enumerate(kc):
+        at = max(b.earliest([st.qp[i]], pp, end), ld_free + 1)
+        wf = b.read(st.qp[i], stream=0, vectors=(0, H8), spread=8, arrive=(pp, at), west=True, search=True)
+        ld_free = max(b.mxm_load(plane, wf) + 1, last_abc + 1)
+        ready = b.mxm_install(plane, ld_free, transpose=True)
+        kf = b.read(k_i, stream=16, vectors=(0, S), arrive=(pp, ready), stride=4, west=True, search=True)
+        done = b.mxm_abc(plane, kf, 0, accumulate=i > 0)
+        last_abc = kf.at(pp) + 4 * (S - 1)
     sc = b.mxm_acc(plane, 0, S, at=done, stream=20, west=False, stride=2)
     T = sc.at(vxm)
     # 4. Mask positions after pos with -inf; running max on the way into SRAM.
@@ -384,20 +420,32 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: Tensor, vc: Tensor, out: 
     pt16 = b.vxm("cast", pt, dtype="float32", to="float16", stream=8, west=False)
     assert isinstance(pt16, Flow)
     t_pt = b.write(pt16, st.probs_t)
-    # 8. Out_h = P_h . V, each head shifted to lanes 0..hd-1 on its way past the SXM.
-    vf = b.read(vc, stream=0, vectors=(0, S), spread=8, arrive=(pp, b.earliest([vc], pp, t_pt)), west=True,
-                search=True)
-    ready = b.mxm_install(plane, b.mxm_load(plane, vf) + 1)
-    acts = b.read(st.probs_t, stream=16, arrive=(pp, max(ready, b.earliest([st.probs_t], pp, t_pt))), stride=4,
-                  west=True, search=True)
-    done = b.mxm_abc(plane, acts, S + H)
+    # 8. Per kv tile: out_h = P_h . V for the heads of that tile, each shifted to lanes
+    # 0..hd-1 on its way past the SXM.
     end = 0
-    for h in range(H):
-        y = b.mxm_acc(plane, S + H + h, 1, at=done + h, stream=20, west=False)
-        moved = b.sxm("shifts", y, hemi="W", stream=24, west=False, n=sh.kv_head(h) * hd)
-        y16 = b.vxm("cast", moved, dtype="float32", to="float16", stream=8, west=out.hemi == "W")
-        assert isinstance(y16, Flow)
-        end = max(end, b.write(y16, out, vectors=(h, 1)))
+    last_abc = -1
+    ld_free = ready - b.lat["mxm_iw"]
+    acc_free = 0
+    slot = S + H
+    for i, v_i in enumerate(vc):
+        heads = [h for h in range(H) if sh.kv_head(h) // hpt == i]
+        at = max(b.earliest([v_i], pp, t_pt), ld_free + 1)
+        vf = b.read(v_i, stream=0, vectors=(0, S), spread=8, arrive=(pp, at), west=True, search=True)
+        ld_free = max(b.mxm_load(plane, vf) + 1, last_abc + 1)
+        ready = b.mxm_install(plane, ld_free)
+        acts = b.read(st.probs_t, stream=16, vectors=(heads[0], len(heads)),
+                      arrive=(pp, max(ready, b.earliest([st.probs_t], pp, t_pt))), stride=4, west=True, search=True)
+        done = b.mxm_abc(plane, acts, slot)
+        last_abc = acts.at(pp) + 4 * (len(heads) - 1)
+        for n, h in enumerate(heads):
+            acc_free = max(done + n, acc_free)
+            y = b.mxm_acc(plane, slot + n, 1, at=acc_free, stream=20, west=False)
+            acc_free += 1
+            moved = b.sxm("shifts", y, hemi="W", stream=24, west=False, n=(sh.kv_head(h) % hpt) * hd)
+            y16 = b.vxm("cast", moved, dtype="float32", to="float16", stream=8, west=out.hemi == "W")
+            assert isinstance(y16, Flow)
+            end = max(end, b.write(y16, out, vectors=(h, 1)))
+        slot += len(heads)
     return end
 
 

@@ -48,13 +48,20 @@ class Weights:
     planes: List[int]
     #: Per-output-channel scales (int8 only): a float32 tensor of shape (nt, lanes).
     scales: Optional[Tensor] = None
-    #: rows[j][i]: weight rows of K tile i of column tile j that must be loaded (rows past
-    #: the last nonzero one are left out: the weight buffer is zero after each ``iw``).
+    #: rows[j][i]: weight rows of K tile i of column tile j that are stored and loaded
+    #: (rows past the last nonzero one are left out: the weight buffer is zero after
+    #: each ``iw``); tile j's tensor holds them back to back.
     rows: Optional[List[List[int]]] = None
+
+    def first_row(self, j: int, i: int) -> int:
+        """Vector index in tile j's tensor of K tile i's first row."""
+        if self.rows is None:
+            return i * self.tiles[j].shape[-1]
+        return sum(self.rows[j][:i])
 
     @property
     def kt(self) -> int:
-        return -(-self.K // self.tiles[0].shape[-1])
+        return -(-self.K // self.tiles[0].shape[-1]) if self.rows is None else len(self.rows[0])
 
     @property
     def nt(self) -> int:
@@ -115,17 +122,17 @@ def load_weights(b: Builder, name: str, w: np.ndarray, dtype: str = "float16", *
         data, split = w.astype(np.float16), 8
     else:
         raise LpuError(f"MXM weights are int8 or float16, not {dtype}")
-    tiles_np = weight_tiles(data, cfg.lanes, dtype)
-    tiles = [b.constant(f"{name}.t{j}", t, dtype, hemi=hemi, split=split) for j, t in enumerate(tiles_np)]
-    rows = []
-    for t in tiles_np:
-        per_k = []
+    tiles, rows = [], []
+    for j, t in enumerate(weight_tiles(data, cfg.lanes, dtype)):
+        per_k, kept = [], []
         for i in range(0, t.shape[0], cfg.lanes):
             block = t[i : i + cfg.lanes]
             nz = np.nonzero(np.any(block != 0, axis=1))[0]
-            used = int(nz[-1]) + 1 if len(nz) else 1
-            per_k.append(min(block.shape[0], -(-used // 16) * 16))
+            used = min(block.shape[0], -(-(int(nz[-1]) + 1 if len(nz) else 1) // 16) * 16)
+            per_k.append(used)
+            kept.append(block[:used])
         rows.append(per_k)
+        tiles.append(b.constant(f"{name}.t{j}", np.concatenate(kept), dtype, hemi=hemi, split=split))
     return Weights(name, w.shape[0], w.shape[1], dtype, tiles, planes, scales, rows)
 
 
@@ -196,7 +203,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
         for i in range(w.kt):
             rows = w.rows[j][i] if w.rows else min(lanes, kp - i * lanes)
             t = max(ps.ld_free, wbus.earliest(pos), b.earliest([w.tiles[j]], pos, start))
-            wf = b.read(w.tiles[j], stream=0, vectors=(i * lanes, rows), arrive=(pos, t), spread=spread,
+            wf = b.read(w.tiles[j], stream=0, vectors=(w.first_row(j, i), rows), arrive=(pos, t), spread=spread,
                         west=toward, search=True)
             wbus.take(wf)
             last_lw = b.mxm_load(p, wf)

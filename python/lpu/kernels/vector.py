@@ -24,7 +24,7 @@ from ..builder import AluOut, Builder, Flow
 from ..errors import LpuError
 from .reduce import allreduce, constants_for
 
-__all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "softmax", "argmax", "const_rows"]
+__all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "softmax", "argmax", "const_rows", "retry"]
 
 Value = Union[Flow, AluOut]
 
@@ -72,12 +72,30 @@ def binary(b: Builder, op: str, x: Tensor, y: Tensor, out: Tensor, *, start: int
     """out = op(x, y) lane by lane (add, sub, mul, max, min, ...)."""
     if x.shape != y.shape or x.dtype != y.dtype:
         raise LpuError(f"{op}: '{x.name}' and '{y.name}' differ in shape or dtype")
-    n = _vectors(x, b.lanes)
     t = _start(b, [x, y], start)
-    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), search=True)
-    ys = b.read(y, stream=4, arrive=(b.vxm_pos, xs.at(b.vxm_pos)))
-    del n
-    return _write(b, _cast_to(b, b.vxm(op, xs, ys), x.dtype, out), out)
+
+    def attempt(t: int) -> int:
+        xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
+        ys = b.read(y, stream=4, arrive=(b.vxm_pos, t))
+        return _write(b, _cast_to(b, b.vxm(op, xs, ys), x.dtype, out), out)
+
+    return retry(b, op, t, attempt)
+
+
+def retry(b: Builder, what: str, t: int, attempt) -> int:  # type: ignore[no-untyped-def]
+    """Run `attempt(t)`, moving t one cycle later (and undoing the try) until its reads
+    and writes find free MEM slots; reads that must meet need tensors in different
+    slices (see ``Builder.tensor(apart_from=...)``)."""
+    last = None
+    for _ in range(1024):
+        mark = b.checkpoint()
+        try:
+            return attempt(t)
+        except LpuError as e:
+            b.rollback(mark)
+            last = e
+            t += 1
+    raise LpuError(f"{what}: found no cycle where its reads and writes are free (last problem: {last})")
 
 
 def unary(b: Builder, op: str, x: Tensor, out: Tensor, *, start: int = 0) -> int:
@@ -202,25 +220,52 @@ def argmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
     lanes = b.lanes
     pad = np.zeros(kt * lanes)
     pad[n:] = -np.inf
-    pad_t = b.constant(f"_argmax_pad_{n}", pad.reshape(kt, lanes).astype(np.float32), "float32", hemi="E")
-    iota_t = b.constant(f"_argmax_iota_{kt}", np.arange(kt * lanes, dtype=np.float32).reshape(kt, lanes),
-                        "float32", hemi="E")
-    big = const_rows(b, "argmax_big", [float(1 << 24)], kt)
+    # Constants read side by side with x and each other: slices of their own.
+    pad_t = b.constant(f"_argmax_pad_{n}", pad.reshape(kt, lanes).astype(np.float32), "float32", hemi="E",
+                       apart_from=[x])
+    iota_t = b.constant(f"_argmax_iota_{n}", np.arange(kt * lanes, dtype=np.float32).reshape(kt, lanes),
+                        "float32", hemi="E", apart_from=[x, pad_t])
+    big = b.constant(f"_argmax_big_{n}", np.full((kt, lanes), float(1 << 24), np.float32), "float32", hemi="E",
+                     apart_from=[x, pad_t, iota_t])
     consts = constants_for(b, "max", "float32") + constants_for(b, "min", "float32") + [pad_t, iota_t, big]
     vxm = b.vxm_pos
+
+    def masked(t: int) -> Value:
+        """x with -inf in the padding lanes, tiles two cycles apart from t."""
+        xs = b.read(x, stream=0, arrive=(vxm, t), stride=2)
+        return b.vxm("add", xs, b.read(pad_t, stream=4, arrive=(vxm, t), stride=2))
+
+    def phase1(t: int) -> AluOut:
+        xm = masked(t)
+        m = allreduce(b, b.scan("max", xm) if kt > 1 else xm, "max")
+        assert isinstance(m, AluOut)
+        return m
+
+    mark = b.checkpoint()
     t = _start(b, [x] + consts, start)
-    # The maximum: padding lanes to -inf, max over tiles lane by lane, then over lanes.
-    xs = b.read(x, stream=0, arrive=(vxm, t), stride=2, search=True)
-    xm = b.vxm("add", xs, b.read(pad_t, stream=4, arrive=(vxm, xs.at(vxm)), stride=2))
-    m = allreduce(b, b.scan("max", xm) if kt > 1 else xm, "max")
-    ms = b.hold(m, kt)
-    # The smallest index whose value equals the maximum: index where equal, else 2^24.
-    xs = b.read(x, stream=0, arrive=(vxm, ms.cycle - b.lat["vxm_basic"]), stride=2)
-    xm = b.vxm("add", xs, b.read(pad_t, stream=4, arrive=(vxm, xs.at(vxm)), stride=2))
-    eq = b.vxm("eq", xm, ms)
-    idx = b.vxm("mask", b.read(iota_t, stream=8, arrive=(vxm, eq.cycle), stride=2), eq)
-    other = b.vxm("maskn", b.read(big, stream=16, arrive=(vxm, eq.cycle), stride=2), eq)
-    cand = b.vxm("add", idx, other)
-    best = allreduce(b, b.scan("min", cand) if kt > 1 else cand, "min")
-    as_int = b.vxm("cast", best, dtype="float32", to="int32", stream=12, west=out.hemi == "W")
-    return b.write(as_int, out, vectors=(0, 1))
+    m: Optional[AluOut] = None
+    for _ in range(1024):
+        try:
+            m = phase1(t)
+            break
+        except LpuError:
+            b.rollback(mark)
+            t += 1
+    if m is None:
+        raise LpuError("argmax: no free cycle for its reads")
+
+    def phase2(delay: int) -> int:
+        # The smallest index whose value equals the maximum: index where equal, else 2^24.
+        held = b.hold(m, kt + delay)
+        ms = AluOut(held.alu, held.cycle + 2 * delay, kt, held.stride, held.dtype)
+        xm = masked(ms.cycle - b.lat["vxm_basic"])
+        eq = b.vxm("eq", xm, ms)
+        idx = b.vxm("mask", b.read(iota_t, stream=8, arrive=(vxm, eq.cycle), stride=2), eq)
+        other = b.vxm("maskn", b.read(big, stream=16, arrive=(vxm, eq.cycle), stride=2), eq)
+        cand = b.vxm("add", idx, other)
+        best = allreduce(b, b.scan("min", cand) if kt > 1 else cand, "min")
+        as_int = b.vxm("cast", best, dtype="float32", to="int32", stream=12, west=out.hemi == "W")
+        assert isinstance(as_int, Flow)
+        return b.write(as_int, out, vectors=(0, 1))
+
+    return retry(b, "argmax", 0, phase2)

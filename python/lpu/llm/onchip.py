@@ -1,0 +1,213 @@
+"""A Llama-style decoder compiled to one program that runs a decode step on the chip.
+
+Every matmul, norm, RoPE, attention, SwiGLU and the classifier run as kernels on the
+emulated chip; weights (fp16) and the KV cache live in its SRAM, and so does the
+position. Per token the host writes the token's embedding row, runs the program and
+reads the logits (and the on-chip argmax).
+
+Placement: the weights of every matmul sit in the West hemisphere and run on the two
+West MXM planes; activations live in the East (results of West planes leave through
+the VXM towards the East), which is also where the attention kernels want them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .. import _core
+from .._core import Chip, ChipConfig, Program, RunStatus
+from ..builder import Builder
+from ..errors import LpuError
+from ..kernels import attention as A
+from ..kernels.matmul import Weights, load_weights, matmul
+from ..kernels.vector import argmax, binary, rmsnorm, swiglu
+from ..layout import read_tensor, write_tensor
+from .weights import Model
+
+__all__ = ["ChipModel", "StepInfo", "compile_model"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Cost of one decode step on the emulated chip."""
+
+    cycles: int
+    clock_hz: int
+    host_seconds: float
+    macs_fp16: int
+    mxm_utilization: float
+
+    @property
+    def chip_seconds(self) -> float:
+        """Predicted time of the step on the real chip at the configured clock."""
+        return self.cycles / self.clock_hz
+
+
+def _sram_need(model: Model, lanes: int) -> int:
+    """Bytes the fp16 weights need on chip (rows padded to 16, columns to lanes)."""
+    c = model.config
+    total = 0
+    for name, arr in model.weights.items():
+        if arr.ndim == 2 and not (name == "output" and c.tie_embeddings and False):
+            rows, cols = arr.shape
+            total += 2 * (-(-cols // 16) * 16) * (-(-rows // lanes) * lanes)
+        else:
+            total += 4 * (-(-arr.size // lanes) * lanes)
+    return total
+
+
+def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq: Optional[int] = None,
+                  progress: Optional[Progress] = None) -> "tuple[Program, Dict[str, int]]":
+    """Build the decode-step program of `model` for a chip (default ``tsp_v1``)."""
+    cfg = config or ChipConfig("tsp_v1")
+    c = model.config
+    lanes = cfg.lanes
+    need = _sram_need(model, lanes)
+    if need > cfg.sram_bytes * 0.9:
+        raise _core.CapacityError(
+            f"the model needs about {need / 2**20:.1f} MiB of SRAM for its fp16 weights alone; "
+            f"the chip ({cfg.name}) has {cfg.sram_bytes / 2**20:.1f} MiB"
+        )
+    S = min(max_seq or c.max_seq_len, lanes)
+    S -= S % 8
+    if S < 8:
+        raise LpuError("max_seq must be at least 8")
+    shape = A.AttentionShape(c.n_heads, c.n_kv_heads, c.head_dim, S, c.rope_theta)
+    b = Builder(cfg)
+    b.meta["model"] = model.source or "model"
+    st = A.new_state(b, shape)
+    D, F, V = c.dim, c.hidden_dim, c.vocab_size
+    note = progress or (lambda what, i, n: None)
+    steps = c.n_layers + 2
+    note("weights", 0, steps)
+
+    def W(name: str, w: np.ndarray) -> Weights:
+        return load_weights(b, name, w, "float16", hemi="W")
+
+    layers = []
+    for i in range(c.n_layers):
+        lw = model.layer(i)
+        layers.append({
+            "wq": W(f"l{i}.wq", lw["wq"].T), "wk": W(f"l{i}.wk", lw["wk"].T), "wv": W(f"l{i}.wv", lw["wv"].T),
+            "wo": W(f"l{i}.wo", A.output_weights(lw["wo"], shape, lanes)),
+            "w1": W(f"l{i}.w1", lw["w1"].T), "w3": W(f"l{i}.w3", lw["w3"].T), "w2": W(f"l{i}.w2", lw["w2"].T),
+            "g_att": b.constant(f"l{i}.attention_norm", lw["attention_norm"], "float32", hemi="W"),
+            "g_ffn": b.constant(f"l{i}.ffn_norm", lw["ffn_norm"], "float32", hemi="W"),
+            "kc": A.new_cache(b, st, f"l{i}.k_cache"),
+            "vc": A.new_cache(b, st, f"l{i}.v_cache"),
+        })
+        note("weights", i + 1, steps)
+    head = W("output", model.weights["output"].T)
+    g_fin = b.constant("norm", model.weights["norm"], "float32", hemi="W")
+    x = b.input("x", "float32", (D,), hemi="E")
+    xn = b.scratch("xn", "float16", (D,), hemi="E")
+    q = b.scratch("q", "float32", (shape.q_dim,), hemi="E")
+    k = b.scratch("k", "float32", (shape.kv_dim,), hemi="E")
+    v = b.scratch("v", "float32", (shape.kv_dim,), hemi="E")
+    qr = b.scratch("q_rope", "float32", (shape.q_dim,), hemi="E")
+    kr = b.scratch("k_rope", "float32", (shape.kv_dim,), hemi="E")
+    yh = b.scratch("attn_heads", "float16", (c.n_heads, 1, lanes), hemi="E")
+    o = b.scratch("attn_out", "float32", (D,), hemi="E", apart_from=[x])
+    g = b.scratch("gate", "float32", (F,), hemi="E")
+    u = b.scratch("up", "float32", (F,), hemi="E")
+    h = b.scratch("hidden", "float16", (F,), hemi="E")
+    logits = b.output("logits", "float32", (V,), hemi="E")
+    nxt = b.output("argmax", "int32", (1,), hemi="E")
+    note("schedule", 1, steps)
+    t = A.prologue(b, st)
+    for i, L in enumerate(layers):
+        t = rmsnorm(b, x, L["g_att"], xn, eps=c.norm_eps, start=t)
+        t = matmul(b, xn, L["wq"], q, start=t)
+        t = matmul(b, xn, L["wk"], k, start=t)
+        t = matmul(b, xn, L["wv"], v, start=t)
+        t = A.rope(b, st, q, qr, which="q", start=t)
+        t = A.rope(b, st, k, kr, which="k", start=t)
+        t = A.append(b, st, kr, L["kc"], start=t)
+        t = A.append(b, st, v, L["vc"], start=t)
+        t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=t)
+        t = matmul(b, yh, L["wo"], o, start=t)
+        t = binary(b, "add", x, o, x, start=t)
+        t = rmsnorm(b, x, L["g_ffn"], xn, eps=c.norm_eps, start=t)
+        t = matmul(b, xn, L["w1"], g, start=t)
+        t = matmul(b, xn, L["w3"], u, start=t)
+        t = swiglu(b, g, u, h, start=t)
+        t = matmul(b, h, L["w2"], o, start=t)
+        t = binary(b, "add", x, o, x, start=t)
+        note("schedule", i + 2, steps)
+    t = rmsnorm(b, x, g_fin, xn, eps=c.norm_eps, start=t)
+    t = matmul(b, xn, head, logits, start=t)
+    t = argmax(b, logits, nxt, start=t)
+    A.advance(b, st, start=t)
+    prog = b.build()
+    note("schedule", steps, steps)
+    return prog, {"max_seq": S}
+
+
+class ChipModel:
+    """A model running on an emulated chip, one decode step per call of :meth:`step`."""
+
+    def __init__(self, model: Model, config: Optional[ChipConfig] = None, *, max_seq: Optional[int] = None,
+                 progress: Optional[Progress] = None):
+        self.model = model
+        self.program, info = compile_model(model, config, max_seq=max_seq, progress=progress)
+        self.max_seq: int = info["max_seq"]
+        self.config = self.program.config
+        self.chip = Chip(self.config)
+        self.chip.load(self.program)
+        self._x = self.program.tensor("x")
+        self._logits = self.program.tensor("logits")
+        self._argmax = self.program.tensor("argmax")
+        self._pos = self.program.tensor("pos")
+        self._emb = model.weights["tok_embeddings"]
+        self.pos = 0
+        self.last: Optional[StepInfo] = None
+
+    def reset(self) -> None:
+        """Start a new sequence (position 0; the cache is overwritten as it goes)."""
+        write_tensor(self.chip, self._pos, np.zeros(self._pos.shape, np.int16))
+        self.pos = 0
+
+    def step(self, token: int) -> np.ndarray:
+        """Run one decode step for `token` at the current position; returns the logits."""
+        if self.pos >= self.max_seq:
+            raise LpuError(f"the sequence is full: the on-chip KV cache holds {self.max_seq} positions")
+        if not 0 <= token < self._emb.shape[0]:
+            raise LpuError(f"token id {token} is outside the vocabulary of {self._emb.shape[0]}")
+        t0 = time.perf_counter()
+        self.chip.reset(keep_sram=True)
+        write_tensor(self.chip, self._x, self._emb[token])
+        status = self.chip.run()
+        if status == RunStatus.FAULT:
+            self.chip.raise_for_fault()
+        if status != RunStatus.HALTED:
+            raise LpuError(f"the decode step stopped with {status} at cycle {self.chip.cycle}")
+        logits = read_tensor(self.chip, self._logits)
+        stats = self.chip.stats()
+        self.last = StepInfo(stats["cycles"], stats["clock_hz"], time.perf_counter() - t0, stats["macs_fp16"],
+                             stats["mxm_utilization"])
+        self.pos += 1
+        return logits
+
+    def argmax(self) -> int:
+        """The chip's own argmax of the last step's logits (first maximum)."""
+        return int(read_tensor(self.chip, self._argmax)[0])
+
+
+def print_progress(what: str, i: int, n: int) -> None:
+    """A one-line progress indicator on stderr."""
+    width = 30
+    done = int(width * i / max(n, 1))
+    sys.stderr.write(f"\r{what:9} [{'#' * done}{'.' * (width - done)}] {i}/{n}")
+    if i >= n:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+_ = List  # typing re-export guard
