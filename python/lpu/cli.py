@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -127,6 +128,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .llm import load, load_bundled
+    from .llm.generate import Generator
+    from .llm.onchip import print_progress
+
+    t0 = time.perf_counter()
+    sys.stderr.write(f"loading {'model ' + args.model if args.model else 'the bundled model'}...\n")
+    model = load(args.model) if args.model else load_bundled()
+    c = model.config
+    sys.stderr.write(f"{c.n_layers} layers, dim {c.dim}, {c.n_heads} heads ({c.n_kv_heads} kv) of {c.head_dim}, "
+                     f"ffn {c.hidden_dim}, vocab {c.vocab_size}; compiling for {args.config}\n")
+    gen = Generator(model, config=_config(args.config), max_seq=args.max_seq, progress=print_progress)
+    sys.stderr.write(f"ready in {time.perf_counter() - t0:.1f} s: {gen.chip_model.program.instruction_count:,} "
+                     f"instructions per decode step\n")
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    n = 0
+    for tok in gen.generate(args.prompt, max_new_tokens=args.max_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+        out.write(tok.text)
+        out.flush()
+        n += 1
+    out.write(gen.tail + "\n")
+    s = gen.stats
+    rep = sys.stderr
+    rep.write("\n--- report\n")
+    rep.write(f"tokens            {n} generated after {s.steps - max(n - 1, 0)} prompt tokens "
+              f"({s.steps} decode steps on the chip)\n")
+    rep.write(f"emulator speed    {s.host_tokens_per_second:,.1f} tokens/s on this machine "
+              f"({1e3 * s.host_seconds / max(s.steps, 1):.1f} ms per decode step)\n")
+    rep.write(f"emulated cycles   {s.cycles_per_token:,.0f} per token\n")
+    rep.write(f"predicted LPU     {s.chip_seconds_per_token * 1e6:,.1f} us per token = "
+              f"{s.chip_tokens_per_second:,.0f} tokens/s at {s.clock_hz / 1e6:.0f} MHz\n")
+    rep.write(f"MXM utilisation   {s.mxm_utilization * 100:.2f} % of the {gen.chip_model.config.peak_macs_per_cycle:,} "
+              f"MACs/cycle peak\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lpu", description="Cycle-level emulator of Groq's Tensor Streaming Processor.")
     p.add_argument("--version", action="version", version=f"lpu {__version__}")
@@ -152,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entry", help="entry point (default: main)")
     s.add_argument("--max-cycles", type=int, help="stop after this many cycles")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("generate", help="generate text with a language model running on the emulated chip")
+    s.add_argument("--prompt", default="def ", help="text to continue (default: 'def ')")
+    s.add_argument("--max-tokens", type=int, default=64, help="tokens to generate")
+    s.add_argument("--model", help="a Hugging Face model directory or a llama2.c .bin (default: the bundled model)")
+    s.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding by the chip's argmax")
+    s.add_argument("--top-k", type=int, default=40)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--config", default="tsp_v1", help="chip preset")
+    s.add_argument("--max-seq", type=int, default=None, help="positions in the on-chip KV cache (<= 320)")
+    s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("demo", help="run a small example program and check it against numpy")
     s.add_argument("--config", default="tsp_v1")
