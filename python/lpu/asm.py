@@ -203,11 +203,15 @@ def _kind_parser(f: isa.Field) -> Callable[[str, int, Dict[str, int]], int]:
 
 def _strip_comment(line: str) -> str:
     out = []
-    quote = False
+    quote = escaped = False
     for ch in line:
-        if ch == '"':
+        if quote and escaped:
+            escaped = False
+        elif quote and ch == "\\":
+            escaped = True
+        elif ch == '"':
             quote = not quote
-        if not quote and ch in ";#":
+        elif not quote and ch in ";#":
             break
         out.append(ch)
     return "".join(out).rstrip()
@@ -217,10 +221,14 @@ def _split_top(text: str, start: int, sep: str) -> List[Tuple[str, int]]:
     """Split at `sep` outside brackets, braces and quotes; keep columns (1-based)."""
     parts: List[Tuple[str, int]] = []
     depth = 0
-    quote = False
+    quote = escaped = False
     cur_start = 0
     for i, ch in enumerate(text):
-        if ch == '"':
+        if quote and escaped:
+            escaped = False
+        elif quote and ch == "\\":
+            escaped = True
+        elif ch == '"':
             quote = not quote
         elif not quote and ch in "[({":
             depth += 1
@@ -250,7 +258,12 @@ def _unquote(tok: str, col: int) -> str:
         ch = body[i]
         if ch == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
-            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
+            m = re.match(r"u\{([0-9a-fA-F]{1,6})\}", body[i + 1 :])
+            if m:
+                out.append(chr(int(m.group(1), 16)))
+                i += 1 + m.end()
+                continue
+            out.append({"n": "\n", "t": "\t", "r": "\r"}.get(nxt, nxt))
             i += 2
         else:
             out.append(ch)
@@ -268,6 +281,8 @@ class _Queue:
     words: List[int] = field(default_factory=list)
     lines: List[Tuple[int, int]] = field(default_factory=list)  # (line, col) per word
     cursor: Optional[int] = 0  # next issue cycle; None after sync (unknown)
+    #: False for a section whose .queue named no queue: its lines are still checked.
+    real: bool = True
     last_issue: int = 0
     last_unit: bool = False
 
@@ -391,7 +406,7 @@ class _Asm:
         if name not in names:
             near = [n for n in names if n.split(".")[0] == name.split(".")[0]][:4]
             hint = f" (e.g. {', '.join(near)})" if near else ""
-            self.queue = None
+            self.queue = _Queue(name, real=False)
             raise _Err(c, name, f"no such queue on {self.chip().name}{hint}")
         self.queue = self.queues.setdefault(name, _Queue(name))
 
@@ -644,6 +659,8 @@ class _Asm:
     def finish(self) -> Optional[Program]:
         cfg = self.chip()
         for q in self.queues.values():
+            if not q.real:
+                continue
             for index, fieldname, msg in _core.check_code(cfg, q.name, q.words):
                 line, col = q.lines[index]
                 self.error(col, isa.disassemble(q.words[index]) if fieldname != "opcode" else "", f"{fieldname}: {msg}", line)
@@ -696,7 +713,9 @@ def assemble(text: str, path: Optional[str] = None) -> Program:
     name = path or "<string>"
     base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
     a = _Asm(name, base)
-    for n, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at \n (or \r\n); other Unicode line separators may sit inside strings.
+    for n, raw in enumerate(text.split("\n"), start=1):
+        raw = raw[:-1] if raw.endswith("\r") else raw
         a.line_no = n
         try:
             a.line(raw)

@@ -703,6 +703,8 @@ impl Program {
     }
 }
 
+/// A string literal for assembly: quotes, backslashes and control characters escaped,
+/// so the text stays on one line.
 fn quote(v: &str) -> String {
     let mut s = String::from("\"");
     for c in v.chars() {
@@ -710,6 +712,11 @@ fn quote(v: &str) -> String {
             '"' => s.push_str("\\\""),
             '\\' => s.push_str("\\\\"),
             '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}') => {
+                s.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
             c => s.push(c),
         }
     }
