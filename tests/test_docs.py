@@ -44,3 +44,10 @@ def test_timing_doc_lists_every_latency_with_its_default():
         text = f.read()
     for name, value in lpu.ChipConfig("tsp_v1").latencies:
         assert re.search(rf"\| `{name}` \| {value} \|", text), name
+
+
+def test_builder_doc_example_runs():
+    blocks = _blocks("docs/builder.md", "python")
+    assert blocks
+    for code in blocks:
+        exec(compile(code, "docs/builder.md", "exec"), {})
