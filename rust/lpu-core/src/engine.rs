@@ -598,6 +598,13 @@ impl Chip {
             if let Some(&n) = self.notify_at.iter().next() {
                 t = t.min(n);
             }
+            // A watched write must stop the run on the cycle it lands, not on the next
+            // cycle something issues: with watchpoints set, landings are events too.
+            if !self.watchpoints.is_empty() {
+                if let Some(w) = self.pending.front() {
+                    t = t.min(w.cycle);
+                }
+            }
             if t == u64::MAX {
                 if self.active.is_empty() {
                     return self.finish();
@@ -1519,4 +1526,49 @@ struct Ctx {
     k: u32,
     t: u64,
     done: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::Instr;
+    use crate::program::QueueCode;
+
+    fn run(chip: &mut Chip, until: u64) -> RunStatus {
+        chip.run(Limits {
+            until,
+            issue_budget: u64::MAX,
+        })
+    }
+
+    #[test]
+    fn watchpoint_stops_on_the_landing_cycle_even_when_nothing_issues_then() {
+        // A read on 0 lands at W0 on 3; port 1 writes it to address 5 on 3 (lands on 4);
+        // the next issue is on 40. The watch must stop on 4, also under run_until.
+        let i = |op, args: &[u32]| Instr::new(op, args).unwrap();
+        let mut p = Program::new(ChipConfig::tsp_small());
+        p.queues.push(QueueCode {
+            queue: "mem.W0.0".into(),
+            code: vec![i(Op::Read, &[0, 0])],
+        });
+        p.queues.push(QueueCode {
+            queue: "mem.W0.1".into(),
+            code: vec![i(Op::Nop, &[3]), i(Op::Write, &[5, 0])],
+        });
+        p.queues.push(QueueCode {
+            queue: "mem.W1.0".into(),
+            code: vec![i(Op::Nop, &[40]), i(Op::Read, &[0, 1])],
+        });
+        let mut chip = Chip::new(ChipConfig::tsp_small()).unwrap();
+        chip.load(Arc::new(p), None).unwrap();
+        chip.add_watchpoint(0, 0, 5);
+        assert_eq!(run(&mut chip, u64::MAX), RunStatus::Watchpoint);
+        assert_eq!(chip.cycle(), 4);
+        assert_eq!(run(&mut chip, u64::MAX), RunStatus::Halted);
+        chip.reset();
+        assert_eq!(run(&mut chip, 30), RunStatus::Watchpoint);
+        assert_eq!((chip.cycle(), chip.watch_hit()), (4, Some((0, 0, 5))));
+        assert_eq!(run(&mut chip, u64::MAX), RunStatus::Halted);
+        assert_eq!(chip.cycles(), 40 + 3 + 2);
+    }
 }

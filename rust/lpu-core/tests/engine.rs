@@ -281,7 +281,9 @@ fn mxm_int8_matvec() {
     let x: Vec<i8> = (0..lanes)
         .map(|i| ((i * 91 + 5) % 256) as u8 as i8)
         .collect();
-    let (t_lw, t_abc) = (30, 40);
+    // The farthest weight slice (W7) is 34 positions from plane 2 on tsp_small: the lw
+    // needs mem_read + 34 cycles; the weights are usable 2 lw + 1 iw + 4 cycles later.
+    let (t_lw, t_abc) = (40, 50);
     let mut p = Program::new(cfg.clone());
     let mut chip_words: Vec<(u8, u16, u32, Vec<u8>)> = Vec::new();
     for r in 0..16u32 {
