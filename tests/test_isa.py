@@ -49,7 +49,7 @@ def test_metadata_is_consistent():
             end += f.bits
         assert end <= 64
     assert isa.instruction("exp").large_alu and not isa.instruction("add").large_alu
-    assert isa.instruction("send").timing_only
+    assert isa.instruction("ifetch").timing_only and not isa.instruction("send").timing_only
     with pytest.raises(KeyError):
         isa.instruction("frobnicate")
 

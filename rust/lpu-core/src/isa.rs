@@ -337,9 +337,9 @@ isa! {
     Iw = 0x61, "iw", Mxm, lat(LatKey::MxmIw), 0, 0, ["transpose": Flag],
         "Install the weight buffer into the array (usable mxm_iw cycles later; transpose=1 installs row r as column r) and clear the buffer.";
     Abc = 0x62, "abc", Mxm, lat(LatKey::MxmAbc), 0, 0, ["src": Stream, "slot": Slot, "acc": Flag],
-        "Multiply the activation vector on src (1 stream int8, 2 streams fp16) by the installed weights into slot (acc=1 adds to it).";
+        "Multiply the activation vector on src (1 stream int8, 2 streams fp16) by the installed weights into slot (acc=1 adds to it); slots advanced by repeat wrap around.";
     Acc = 0x63, "acc", Mxm, lat(LatKey::MxmAcc), 0, 0, ["slot": Slot, "dst": Stream],
-        "Emit the int32/fp32 results in slot onto the 4 streams dst..dst+3.";
+        "Emit the int32/fp32 results in slot onto the 4 streams dst..dst+3; slots advanced by repeat wrap around.";
 
     // ---- SXM: data movement across lanes ------------------------------------------
     Shiftn = 0x70, "shiftn", Sxm, lat(LatKey::SxmShift), set::ALL, 0,
@@ -362,12 +362,12 @@ isa! {
         "Per superlane, transpose the 16x16 bytes of streams src..src+15: dst+i lane 16g+j = src+j lane 16g+i.";
 
     // ---- C2C: chip-to-chip links (decoded now; executed once multi-chip exists) -----------
-    Send = 0x80, "send", C2c, lat(LatKey::C2c), 0, TIMING_ONLY, ["src": Stream, "link": Count(4)],
-        "Transmit the vector on src over link.";
-    Receive = 0x81, "receive", C2c, lat(LatKey::C2c), 0, TIMING_ONLY, ["dst": Stream, "link": Count(4)],
-        "Place the next vector arriving on link onto dst.";
-    Deskew = 0x82, "deskew", C2c, lat(LatKey::C2c), 0, TIMING_ONLY, [],
-        "Stall until the next global-time epoch (aligns plesiochronous links).";
+    Send = 0x80, "send", C2c, lat(LatKey::C2c), 0, 0, ["src": Stream, "link": Count(4)],
+        "Transmit the vector on src over link (multi-chip is not emulated yet: running it is an `unsupported` fault).";
+    Receive = 0x81, "receive", C2c, lat(LatKey::C2c), 0, 0, ["dst": Stream, "link": Count(4)],
+        "Place the next vector arriving on link onto dst (not emulated yet: an `unsupported` fault).";
+    Deskew = 0x82, "deskew", C2c, lat(LatKey::C2c), 0, 0, [],
+        "Stall until the next global-time epoch, aligning plesiochronous links (not emulated yet: an `unsupported` fault).";
 }
 
 impl Op {

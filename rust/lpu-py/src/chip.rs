@@ -333,7 +333,9 @@ impl Chip {
         Ok(self.inner.remove_breakpoint(q, index))
     }
 
-    /// Stop at the end of the cycle in which this SRAM word is written.
+    /// Stop when a write to this SRAM word lands: the run returns WATCHPOINT with
+    /// ``cycle`` = the landing cycle (the word already holds the new value); running on
+    /// continues from that cycle.
     fn add_watchpoint(&mut self, hemi: &Bound<'_, PyAny>, slice: u16, addr: u32) -> PyResult<()> {
         let h = hemi_arg(hemi)?;
         self.check_word(h, slice, addr, 1)?;
