@@ -5,6 +5,8 @@ and its results east (and the reverse for the East SXM)."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -75,7 +77,7 @@ def shift_ref(x: np.ndarray, n: int, north: bool) -> np.ndarray:
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("hemi", ["W", "E"])
 def test_shift(op, dt, hemi):
-    rng = np.random.default_rng(hash((op, dt, hemi)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{op}/{dt}/{hemi}".encode()))  # stable across runs
     rows = 3
     for n in (0, 1, 5, 16, LANES - 1):
         p = sxm_prog(op, dt, rows, hemi, n=n, unit=n % 4)

@@ -9,6 +9,29 @@
 //! diagonal) and idle cycles cost nothing.
 
 use crate::isa::StreamRef;
+use std::sync::Arc;
+
+/// Values written by one batched instruction: `n` vectors at cycles
+/// `first + k * stride` at one position (see the engine's batched execution).
+#[derive(Clone, Debug)]
+struct Bulk {
+    sid: usize,
+    pos: u32,
+    key0: i64,
+    step: i64,
+    n: usize,
+    last_cycle: u64,
+    data: Arc<Vec<u8>>,
+    writer: u32,
+}
+
+impl Bulk {
+    fn index(&self, key: i64) -> Option<usize> {
+        let off = key - self.key0;
+        (off >= 0 && off % self.step == 0 && ((off / self.step) as usize) < self.n)
+            .then(|| (off / self.step) as usize)
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -33,6 +56,9 @@ pub struct Streams {
     free: Vec<u32>,
     /// Values currently stored (for occupancy statistics).
     live: usize,
+    /// Batched values, by stream id.
+    bulk: Vec<Vec<Bulk>>,
+    positions: u32,
 }
 
 /// A write that landed on a register another writer had already written that cycle.
@@ -44,7 +70,7 @@ pub struct Conflict {
 impl Streams {
     /// `horizon` must exceed the longest functional latency plus the number of positions:
     /// no live diagonal is further apart than that.
-    pub fn new(streams: usize, lanes: usize, horizon: usize) -> Self {
+    pub fn new(streams: usize, lanes: usize, horizon: usize, positions: u32) -> Self {
         let ring = (horizon + 2).next_power_of_two();
         Streams {
             lanes,
@@ -60,7 +86,87 @@ impl Streams {
             arena: Vec::new(),
             free: Vec::new(),
             live: 0,
+            bulk: vec![Vec::new(); 2 * streams],
+            positions,
         }
+    }
+
+    fn sid(&self, s: StreamRef) -> usize {
+        s.index as usize + if s.west { self.streams } else { 0 }
+    }
+
+    /// Register `data` (`n` vectors) written on stream `s` at `pos` on cycles
+    /// `first + k * stride`. Refused (false) if another writer already put a value on
+    /// that register on any of those cycles.
+    pub fn write_bulk(
+        &mut self,
+        s: StreamRef,
+        pos: u32,
+        first: u64,
+        stride: u64,
+        data: Arc<Vec<u8>>,
+        writer: u32,
+    ) -> bool {
+        let n = data.len() / self.lanes;
+        let b = Bulk {
+            sid: self.sid(s),
+            pos,
+            key0: Self::key(s, pos, first),
+            step: stride as i64,
+            n,
+            last_cycle: first + (n as u64 - 1) * stride,
+            data,
+            writer,
+        };
+        for o in self.bulk[b.sid].iter().filter(|o| o.pos == pos) {
+            if (0..n).any(|k| o.index(b.key0 + k as i64 * b.step).is_some()) {
+                return false;
+            }
+        }
+        for k in 0..n {
+            let key = b.key0 + k as i64 * b.step;
+            let bucket = &self.buckets[self.bucket(s, key)];
+            if bucket.key == key && bucket.entries.iter().any(|e| e.pos == pos) {
+                return false;
+            }
+        }
+        self.bulk[b.sid].push(b);
+        true
+    }
+
+    /// Forget batched values that have left the chip before `cycle`.
+    pub fn prune(&mut self, cycle: u64) {
+        let p = self.positions as u64;
+        for list in &mut self.bulk {
+            list.retain(|b| b.last_cycle + p >= cycle);
+        }
+    }
+
+    fn bulk_best(&self, s: StreamRef, pos: u32, key: i64) -> Option<(u32, &Bulk, usize)> {
+        let sid = self.sid(s);
+        let mut best: Option<(u32, &Bulk, usize)> = None;
+        for b in &self.bulk[sid] {
+            let upstream = if s.west { b.pos >= pos } else { b.pos <= pos };
+            if !upstream {
+                continue;
+            }
+            if let Some(i) = b.index(key) {
+                let better = match best {
+                    None => true,
+                    Some((p, _, _)) => {
+                        if s.west {
+                            b.pos < p
+                        } else {
+                            b.pos > p
+                        }
+                    }
+                };
+                if better {
+                    best = Some((b.pos, b, i));
+                }
+            }
+        }
+        best
     }
 
     fn key(s: StreamRef, pos: u32, cycle: u64) -> i64 {
@@ -72,8 +178,7 @@ impl Streams {
     }
 
     fn bucket(&self, s: StreamRef, key: i64) -> usize {
-        let sid = s.index as usize + if s.west { self.streams } else { 0 };
-        sid * (self.mask + 1) + (key as usize & self.mask)
+        self.sid(s) * (self.mask + 1) + (key as usize & self.mask)
     }
 
     /// Put `data` on stream `s` at `pos` on `cycle`. Returns the earlier writer when the
@@ -99,6 +204,11 @@ impl Streams {
             bucket.key = key;
         }
         let lanes = self.lanes;
+        let sid = self.sid(s);
+        let bulk_writer = self.bulk[sid]
+            .iter()
+            .find(|o| o.pos == pos && o.index(key).is_some())
+            .map(|o| o.writer);
         if let Some(e) = self.buckets[b]
             .entries
             .iter()
@@ -128,17 +238,19 @@ impl Streams {
         self.arena[off..off + lanes].copy_from_slice(data);
         self.buckets[b].entries.push(Entry { pos, slot, writer });
         self.live += 1;
-        Ok(())
+        match bulk_writer {
+            Some(other_writer) => Err(Conflict { other_writer }),
+            None => Ok(()),
+        }
     }
 
     /// The value a reader at `pos` sees on stream `s` on `cycle`, if any.
     pub fn read(&self, s: StreamRef, pos: u32, cycle: u64) -> Option<&[u8]> {
         let key = Self::key(s, pos, cycle);
         let bucket = &self.buckets[self.bucket(s, key)];
-        if bucket.key != key {
-            return None;
-        }
-        let best = if s.west {
+        let ring = if bucket.key != key {
+            None
+        } else if s.west {
             bucket
                 .entries
                 .iter()
@@ -150,9 +262,25 @@ impl Streams {
                 .iter()
                 .filter(|e| e.pos <= pos)
                 .max_by_key(|e| e.pos)
-        }?;
-        let off = best.slot as usize * self.lanes;
-        Some(&self.arena[off..off + self.lanes])
+        };
+        let lanes = self.lanes;
+        let from_ring =
+            |e: &Entry| &self.arena[e.slot as usize * lanes..(e.slot as usize + 1) * lanes];
+        // A one-by-one write wins a tie with a batched one at the same position: it is
+        // the later writer of that register.
+        match (ring, self.bulk_best(s, pos, key)) {
+            (Some(e), None) => Some(from_ring(e)),
+            (None, Some((_, b, i))) => Some(&b.data[i * lanes..(i + 1) * lanes]),
+            (None, None) => None,
+            (Some(e), Some((bp, b, i))) => {
+                let ring_wins = if s.west { e.pos <= bp } else { e.pos >= bp };
+                if ring_wins {
+                    Some(from_ring(e))
+                } else {
+                    Some(&b.data[i * lanes..(i + 1) * lanes])
+                }
+            }
+        }
     }
 
     /// Stored values (an upper bound on the values still travelling on the chip).
@@ -176,7 +304,7 @@ mod tests {
 
     #[test]
     fn values_travel_one_position_per_cycle() {
-        let mut s = Streams::new(32, 4, 200);
+        let mut s = Streams::new(32, 4, 200, 200);
         s.write(E, 10, 100, &[1, 2, 3, 4], 0).unwrap();
         assert_eq!(s.read(E, 10, 100), Some(&[1u8, 2, 3, 4][..]));
         assert_eq!(s.read(E, 15, 105), Some(&[1u8, 2, 3, 4][..]));
@@ -193,7 +321,7 @@ mod tests {
 
     #[test]
     fn later_writer_overwrites_downstream() {
-        let mut s = Streams::new(32, 1, 200);
+        let mut s = Streams::new(32, 1, 200, 200);
         s.write(E, 10, 100, &[1], 0).unwrap();
         s.write(E, 12, 102, &[2], 1).unwrap(); // same diagonal, further east
         assert_eq!(s.read(E, 11, 101), Some(&[1u8][..]));
@@ -207,7 +335,7 @@ mod tests {
 
     #[test]
     fn buckets_are_recycled() {
-        let mut s = Streams::new(32, 1, 8);
+        let mut s = Streams::new(32, 1, 8, 8);
         for c in 0..10_000u64 {
             s.write(E, 0, c, &[c as u8], 0).unwrap();
             assert_eq!(s.read(E, 3, c + 3), Some(&[c as u8][..]));

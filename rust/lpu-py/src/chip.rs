@@ -185,12 +185,33 @@ impl Chip {
 
 #[pymethods]
 impl Chip {
+    /// ``fast`` (default on) issues runs of repeated instructions in batches where that
+    /// provably gives the same results; off issues everything one by one.
     #[new]
-    #[pyo3(signature = (config = None))]
-    fn new(config: Option<ChipConfig>) -> PyResult<Self> {
+    #[pyo3(signature = (config = None, fast = true))]
+    fn new(config: Option<ChipConfig>, fast: bool) -> PyResult<Self> {
         let cfg = config.map(|c| c.inner).unwrap_or_else(CoreConfig::tsp_v1);
-        let inner = Core::new(cfg).map_err(|e| ConfigError::new_err(e.msg))?;
+        let mut inner = Core::new(cfg).map_err(|e| ConfigError::new_err(e.msg))?;
+        inner.set_fast(fast);
         Ok(Chip { inner })
+    }
+
+    /// Whether runs of repeated instructions are issued in batches.
+    #[getter]
+    fn fast(&self) -> bool {
+        self.inner.fast()
+    }
+
+    /// Issues since load that were done in batches (the rest one by one). Not part of
+    /// ``stats()``, which is the same whichever way instructions issue.
+    #[getter]
+    fn batched_issues(&self) -> u64 {
+        self.inner.stats().batched
+    }
+
+    #[setter]
+    fn set_fast(&mut self, on: bool) {
+        self.inner.set_fast(on);
     }
 
     #[getter]
@@ -501,11 +522,11 @@ impl Chip {
         for (i, u) in Unit::ALL.iter().enumerate() {
             let e = PyDict::new(py);
             e.set_item("issued", s.issued[i])?;
-            e.set_item("busy_cycles", s.busy[i])?;
+            e.set_item("busy_cycles", s.busy(i))?;
             e.set_item(
                 "utilization",
                 if cycles > 0 {
-                    s.busy[i] as f64 / cycles as f64
+                    s.busy(i) as f64 / cycles as f64
                 } else {
                     0.0
                 },

@@ -25,6 +25,10 @@ use crate::{mxm, sxm, vxm};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
+mod batch;
+mod busy;
+mod latch;
+
 /// Why a run stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunStatus {
@@ -159,12 +163,12 @@ impl std::fmt::Display for Fault {
 }
 
 /// Counters of one run (since load or the last [`Chip::clear_stats`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Instructions issued per unit (index = [`Unit`] order), repeats included.
     pub issued: [u64; 6],
-    /// Cycles on which at least one queue of the unit issued.
-    pub busy: [u64; 6],
+    /// Cycles on which at least one queue of the unit issued (see [`Stats::busy`]).
+    busy: [busy::BusySet; 6],
     /// Instructions issued per queue.
     pub per_queue: Vec<u64>,
     pub sram_reads: u64,
@@ -176,7 +180,41 @@ pub struct Stats {
     pub weights_installed: u64,
     /// Busy cycles per MXM plane (an fp16 activation keeps a plane busy 4 cycles).
     pub mxm_busy: Vec<u64>,
-    last_busy: [u64; 6],
+    /// Issues done in batches (see `engine/batch.rs`); the rest issued one by one.
+    /// Not compared by `==`: the other counters are the same either way.
+    pub batched: u64,
+}
+
+impl PartialEq for Stats {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.issued,
+            &self.busy,
+            &self.per_queue,
+            self.sram_reads,
+            self.sram_writes,
+        ) == (
+            &o.issued,
+            &o.busy,
+            &o.per_queue,
+            o.sram_reads,
+            o.sram_writes,
+        ) && (
+            self.stream_writes,
+            self.stream_reads,
+            self.macs_int8,
+            self.macs_fp16,
+        ) == (o.stream_writes, o.stream_reads, o.macs_int8, o.macs_fp16)
+            && (self.weights_installed, &self.mxm_busy) == (o.weights_installed, &o.mxm_busy)
+    }
+}
+impl Eq for Stats {}
+
+impl Stats {
+    /// Cycles on which at least one queue of the unit (index = [`Unit`] order) issued.
+    pub fn busy(&self, unit: usize) -> u64 {
+        self.busy[unit].count()
+    }
 }
 
 /// Run limits for one call.
@@ -192,13 +230,21 @@ pub struct Limits {
 /// Observer of what the chip does; chosen at compile time so tracing costs nothing
 /// when off.
 pub trait Tracer {
+    /// Whether this tracer records anything (batched issue is used only when not).
+    fn enabled(&self) -> bool {
+        true
+    }
     /// An instruction issued on `queue` at `cycle`; its result lands at `done`.
     fn issue(&mut self, _cycle: u64, _queue: usize, _index: usize, _instr: &Instr, _done: u64) {}
 }
 
 /// The tracer that records nothing.
 pub struct NoTrace;
-impl Tracer for NoTrace {}
+impl Tracer for NoTrace {
+    fn enabled(&self) -> bool {
+        false
+    }
+}
 
 #[derive(Clone, Debug)]
 struct Rep {
@@ -231,6 +277,7 @@ struct PendingWrite {
 
 #[derive(Clone, Debug, Default)]
 struct Slot {
+    issued: u64,
     ready: u64,
     float: bool,
     data: Vec<u32>,
@@ -247,6 +294,8 @@ struct Plane {
     ready: u64,
     busy_until: u64,
     slots: Vec<Slot>,
+    /// Batched abc results not yet folded into `slots`.
+    hist: Vec<batch::AbcHist>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -269,7 +318,7 @@ pub struct Chip {
     lat: [u32; 256],
     sram: Sram,
     streams: Streams,
-    alu_out: Vec<VecDeque<(u64, Vec<u8>)>>,
+    alu_out: Vec<latch::Latch>,
     planes: Vec<Plane>,
     program: Option<Arc<Program>>,
     code: Vec<Arc<[Instr]>>,
@@ -278,6 +327,9 @@ pub struct Chip {
     active: Vec<usize>,
     cycle: u64,
     pending: VecDeque<PendingWrite>,
+    bulk_pending: Vec<batch::BulkWrite>,
+    /// Issue runs of repeated instructions in batches when that is provably the same.
+    fast: bool,
     notify_at: BTreeSet<u64>,
     last_notify: Option<u64>,
     bank: Vec<BankUse>,
@@ -320,8 +372,8 @@ impl Chip {
         Ok(Chip {
             lanes,
             sram: Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, lanes),
-            streams: Streams::new(cfg.streams as usize, lanes, horizon),
-            alu_out: vec![VecDeque::new(); cfg.vxm_alus as usize],
+            streams: Streams::new(cfg.streams as usize, lanes, horizon, cfg.positions()),
+            alu_out: vec![latch::Latch::default(); cfg.vxm_alus as usize],
             planes: vec![Plane::default(); planes],
             program: None,
             code: vec![Arc::from(Vec::new()); nq],
@@ -330,6 +382,8 @@ impl Chip {
             active: Vec::new(),
             cycle: 0,
             pending: VecDeque::new(),
+            bulk_pending: Vec::new(),
+            fast: true,
             notify_at: BTreeSet::new(),
             last_notify: None,
             bank: vec![BankUse::default(); 2 * cfg.mem_slices as usize],
@@ -393,6 +447,15 @@ impl Chip {
     pub fn cycles(&self) -> u64 {
         self.last_activity
             .map_or(0, |t| t + 1 + (self.cfg.superlanes as u64 - 1))
+    }
+
+    /// Batched issue of repeated instructions (on by default; results are identical,
+    /// off forces one-by-one issue, e.g. to compare the two).
+    pub fn set_fast(&mut self, on: bool) {
+        self.fast = on;
+    }
+    pub fn fast(&self) -> bool {
+        self.fast
     }
 
     pub fn set_policy(&mut self, kind: FaultKind, policy: FaultPolicy) {
@@ -464,6 +527,7 @@ impl Chip {
     pub fn reset(&mut self) {
         let fresh = Chip::new(self.cfg.clone()).expect("config was valid");
         let keep_policy = self.policy;
+        let fast = self.fast;
         let bps = std::mem::take(&mut self.breakpoints);
         let wps = std::mem::take(&mut self.watchpoints);
         let prog = self.program.take();
@@ -471,6 +535,7 @@ impl Chip {
         let entry = self.entry.take();
         *self = fresh;
         self.policy = keep_policy;
+        self.fast = fast;
         self.breakpoints = bps;
         self.watchpoints = wps;
         self.code = code;
@@ -582,6 +647,35 @@ impl Chip {
         if self.halted {
             return RunStatus::Halted;
         }
+        // Batches are used only where nothing can tell them from single issues: no tracer,
+        // no watchpoints, every fault an error that stops the run.
+        let fast = self.fast;
+        self.fast = fast
+            && !tracer.enabled()
+            && self.watchpoints.is_empty()
+            && self.policy.iter().all(|p| *p == FaultPolicy::Error);
+        let mut base: Option<Box<Chip>> = None;
+        let mut status = self.run_inner(limits, tracer, &mut base);
+        if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
+            if let Some(b) = base.take() {
+                // Batches had already done issues for cycles after the stop: run the same
+                // stretch again from before the first batch, one issue at a time, so the
+                // chip stops in exactly the state single issues leave.
+                *self = *b;
+                self.fast = false;
+                status = self.run_inner(limits, tracer, &mut None);
+            }
+        }
+        self.fast = fast;
+        status
+    }
+
+    fn run_inner<T: Tracer>(
+        &mut self,
+        limits: Limits,
+        tracer: &mut T,
+        base: &mut Option<Box<Chip>>,
+    ) -> RunStatus {
         self.watch_hit = None;
         let mut budget = limits.issue_budget;
         loop {
@@ -629,8 +723,26 @@ impl Chip {
             if budget == 0 {
                 return RunStatus::Paused;
             }
+            if self.fast
+                && base.is_none()
+                && self.active.iter().any(|&q| {
+                    let s = &self.q[q];
+                    s.next == t
+                        && (s.rep.is_some()
+                            || self.code[q].get(s.pc).is_some_and(|i| i.op == Op::Repeat))
+                })
+            {
+                // A batch may happen this cycle: keep the state to redo it from if needed.
+                *base = Some(Box::new(self.clone()));
+            }
             self.cycle = t;
             self.commit_writes(t);
+            self.streams.prune(t);
+            for p in 0..self.planes.len() {
+                if self.planes[p].hist.len() > 4 {
+                    self.settle_hist(p, t);
+                }
+            }
             if self.watch_hit.is_some() {
                 return RunStatus::Watchpoint;
             }
@@ -665,7 +777,7 @@ impl Chip {
             let mut i = 0;
             while i < self.active.len() {
                 let qi = self.active[i];
-                self.step_queue(qi, t, tracer, &mut budget);
+                self.step_queue(qi, t, limits.until, tracer, &mut budget);
                 if self.fault.is_some() {
                     self.cycle = t;
                     return RunStatus::Fault;
@@ -698,6 +810,9 @@ impl Chip {
     }
 
     fn commit_writes(&mut self, t: u64) {
+        if !self.bulk_pending.is_empty() {
+            self.commit_bulk(t);
+        }
         while self.pending.front().is_some_and(|w| w.cycle <= t) {
             let w = self.pending.pop_front().unwrap();
             let (h, s, a) = (w.hemi as usize, w.slice as usize, w.addr as usize);
@@ -727,13 +842,30 @@ impl Chip {
     }
 
     /// Issue whatever `qi` issues on cycle `t` (zero-cost ICU instructions chain).
-    fn step_queue<T: Tracer>(&mut self, qi: usize, t: u64, tracer: &mut T, budget: &mut u64) {
+    fn step_queue<T: Tracer>(
+        &mut self,
+        qi: usize,
+        t: u64,
+        until: u64,
+        tracer: &mut T,
+        budget: &mut u64,
+    ) {
         loop {
             let s = &self.q[qi];
             if s.parked || s.next != t {
                 return;
             }
             if let Some(rep) = &self.q[qi].rep {
+                if !tracer.enabled() {
+                    let d = rep.d as u64;
+                    let limit = (*budget).min(until.saturating_sub(t).div_ceil(d));
+                    let k = self.try_batch(qi, t, limit);
+                    if k > 0 {
+                        *budget = budget.saturating_sub(k);
+                        return;
+                    }
+                }
+                let rep = self.q[qi].rep.as_ref().expect("checked");
                 let mut rep = rep.clone();
                 rep.k += 1;
                 rep.left -= 1;
@@ -856,10 +988,7 @@ impl Chip {
         let ui = Unit::ALL.iter().position(|u| *u == unit).unwrap();
         self.stats.issued[ui] += 1;
         self.stats.per_queue[qi] += 1;
-        if self.stats.last_busy[ui] != t + 1 {
-            self.stats.busy[ui] += 1;
-            self.stats.last_busy[ui] = t + 1;
-        }
+        self.stats.busy[ui].insert(t);
         self.q[qi].last_issue = t;
         let done = t + self.lat[instr.op as usize] as u64;
         self.last_activity = Some(self.last_activity.map_or(done, |a| a.max(done)));
@@ -1139,11 +1268,8 @@ impl Chip {
         }
         let alu = (v - ALU_SRC_BASE) as usize;
         let lanes = self.lanes;
-        let q = &mut self.alu_out[alu];
-        while q.front().is_some_and(|(c, _)| *c < ctx.t) {
-            q.pop_front();
-        }
-        let found = q.iter().find(|(c, _)| *c == ctx.t).map(|(_, d)| d.clone());
+        self.alu_out[alu].prune(ctx.t);
+        let found = self.alu_out[alu].get(ctx.t).map(|d| d.to_vec());
         let dst = match which {
             Which::A => &mut self.sa,
             Which::B => &mut self.sb,
@@ -1216,8 +1342,7 @@ impl Chip {
         if dst != DST_NONE && !self.write_group(ctx, dst, ob, pos, ctx.done, &out) {
             return;
         }
-        let q = &mut self.alu_out[alu];
-        if q.iter().any(|(c, _)| *c == ctx.done) {
+        if self.alu_out[alu].has(ctx.done) {
             let msg = format!(
                 "ALU {alu} already has a result landing on cycle {}",
                 ctx.done
@@ -1225,15 +1350,10 @@ impl Chip {
             if self.raise(ctx, FaultKind::AluConflict, msg) {
                 return;
             }
-            self.alu_out[alu].retain(|(c, _)| *c != ctx.done);
         }
-        let q = &mut self.alu_out[alu];
         // Results older than this cycle can no longer be chained from.
-        while q.front().is_some_and(|(c, _)| *c < ctx.t) {
-            q.pop_front();
-        }
-        let at = q.partition_point(|(c, _)| *c < ctx.done);
-        q.insert(at, (ctx.done, out));
+        self.alu_out[alu].prune(ctx.t);
+        self.alu_out[alu].put(ctx.done, out);
     }
 
     fn exec_mxm(&mut self, ctx: &Ctx, instr: &Instr, p: usize, pos: u32) {
@@ -1323,6 +1443,7 @@ impl Chip {
             Op::Abc => {
                 let slot = (a[1] % slots) as usize;
                 let accumulate = a[2] != 0;
+                self.settle_hist(p, u64::MAX);
                 let (w_dtype, ready, busy_until) = {
                     let plane = &self.planes[p];
                     (plane.w_dtype, plane.ready, plane.busy_until)
@@ -1385,6 +1506,7 @@ impl Chip {
                 }
                 s.float = float;
                 s.ready = ctx.done;
+                s.issued = ctx.t;
                 if float {
                     let x: Vec<f32> = (0..lanes)
                         .map(|k| {
@@ -1411,11 +1533,7 @@ impl Chip {
             }
             Op::Acc => {
                 let slot = (a[0] % slots) as usize;
-                let Some(s) = self.planes[p]
-                    .slots
-                    .get(slot)
-                    .filter(|s| !s.data.is_empty())
-                else {
+                let Some((ready, data)) = self.slot_value(p, slot as u64, ctx.t) else {
                     self.raise(
                         ctx,
                         FaultKind::MxmHazard,
@@ -1423,7 +1541,6 @@ impl Chip {
                     );
                     return;
                 };
-                let (ready, data) = (s.ready, s.data.clone());
                 if ctx.t < ready {
                     let msg = format!("slot {slot} of plane {p} is ready on cycle {ready}");
                     if self.raise(ctx, FaultKind::MxmHazard, msg) {
