@@ -122,3 +122,42 @@ def test_faults_are_the_same():
     x = rng.integers(-50, 50, (50, cfg.lanes)).astype(np.int8)
     _, _, fault = run_both(bad, {"x": x, "y": x})
     assert fault is not None and "empty" in fault and "cycle" in fault
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_streaming_matmul(dtype):
+    """Activations streamed through one plane's weights, results written as they leave:
+    batched abc runs are one matrix product; the slots wrap around."""
+    from lpu.kernels.matmul import load_weights
+
+    cfg = lpu.ChipConfig("tsp_small")
+    n, lanes = 3 * cfg.mxm_acc_slots // 2, cfg.lanes
+    rng = np.random.default_rng(5)
+    if dtype == "int8":
+        w = rng.integers(-128, 128, (lanes, lanes)).astype(np.int8)
+        x = rng.integers(-128, 128, (n, lanes)).astype(np.int8)
+    else:
+        w = rng.standard_normal((lanes, lanes)).astype(np.float16)
+        x = rng.standard_normal((n, lanes)).astype(np.float16)
+    b = Builder(cfg)
+    wt = load_weights(b, "w", w, dtype, hemi="W",
+                      quantized=(w, np.ones(lanes, np.float32)) if dtype == "int8" else None)
+    xt = b.input("x", dtype, (n, lanes), hemi="W", split=2)
+    yt = b.output("y", "int32" if dtype == "int8" else "float32", (n, lanes), hemi="E", split=2)
+    p = wt.planes[0]
+    pos = b.mxm_pos(p)
+    wf = b.read(wt.tiles[0], stream=0, vectors=(0, wt.rows[0][0]), arrive=(pos, 0),
+                spread=16 if dtype == "int8" else 8, west=True, search=True)
+    ready = b.mxm_install(p, b.mxm_load(p, wf) + 1)
+    stride = 1 if dtype == "int8" else 4
+    xf = b.read(xt, stream=16, arrive=(pos, ready), stride=stride, west=True, search=True)
+    b.mxm_abc(p, xf, 0)
+    af = b.mxm_acc(p, 0, n, at=xf.at(pos) + b.lat["mxm_abc"], stream=20, west=False, stride=stride)
+    b.write(af, yt)
+    batched, out, _ = run_both(b.build(), {"x": x})
+    assert batched > 0
+    want = x.astype(np.float32) @ w.astype(np.float32)
+    if dtype == "int8":
+        np.testing.assert_array_equal(out["y"], want.astype(np.int32))
+    else:
+        np.testing.assert_allclose(out["y"], want, rtol=1e-3, atol=1e-3)

@@ -1,60 +1,157 @@
-//! MXM semantics: the dot products of one 320x320 plane, as pure functions.
+//! MXM semantics: the dot products of one plane, as pure functions.
 //!
 //! Weights W are K x N (K = N = lanes), row k arriving as one vector whose lane n is
 //! W[k][n]; an activation vector x has lane k = x[k]; the result has lane n =
 //! sum_k x[k] * W[k][n].
 //!
-//! int8 x int8 products accumulate exactly in int32 (320 products of at most 2^14 never
-//! overflow). fp16 x fp16 products are exact in fp32 and are accumulated in fp32
-//! sequentially over k = 0, 1, ..., K-1, continuing from the slot's value when
-//! accumulating; so a K-tiled matmul over several passes equals one long sequential sum,
-//! and every implementation (this one, a SIMD one, the batched one) gives the same bits.
+//! int8 x int8 products accumulate exactly in int32. fp16 x fp16 products are exact in
+//! fp32 and are accumulated in fp32 sequentially over k = 0, 1, ..., K-1, continuing from
+//! the slot's value when accumulating; so a K-tiled matmul over several passes equals one
+//! long sequential sum, and every implementation gives the same bits.
+//!
+//! Both run on one fp32 kernel. For fp16 that is the definition. For int8 it is exact:
+//! a product is at most 2^14 in magnitude, so every partial sum of at most 1024 of them
+//! is an integer below 2^24, which fp32 represents exactly, in any order.
 
-/// y[n] (+)= sum_k x[k] * w[k*n_cols + n], exact int32.
-pub fn matvec_i8(w: &[i8], x: &[i8], y: &mut [i32]) {
-    let n = y.len();
-    for (k, &xk) in x.iter().enumerate() {
-        if xk == 0 {
-            continue; // exact: adding 0 changes nothing
+use multiversion::multiversion;
+
+/// Rows of activations per block of the product kernel.
+const ROWS: usize = 6;
+/// Result lanes per block (four AVX-512 or eight AVX2 registers per row; 6 x 4 AVX-512
+/// accumulators leave room for the weights and the broadcast activation).
+const COLS: usize = 64;
+/// Fewest activation rows worth a second thread.
+const ROWS_PER_THREAD: usize = 64;
+
+/// The weights installed in a plane.
+#[derive(Clone, Debug, Default)]
+pub struct Weights {
+    /// int8 weights (results are int32) or fp16 weights (results are fp32).
+    pub int8: bool,
+    /// N, the result lanes.
+    pub n: usize,
+    /// K x N, exact as fp32.
+    w: Vec<f32>,
+}
+
+impl Weights {
+    /// From the K x N weight values (int8 or fp16 values, exact in fp32).
+    pub fn new(int8: bool, n: usize, w: Vec<f32>) -> Self {
+        debug_assert!(w.len() / n <= 1024, "int8 exactness needs K <= 1024");
+        Weights { int8, n, w }
+    }
+
+    /// The transposed array (row r becomes column r); the array is square.
+    pub fn transposed(&self) -> Self {
+        let n = self.n;
+        let w = (0..n * n).map(|i| self.w[(i % n) * n + i / n]).collect();
+        Weights { w, ..*self }
+    }
+
+    /// Activations `x` (M x K, values exact in fp32) through the array: for every row,
+    /// `acc` (M x N, raw bits of the slot: int32 or fp32) becomes the result of `abc`,
+    /// added to its value when `accumulate`, else replacing it.
+    pub fn apply(&self, x: &[f32], acc: &mut [u32], accumulate: bool) {
+        let n = self.n;
+        let m = acc.len() / n;
+        let mut y = vec![0f32; acc.len()];
+        if accumulate && !self.int8 {
+            // The fp32 sum continues from the slot's value.
+            for (y, a) in y.iter_mut().zip(acc.iter()) {
+                *y = f32::from_bits(*a);
+            }
         }
-        let xk = xk as i32;
-        let row = &w[k * n..(k + 1) * n];
-        for (acc, &wk) in y.iter_mut().zip(row) {
-            *acc += xk * wk as i32;
+        let threads = threads().min(m / ROWS_PER_THREAD).max(1);
+        if threads == 1 {
+            gemm(&self.w, n, x, &mut y);
+        } else {
+            // Rows are independent, so splitting them cannot change a bit.
+            let per = m.div_ceil(threads);
+            let k = x.len() / m;
+            std::thread::scope(|s| {
+                for (xs, ys) in x.chunks(per * k).zip(y.chunks_mut(per * n)) {
+                    s.spawn(move || gemm(&self.w, n, xs, ys));
+                }
+            });
+        }
+        for (a, v) in acc.iter_mut().zip(&y) {
+            *a = if self.int8 {
+                // Exact integer sum (see above); int32 accumulation wraps like the hardware's.
+                let v = *v as i32;
+                (if accumulate {
+                    (*a as i32).wrapping_add(v)
+                } else {
+                    v
+                }) as u32
+            } else if v.is_nan() {
+                // The hardware's default NaN differs between platforms (x86 gives
+                // 0xffc00000 for inf * 0); the bits must not.
+                crate::numerics::F32_NAN
+            } else {
+                v.to_bits()
+            };
         }
     }
 }
 
-/// y[n] = y[n] + x[k] * w[k][n] for k = 0..K in order, in fp32 (products are exact).
-/// A NaN result is the canonical quiet NaN: the hardware's default NaN differs between
-/// platforms (x86 gives 0xffc00000 for inf * 0), and the bits must not.
-pub fn matvec_f16(w: &[f32], x: &[f32], y: &mut [f32]) {
-    let n = y.len();
-    for (k, &xk) in x.iter().enumerate() {
-        let row = &w[k * n..(k + 1) * n];
-        for (acc, &wk) in y.iter_mut().zip(row) {
-            *acc += xk * wk;
+fn threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
+}
+
+/// y[r][c] += sum over k, in order, of x[r][k] * w[k][c] (x: M x K, y: M x N, w: K x N),
+/// each product and sum rounded to fp32. Blocks of ROWS x COLS results stay in registers
+/// while k runs; the remaining rows and columns take the plain loop, with the same order.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
+    let m = y.len() / n;
+    let k = x.len() / m.max(1);
+    let mut r0 = 0;
+    while r0 + ROWS <= m {
+        let mut c0 = 0;
+        while c0 + COLS <= n {
+            let mut acc = [[0f32; COLS]; ROWS];
+            for (r, a) in acc.iter_mut().enumerate() {
+                a.copy_from_slice(&y[(r0 + r) * n + c0..(r0 + r) * n + c0 + COLS]);
+            }
+            for kk in 0..k {
+                let wr: &[f32; COLS] = w[kk * n + c0..kk * n + c0 + COLS]
+                    .try_into()
+                    .expect("COLS wide");
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xv = x[(r0 + r) * k + kk];
+                    for (a, wv) in a.iter_mut().zip(wr) {
+                        *a += xv * wv;
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                y[(r0 + r) * n + c0..(r0 + r) * n + c0 + COLS].copy_from_slice(a);
+            }
+            c0 += COLS;
         }
+        for r in r0..r0 + ROWS {
+            axpy_rows(w, n, c0, &x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
+        }
+        r0 += ROWS;
     }
-    for v in y.iter_mut().filter(|v| v.is_nan()) {
-        *v = f32::from_bits(crate::numerics::F32_NAN);
-    }
-}
-
-/// Many activation vectors through the same weights at once (`x` is M x K, `y` M x N),
-/// with exactly the per-output arithmetic of [`matvec_i8`].
-pub fn matmul_i8(w: &[i8], x: &[i8], y: &mut [i32], k: usize) {
-    let n = w.len() / k;
-    for (xr, yr) in x.chunks(k).zip(y.chunks_mut(n)) {
-        matvec_i8(w, xr, yr);
+    for r in r0..m {
+        axpy_rows(w, n, 0, &x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
     }
 }
 
-/// Many activation vectors at once, with exactly the arithmetic of [`matvec_f16`].
-pub fn matmul_f16(w: &[f32], x: &[f32], y: &mut [f32], k: usize) {
-    let n = w.len() / k;
-    for (xr, yr) in x.chunks(k).zip(y.chunks_mut(n)) {
-        matvec_f16(w, xr, yr);
+/// Lanes `c0..` of one result row: y[c] += x[k] * w[k][c] for k in order.
+#[inline(always)]
+fn axpy_rows(w: &[f32], n: usize, c0: usize, x: &[f32], y: &mut [f32]) {
+    for (kk, xv) in x.iter().enumerate() {
+        let row = &w[kk * n + c0..(kk + 1) * n];
+        for (a, wv) in y[c0..].iter_mut().zip(row) {
+            *a += xv * wv;
+        }
     }
 }
 
@@ -62,40 +159,73 @@ pub fn matmul_f16(w: &[f32], x: &[f32], y: &mut [f32], k: usize) {
 mod tests {
     use super::*;
 
+    fn naive(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
+        let k = w.len() / n;
+        for (xr, yr) in x.chunks(k).zip(y.chunks_mut(n)) {
+            for (kk, xv) in xr.iter().enumerate() {
+                for c in 0..n {
+                    yr[c] += xv * w[kk * n + c];
+                }
+            }
+        }
+    }
+
     #[test]
-    fn int8_extremes_do_not_overflow() {
+    fn blocked_kernel_and_threads_match_the_plain_loop() {
+        // Ragged sizes exercise the block edges; fp32 sums are order-sensitive, so equal
+        // bits show the order is the same.
+        for (m, n) in [(1, 70), (7, 64), (9, 130), (300, 320)] {
+            let k = n;
+            let w: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 7919) % 97) as f32 * 0.37 - 17.0)
+                .collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 104_729) % 89) as f32 * 0.11 - 5.0)
+                .collect();
+            let mut want = vec![0.5f32; m * n];
+            naive(&w, n, &x, &mut want);
+            let wts = Weights::new(false, n, w);
+            let mut got: Vec<u32> = vec![0.5f32.to_bits(); m * n];
+            wts.apply(&x, &mut got, true);
+            assert!(
+                got.iter().zip(&want).all(|(g, w)| *g == w.to_bits()),
+                "{m}x{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn int8_extremes_are_exact() {
         let k = 320;
-        let w = vec![-128i8; k * k];
-        let x = vec![-128i8; k];
-        let mut y = vec![0i32; k];
-        matvec_i8(&w, &x, &mut y);
+        let w = Weights::new(true, k, vec![-128.0; k * k]);
+        let x = vec![-128.0f32; k];
+        let mut y = vec![5u32; k];
+        w.apply(&x, &mut y, true);
+        assert!(y.iter().all(|v| *v == 320 * 16384 + 5));
+        w.apply(&x, &mut y, false);
         assert!(y.iter().all(|v| *v == 320 * 16384));
     }
 
     #[test]
     fn fp16_nan_is_canonical() {
         // inf * 0 and inf - inf give the canonical quiet NaN on every platform.
-        let w = vec![f32::INFINITY, 1.0, 1.0, 0.0];
-        let x = vec![0.0f32, f32::NEG_INFINITY];
-        let mut y = vec![0f32; 2];
-        matvec_f16(&w, &x, &mut y);
-        assert_eq!(y[0].to_bits(), crate::numerics::F32_NAN);
-        let w = vec![f32::INFINITY, 1.0];
-        let x = vec![1.0f32, f32::NEG_INFINITY];
-        let mut y = [0f32; 1];
-        matvec_f16(&w, &x, &mut y[..]);
-        assert_eq!(y[0].to_bits(), crate::numerics::F32_NAN);
+        let w = Weights::new(false, 2, vec![f32::INFINITY, 1.0, 1.0, 0.0]);
+        let mut y = vec![0u32; 2];
+        w.apply(&[0.0, f32::NEG_INFINITY], &mut y, false);
+        assert_eq!(y, vec![crate::numerics::F32_NAN; 2]);
+        let w = Weights::new(false, 1, vec![f32::INFINITY, 1.0]);
+        let mut y = vec![0u32; 1];
+        w.apply(&[1.0, f32::NEG_INFINITY], &mut y, false);
+        assert_eq!(y[0], crate::numerics::F32_NAN);
     }
 
     #[test]
     fn fp16_order_is_sequential() {
         // 1 + 2^-24 + 2^-24 ... sequentially stays 1 in fp32; a tree sum would not.
-        let k = 4;
-        let w = vec![1.0f32, 1.0, 1.0, 1.0];
-        let x = vec![1.0f32, 2f32.powi(-24), 2f32.powi(-24), 2f32.powi(-24)];
-        let mut y = vec![0f32; 1];
-        matvec_f16(&w, &x, &mut y);
-        assert_eq!(y[0], 1.0);
-        let _ = k;
+        let w = Weights::new(false, 1, vec![1.0; 4]);
+        let x = [1.0f32, 2f32.powi(-24), 2f32.powi(-24), 2f32.powi(-24)];
+        let mut y = vec![0u32; 1];
+        w.apply(&x, &mut y, false);
+        assert_eq!(f32::from_bits(y[0]), 1.0);
     }
 }

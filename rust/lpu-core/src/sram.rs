@@ -4,6 +4,7 @@
 //! nothing until a program touches it; unwritten words read as zero. Pages are shared
 //! copy-on-write (`Arc`), which makes snapshots cheap.
 
+use crate::streams::Rows;
 use std::sync::Arc;
 
 /// Words per lazily allocated page.
@@ -16,6 +17,8 @@ pub struct Sram {
     addresses: usize,
     pages_per_slice: usize,
     pages: Vec<Option<Arc<Vec<u8>>>>,
+    /// What a never-written page reads as.
+    zero: Arc<Vec<u8>>,
 }
 
 impl Sram {
@@ -27,6 +30,7 @@ impl Sram {
             addresses,
             pages_per_slice,
             pages: vec![None; 2 * slices * pages_per_slice],
+            zero: Arc::new(vec![0u8; PAGE_WORDS * lanes]),
         }
     }
 
@@ -54,6 +58,37 @@ impl Sram {
         let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
         let off = (addr % PAGE_WORDS) * lanes;
         Arc::make_mut(page)[off..off + lanes].copy_from_slice(data);
+    }
+
+    /// Words `addr..addr + n` for some 1 <= n <= max (up to the end of their page), as a
+    /// view of the page: later writes copy the page first, so the view keeps these values.
+    pub fn rows(&self, hemi: usize, slice: usize, addr: usize, max: usize) -> Rows {
+        let page = self.pages[self.page_index(hemi, slice, addr)]
+            .as_ref()
+            .unwrap_or(&self.zero);
+        let i = addr % PAGE_WORDS;
+        Rows {
+            data: page.clone(),
+            off: i * self.lanes,
+            n: max.min(PAGE_WORDS - i),
+            width: self.lanes,
+            stride: self.lanes,
+        }
+    }
+
+    /// Write consecutive words from `addr` (`data` holds them end to end).
+    pub fn write_run(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
+        let lanes = self.lanes;
+        let (mut addr, mut data) = (addr, data);
+        while !data.is_empty() {
+            let i = self.page_index(hemi, slice, addr);
+            let at = addr % PAGE_WORDS;
+            let m = (PAGE_WORDS - at).min(data.len() / lanes);
+            let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
+            Arc::make_mut(page)[at * lanes..(at + m) * lanes].copy_from_slice(&data[..m * lanes]);
+            addr += m;
+            data = &data[m * lanes..];
+        }
     }
 
     /// Write one byte of a word (a scatter lane).

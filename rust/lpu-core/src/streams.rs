@@ -11,7 +11,58 @@
 use crate::isa::StreamRef;
 use std::sync::Arc;
 
-/// Values written by one batched instruction: `n` vectors at cycles
+/// `n` vectors of `width` bytes in a shared buffer, vector i at byte `off + i * stride`.
+/// Batched values travel as these without being copied: a run of SRAM words is a
+/// view of an SRAM page, a batch's results are one buffer for all its cycles.
+#[derive(Clone, Debug)]
+pub struct Rows {
+    pub data: Arc<Vec<u8>>,
+    pub off: usize,
+    pub n: usize,
+    pub width: usize,
+    pub stride: usize,
+}
+
+impl Rows {
+    /// Vectors stored end to end.
+    pub fn new(data: Vec<u8>, width: usize) -> Self {
+        Rows {
+            n: data.len() / width,
+            data: Arc::new(data),
+            off: 0,
+            width,
+            stride: width,
+        }
+    }
+
+    /// Vector `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        let at = self.off + i * self.stride;
+        &self.data[at..at + self.width]
+    }
+
+    /// Vectors `i..i + m` (sharing the buffer).
+    pub fn sub(&self, i: usize, m: usize) -> Rows {
+        debug_assert!(i + m <= self.n);
+        Rows {
+            data: self.data.clone(),
+            off: self.off + i * self.stride,
+            n: m,
+            ..*self
+        }
+    }
+
+    fn with_len(self, n: usize) -> Rows {
+        Rows { n, ..self }
+    }
+
+    /// The vectors end to end, when they are stored that way.
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        (self.stride == self.width).then(|| &self.data[self.off..self.off + self.n * self.width])
+    }
+}
+
+/// Values written by one batched instruction: `rows.n` vectors at cycles
 /// `first + k * stride` at one position (see the engine's batched execution).
 #[derive(Clone, Debug)]
 struct Bulk {
@@ -19,16 +70,15 @@ struct Bulk {
     pos: u32,
     key0: i64,
     step: i64,
-    n: usize,
     last_cycle: u64,
-    data: Arc<Vec<u8>>,
+    rows: Rows,
     writer: u32,
 }
 
 impl Bulk {
     fn index(&self, key: i64) -> Option<usize> {
         let off = key - self.key0;
-        (off >= 0 && off % self.step == 0 && ((off / self.step) as usize) < self.n)
+        (off >= 0 && off % self.step == 0 && ((off / self.step) as usize) < self.rows.n)
             .then(|| (off / self.step) as usize)
     }
 }
@@ -95,43 +145,162 @@ impl Streams {
         s.index as usize + if s.west { self.streams } else { 0 }
     }
 
-    /// Register `data` (`n` vectors) written on stream `s` at `pos` on cycles
-    /// `first + k * stride`. Refused (false) if another writer already put a value on
-    /// that register on any of those cycles.
+    /// Whether a batched writer at `pos` may put `n` values on stream `s` on cycles
+    /// `first + k * stride`: no other writer put a value on that register on any of them.
+    pub fn bulk_free(&self, s: StreamRef, pos: u32, first: u64, stride: u64, n: usize) -> bool {
+        let key0 = Self::key(s, pos, first);
+        let keys = (0..n).map(|k| key0 + (k as u64 * stride) as i64);
+        let sid = self.sid(s);
+        !self.bulk[sid]
+            .iter()
+            .filter(|o| o.pos == pos)
+            .any(|o| keys.clone().any(|key| o.index(key).is_some()))
+            && keys.clone().all(|key| {
+                let bucket = &self.buckets[self.bucket(s, key)];
+                bucket.key != key || bucket.entries.iter().all(|e| e.pos != pos)
+            })
+    }
+
+    /// Register `rows` written on stream `s` at `pos` on cycles `first + k * stride`
+    /// (the caller checked [`Streams::bulk_free`]).
     pub fn write_bulk(
         &mut self,
         s: StreamRef,
         pos: u32,
         first: u64,
         stride: u64,
-        data: Arc<Vec<u8>>,
+        rows: Rows,
         writer: u32,
-    ) -> bool {
-        let n = data.len() / self.lanes;
+    ) {
+        debug_assert_eq!(rows.width, self.lanes);
+        debug_assert!(self.bulk_free(s, pos, first, stride, rows.n));
         let b = Bulk {
             sid: self.sid(s),
             pos,
             key0: Self::key(s, pos, first),
             step: stride as i64,
-            n,
-            last_cycle: first + (n as u64 - 1) * stride,
-            data,
+            last_cycle: first + (rows.n as u64 - 1) * stride,
+            rows,
             writer,
         };
-        for o in self.bulk[b.sid].iter().filter(|o| o.pos == pos) {
-            if (0..n).any(|k| o.index(b.key0 + k as i64 * b.step).is_some()) {
-                return false;
-            }
-        }
-        for k in 0..n {
-            let key = b.key0 + k as i64 * b.step;
-            let bucket = &self.buckets[self.bucket(s, key)];
-            if bucket.key == key && bucket.entries.iter().any(|e| e.pos == pos) {
-                return false;
-            }
-        }
         self.bulk[b.sid].push(b);
-        true
+    }
+
+    /// The values a reader at `pos` sees on stream `s` on cycles t, t + d, ... (at most
+    /// `k`), up to the first cycle with no value: a view of one batched writer's buffer
+    /// when it provides them all, else a copy. None: the first value is missing.
+    pub fn run(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Option<Rows> {
+        if let Some(view) = self.span(s, pos, t, d, k) {
+            return Some(view);
+        }
+        let refs = self.refs(s, pos, t, d, k);
+        (!refs.is_empty()).then(|| Rows::new(refs.concat(), self.lanes))
+    }
+
+    /// How far upstream of a reader at `pos` a writer at `p` is (None: downstream).
+    fn distance(s: StreamRef, pos: u32, p: u32) -> Option<u32> {
+        if s.west {
+            p.checked_sub(pos)
+        } else {
+            pos.checked_sub(p)
+        }
+    }
+
+    /// `run` as a view of one batched writer that provides the reads' values in order
+    /// (every `d / step`-th of its vectors).
+    fn span(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Option<Rows> {
+        let key0 = Self::key(s, pos, t);
+        let (bp, b, i0) = self.bulk_best(s, pos, key0)?;
+        let step = b.step as u64;
+        if d % step != 0 {
+            return None;
+        }
+        let every = (d / step) as usize;
+        let near = Self::distance(s, pos, bp).expect("upstream");
+        let mut m = k.min((b.rows.n - i0).div_ceil(every));
+        let key = |j: usize| key0 + (j as u64 * d) as i64;
+        // A batched writer between it and the reader takes over from its first value.
+        for o in &self.bulk[b.sid] {
+            if Self::distance(s, pos, o.pos).is_some_and(|x| x < near) {
+                if let Some(j) = (0..m).find(|j| o.index(key(*j)).is_some()) {
+                    m = j;
+                }
+            }
+        }
+        // So does a one-by-one writer at or between (it wins a tie of positions).
+        if let Some(j) = (0..m).find(|j| {
+            let bucket = &self.buckets[self.bucket(s, key(*j))];
+            bucket.key == key(*j)
+                && bucket
+                    .entries
+                    .iter()
+                    .any(|e| Self::distance(s, pos, e.pos).is_some_and(|x| x <= near))
+        }) {
+            m = j;
+        }
+        (m > 0).then(|| {
+            Rows {
+                stride: b.rows.stride * every,
+                ..b.rows.sub(i0, 1)
+            }
+            .with_len(m)
+        })
+    }
+
+    /// The values a reader at `pos` sees on cycles t, t + d, ... (at most `k`), up to the
+    /// first cycle with no value, as references into the writers' buffers. For each
+    /// cycle the closest writer upstream wins; each batched writer is visited only at
+    /// its keys inside the window.
+    pub fn refs(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Vec<&[u8]> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let key0 = Self::key(s, pos, t);
+        let last = key0 + ((k as u64 - 1) * d) as i64;
+        let d = d as i64;
+        // Per read: (distance, bulk entry, index) of the closest batched writer.
+        let mut best: Vec<(u32, usize, usize)> = vec![(u32::MAX, 0, 0); k];
+        let list = &self.bulk[self.sid(s)];
+        for (bi, b) in list.iter().enumerate() {
+            let Some(dist) = Self::distance(s, pos, b.pos) else {
+                continue;
+            };
+            let first = ((key0 - b.key0).max(0) + b.step - 1) / b.step;
+            let end = ((last - b.key0).div_euclid(b.step) + 1).min(b.rows.n as i64);
+            for i in first..end.max(first) {
+                let off = b.key0 + i * b.step - key0;
+                if off % d == 0 {
+                    let j = (off / d) as usize;
+                    if dist < best[j].0 {
+                        best[j] = (dist, bi, i as usize);
+                    }
+                }
+            }
+        }
+        let lanes = self.lanes;
+        let mut out = Vec::with_capacity(k);
+        for (j, &(dist, bi, i)) in best.iter().enumerate() {
+            let key = key0 + j as i64 * d;
+            let bucket = &self.buckets[self.bucket(s, key)];
+            let ring = (bucket.key == key)
+                .then(|| {
+                    bucket
+                        .entries
+                        .iter()
+                        .filter_map(|e| Self::distance(s, pos, e.pos).map(|x| (x, e.slot)))
+                        .min()
+                })
+                .flatten();
+            match ring {
+                // A one-by-one writer wins a tie of positions: it wrote last.
+                Some((x, slot)) if x <= dist => {
+                    out.push(&self.arena[slot as usize * lanes..(slot as usize + 1) * lanes])
+                }
+                _ if dist < u32::MAX => out.push(list[bi].rows.row(i)),
+                _ => break,
+            }
+        }
+        out
     }
 
     /// Forget batched values that have left the chip before `cycle`.
@@ -270,14 +439,14 @@ impl Streams {
         // the later writer of that register.
         match (ring, self.bulk_best(s, pos, key)) {
             (Some(e), None) => Some(from_ring(e)),
-            (None, Some((_, b, i))) => Some(&b.data[i * lanes..(i + 1) * lanes]),
+            (None, Some((_, b, i))) => Some(b.rows.row(i)),
             (None, None) => None,
             (Some(e), Some((bp, b, i))) => {
                 let ring_wins = if s.west { e.pos <= bp } else { e.pos >= bp };
                 if ring_wins {
                     Some(from_ring(e))
                 } else {
-                    Some(&b.data[i * lanes..(i + 1) * lanes])
+                    Some(b.rows.row(i))
                 }
             }
         }

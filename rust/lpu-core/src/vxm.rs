@@ -7,38 +7,54 @@
 
 use crate::dtype::DType;
 use crate::isa::Op;
-use crate::numerics::{
-    bits_to_f64, bits_to_int, f64_to_bits, f64_to_int, int_range, lane_bits, set_lane_bits, wrap,
-};
+use crate::numerics::{bits_to_f64, bits_to_int, f64_to_bits, f64_to_int, int_range, wrap};
 
-/// Operands of one VXM operation.
+/// Operands of one VXM operation, plane by plane: plane b of an operand holds byte b of
+/// every element, as the operand travels on a stream group. All planes have the same
+/// length, the number of elements: one vector of `lanes`, or a run of vectors end to end
+/// (the operations are point-wise, so a run is just a longer vector).
 pub struct VxmArgs<'a> {
     pub op: Op,
     pub dt: DType,
     /// Result type of `cast` (equal to `dt` for other ops).
     pub to: DType,
     pub sat: bool,
-    pub a: &'a [u8],
+    pub a: &'a [&'a [u8]],
     /// Second operand for binary ops (empty for unary ones).
-    pub b: &'a [u8],
+    pub b: &'a [&'a [u8]],
 }
 
-/// Evaluate one VXM operation over `lanes` lanes into `out` (`to.bytes() * lanes` bytes).
-pub fn execute(args: &VxmArgs, lanes: usize, out: &mut [u8]) {
+/// The planes of a vector stored plane after plane in one buffer.
+pub fn planes(buf: &[u8], lanes: usize) -> Vec<&[u8]> {
+    buf.chunks(lanes).collect()
+}
+
+/// The planes of a result buffer stored plane after plane.
+pub fn planes_mut(buf: &mut [u8], lanes: usize) -> Vec<&mut [u8]> {
+    buf.chunks_mut(lanes).collect()
+}
+
+/// Evaluate one VXM operation over every element into `out` (`to.bytes()` planes).
+pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
     let (op, dt) = (args.op, args.dt);
-    let nb = dt.bytes();
-    let ob = args.to.bytes();
-    debug_assert_eq!(out.len(), ob * lanes);
-    // Fast paths for the common int8 and fp32 cases; same results as the general path.
-    if fast_path(args, lanes, out) {
+    let n = out[0].len();
+    debug_assert_eq!(out.len(), args.to.bytes());
+    debug_assert!(args.a.len() == dt.bytes() && args.a.iter().all(|p| p.len() == n));
+    if fast_path(args, out) {
         return;
     }
-    for l in 0..lanes {
-        let x = lane_bits(args.a, lanes, nb, l);
+    let bits = |planes: &[&[u8]], l: usize| {
+        planes
+            .iter()
+            .enumerate()
+            .fold(0u32, |v, (b, p)| v | (p[l] as u32) << (8 * b))
+    };
+    for l in 0..n {
+        let x = bits(args.a, l);
         let y = if args.b.is_empty() {
             0
         } else {
-            lane_bits(args.b, lanes, nb, l)
+            bits(args.b, l)
         };
         let r = if op == Op::Cast {
             cast_bits(dt, args.to, args.sat, x)
@@ -49,22 +65,25 @@ pub fn execute(args: &VxmArgs, lanes: usize, out: &mut [u8]) {
         } else {
             int_op(op, dt, x, y)
         };
-        set_lane_bits(out, lanes, ob, l, r);
+        for (b, p) in out.iter_mut().enumerate() {
+            p[l] = (r >> (8 * b)) as u8;
+        }
     }
 }
 
 /// Typed loops for the common cases (int8 and fp32 arithmetic); same results as the
-/// general lane-by-lane path, which the tests check.
-fn fast_path(args: &VxmArgs, lanes: usize, out: &mut [u8]) -> bool {
+/// general element-by-element path, which the tests check.
+fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
     match (args.op, args.dt) {
         (Op::Copy, _) => {
-            out.copy_from_slice(&args.a[..out.len()]);
+            for (o, a) in out.iter_mut().zip(args.a) {
+                o.copy_from_slice(a);
+            }
             true
         }
         (Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min, DType::I8) => {
-            let (a, b) = (&args.a[..lanes], &args.b[..lanes]);
-            let out = &mut out[..lanes];
-            macro_rules! lanewise {
+            let (a, b, out) = (args.a[0], args.b[0], &mut *out[0]);
+            macro_rules! elementwise {
                 ($f:expr) => {
                     for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
                         *o = $f(*x as i8, *y as i8) as u8;
@@ -72,52 +91,53 @@ fn fast_path(args: &VxmArgs, lanes: usize, out: &mut [u8]) -> bool {
                 };
             }
             match args.op {
-                Op::Add => lanewise!(i8::wrapping_add),
-                Op::Sub => lanewise!(i8::wrapping_sub),
-                Op::Mul => lanewise!(i8::wrapping_mul),
-                Op::Max => lanewise!(std::cmp::max::<i8>),
-                _ => lanewise!(std::cmp::min::<i8>),
+                Op::Add => elementwise!(i8::wrapping_add),
+                Op::Sub => elementwise!(i8::wrapping_sub),
+                Op::Mul => elementwise!(i8::wrapping_mul),
+                Op::Max => elementwise!(std::cmp::max::<i8>),
+                _ => elementwise!(std::cmp::min::<i8>),
             }
             true
         }
         (Op::Add | Op::Sub | Op::Mul, DType::F32) if args.to == DType::F32 => {
-            let mut x = [0f32; MAX_LANES];
-            let mut y = [0f32; MAX_LANES];
-            let (x, y) = (&mut x[..lanes], &mut y[..lanes]);
-            load_f32(args.a, lanes, x);
-            load_f32(args.b, lanes, y);
-            // IEEE fp32 arithmetic is correctly rounded; only NaNs need the canonical form.
-            match args.op {
-                Op::Add => x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += *b),
-                Op::Sub => x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a -= *b),
-                _ => x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a *= *b),
+            const CHUNK: usize = 64;
+            let n = out[0].len();
+            let (mut x, mut y) = ([0f32; CHUNK], [0f32; CHUNK]);
+            for c0 in (0..n).step_by(CHUNK) {
+                let m = CHUNK.min(n - c0);
+                load_f32(args.a, c0, &mut x[..m]);
+                load_f32(args.b, c0, &mut y[..m]);
+                // IEEE fp32 arithmetic is correctly rounded; only NaNs need the canonical form.
+                let (x, y) = (&mut x[..m], &y[..m]);
+                match args.op {
+                    Op::Add => x.iter_mut().zip(y).for_each(|(a, b)| *a += *b),
+                    Op::Sub => x.iter_mut().zip(y).for_each(|(a, b)| *a -= *b),
+                    _ => x.iter_mut().zip(y).for_each(|(a, b)| *a *= *b),
+                }
+                store_f32(x, c0, out);
             }
-            store_f32(x, lanes, out);
             true
         }
         _ => false,
     }
 }
 
-/// Most lanes a chip can have (64 superlanes of 16).
-const MAX_LANES: usize = 1024;
-
-fn load_f32(planes: &[u8], lanes: usize, out: &mut [f32]) {
+/// fp32 elements `at..at + out.len()` of a 4-plane operand.
+fn load_f32(planes: &[&[u8]], at: usize, out: &mut [f32]) {
+    let m = out.len();
     let (p0, p1, p2, p3) = (
-        &planes[..lanes],
-        &planes[lanes..2 * lanes],
-        &planes[2 * lanes..3 * lanes],
-        &planes[3 * lanes..4 * lanes],
+        &planes[0][at..at + m],
+        &planes[1][at..at + m],
+        &planes[2][at..at + m],
+        &planes[3][at..at + m],
     );
     for (l, o) in out.iter_mut().enumerate() {
         *o = f32::from_bits(u32::from_le_bytes([p0[l], p1[l], p2[l], p3[l]]));
     }
 }
 
-fn store_f32(v: &[f32], lanes: usize, out: &mut [u8]) {
-    let (p0, rest) = out.split_at_mut(lanes);
-    let (p1, rest) = rest.split_at_mut(lanes);
-    let (p2, p3) = rest.split_at_mut(lanes);
+/// Store fp32 values (NaNs made canonical) as elements `at..` of a 4-plane result.
+fn store_f32(v: &[f32], at: usize, out: &mut [&mut [u8]]) {
     for (l, x) in v.iter().enumerate() {
         let b = if x.is_nan() {
             crate::numerics::F32_NAN
@@ -125,10 +145,9 @@ fn store_f32(v: &[f32], lanes: usize, out: &mut [u8]) {
             x.to_bits()
         }
         .to_le_bytes();
-        p0[l] = b[0];
-        p1[l] = b[1];
-        p2[l] = b[2];
-        p3[l] = b[3];
+        for (p, byte) in out.iter_mut().zip(b) {
+            p[at + l] = byte;
+        }
     }
 }
 
@@ -278,7 +297,7 @@ pub fn cast_bits(from: DType, to: DType, sat: bool, x: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::numerics::{f64_to_f16, F32_NAN};
+    use crate::numerics::{f64_to_f16, lane_bits, set_lane_bits, F32_NAN};
 
     fn run1(op: Op, dt: DType, a: &[u32], b: &[u32]) -> Vec<u32> {
         let n = a.len();
@@ -298,11 +317,10 @@ mod tests {
                 dt,
                 to: dt,
                 sat: false,
-                a: &pa,
-                b: &pb,
+                a: &planes(&pa, n),
+                b: &planes(&pb, n),
             },
-            n,
-            &mut out,
+            &mut planes_mut(&mut out, n),
         );
         (0..n).map(|l| lane_bits(&out, n, nb, l)).collect()
     }

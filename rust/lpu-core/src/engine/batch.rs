@@ -17,6 +17,7 @@
 use super::latch::Latch;
 use super::*;
 use crate::isa::flags;
+use crate::streams::Rows;
 
 /// Fewest re-issues worth a batch.
 const MIN_BATCH: u64 = 4;
@@ -204,22 +205,30 @@ impl Chip {
     fn stream_inputs(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
         let (lo, hi) = if s.west { (pos, u32::MAX) } else { (0, pos) };
         let safe = self.first_stream_landing(hz, s, n, lo, hi);
-        let mut j = 0;
-        while j < k && r.at(j) < safe {
-            let tj = r.at(j);
-            let present = (0..n).all(|b| {
-                let r = StreamRef {
+        let k = if safe > r.t {
+            k.min((safe - r.t - 1) / r.d + 1)
+        } else {
+            0
+        };
+        self.stream_refs(s, n, pos, r, k)
+            .iter()
+            .map(|p| p.len() as u64)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles
+    /// (at most `k`, up to the first missing value), one list per stream.
+    fn stream_refs(&self, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> Vec<Vec<&[u8]>> {
+        (0..n)
+            .map(|b| {
+                let sr = StreamRef {
                     index: s.index + b,
                     west: s.west,
                 };
-                self.streams.read(r, pos, tj).is_some()
-            });
-            if !present {
-                break;
-            }
-            j += 1;
-        }
-        j
+                self.streams.refs(sr, pos, r.t, r.d, k as usize)
+            })
+            .collect()
     }
 
     /// Copy the values of streams [s, s+n) at `pos` on cycle `t` into `out` (plane-major).
@@ -235,36 +244,28 @@ impl Chip {
         }
     }
 
-    /// Register per-stream results landing on `r`'s cycles: `vals` holds k groups of n planes.
-    fn put_streams(
-        &mut self,
-        qi: usize,
-        s: StreamRef,
-        n: u32,
-        r: Run,
-        vals: &[u8],
-        k: u64,
-    ) -> bool {
-        let lanes = self.lanes;
+    /// Register results landing on `r`'s cycles on streams [s, s + planes.len()): plane b
+    /// goes to stream s + b. Nothing is registered unless all of them can be.
+    fn put_streams(&mut self, qi: usize, s: StreamRef, r: Run, planes: &[Rows]) -> bool {
         let pos = self.queues[qi].position;
-        let group = n as usize * lanes;
-        for b in 0..n as usize {
-            let mut plane = Vec::with_capacity(k as usize * lanes);
-            for j in 0..k as usize {
-                plane.extend_from_slice(&vals[j * group + b * lanes..j * group + (b + 1) * lanes]);
-            }
-            let sr = StreamRef {
-                index: s.index + b as u32,
+        let refs: Vec<StreamRef> = (0..planes.len() as u32)
+            .map(|b| StreamRef {
+                index: s.index + b,
                 west: s.west,
-            };
-            if !self
-                .streams
-                .write_bulk(sr, pos, r.t, r.d, Arc::new(plane), qi as u32)
-            {
-                return false;
-            }
+            })
+            .collect();
+        if !refs
+            .iter()
+            .zip(planes)
+            .all(|(sr, p)| self.streams.bulk_free(*sr, pos, r.t, r.d, p.n))
+        {
+            return false;
         }
-        self.stats.stream_writes += n as u64 * k;
+        for (sr, p) in refs.iter().zip(planes) {
+            self.streams
+                .write_bulk(*sr, pos, r.t, r.d, p.clone(), qi as u32);
+        }
+        self.stats.stream_writes += (planes.len() * planes[0].n) as u64;
         true
     }
 
@@ -341,7 +342,6 @@ impl Chip {
         if !matches!(instr.op, Op::Read | Op::Write) {
             return 0;
         }
-        let lanes = self.lanes;
         let addr0 = instr.args[0] as u64;
         // Addresses past the slice are a fault: leave those to single issues.
         let mut k = max_k.min((self.cfg.addresses as u64).saturating_sub(addr0));
@@ -380,20 +380,26 @@ impl Chip {
             if k < MIN_BATCH {
                 return 0;
             }
-            let mut vals = vec![0u8; k as usize * lanes];
-            for j in 0..k as usize {
-                self.sram.read(
+            // Views of the SRAM pages (copy on write keeps them as they are now).
+            let mut segs = Vec::new();
+            let mut j = 0;
+            while j < k {
+                let rows = self.sram.rows(
                     hemi as usize,
                     slice as usize,
-                    addr0 as usize + j,
-                    &mut vals[j * lanes..(j + 1) * lanes],
+                    (addr0 + j) as usize,
+                    (k - j) as usize,
                 );
+                j += rows.n as u64;
+                segs.push(rows);
             }
-            if !self
-                .streams
-                .write_bulk(dst, pos, t + lat, d, Arc::new(vals), qi as u32)
-            {
+            let first = |i: usize| t + lat + segs[..i].iter().map(|r| r.n as u64).sum::<u64>() * d;
+            if !(0..segs.len()).all(|i| self.streams.bulk_free(dst, pos, first(i), d, segs[i].n)) {
                 return 0;
+            }
+            for (i, rows) in segs.iter().enumerate() {
+                self.streams
+                    .write_bulk(dst, pos, first(i), d, rows.clone(), qi as u32);
             }
             self.stats.sram_reads += k;
             self.stats.stream_writes += k;
@@ -403,15 +409,15 @@ impl Chip {
             if k < MIN_BATCH {
                 return 0;
             }
-            let mut data = vec![0u8; k as usize * lanes];
-            for j in 0..k {
-                self.gather_streams(
-                    src,
-                    1,
-                    pos,
-                    t + j * d,
-                    &mut data[j as usize * lanes..(j as usize + 1) * lanes],
-                );
+            let mut segs = Vec::new();
+            let mut j = 0;
+            while j < k {
+                let rows = self
+                    .streams
+                    .run(src, pos, run.at(j), d, (k - j) as usize)
+                    .expect("checked present");
+                j += rows.n as u64;
+                segs.push(rows);
             }
             let lat = self.lat[Op::Write as usize] as u64;
             self.bulk_pending.push(BulkWrite {
@@ -420,7 +426,8 @@ impl Chip {
                 addr0: addr0 as u32,
                 first: t + lat,
                 d,
-                data,
+                segs,
+                n: k,
                 done: 0,
             });
             self.stats.sram_writes += k;
@@ -461,11 +468,7 @@ impl Chip {
         for &v in &srcs {
             if v >= ALU_SRC_BASE {
                 let l = &self.alu_out[(v - ALU_SRC_BASE) as usize];
-                let mut j = 0;
-                while j < k && l.get(t + j * d).is_some_and(|x| x.len() == nb * lanes) {
-                    j += 1;
-                }
-                k = j;
+                k = l.refs(t, d, k as usize, nb, lanes)[0].len() as u64;
             } else {
                 let s = StreamRef::from_operand(v).expect("valid");
                 k = self.stream_inputs(hz, s, nb as u32, pos, run, k);
@@ -489,47 +492,57 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        let mut xa = vec![0u8; nb * lanes];
-        let mut xb = vec![0u8; nb * lanes];
-        let mut out = vec![0u8; k as usize * ob * lanes];
-        for j in 0..k {
-            let tj = t + j * d;
-            for (i, &v) in srcs.iter().enumerate() {
-                let buf = if i == 0 { &mut xa } else { &mut xb };
+        // Operands are references into their producers' buffers (SRAM pages, batched
+        // results), one list of k rows per byte plane.
+        let ops: Vec<Vec<Vec<&[u8]>>> = srcs
+            .iter()
+            .map(|&v| {
                 if v >= ALU_SRC_BASE {
-                    buf.copy_from_slice(
-                        self.alu_out[(v - ALU_SRC_BASE) as usize]
-                            .get(tj)
-                            .expect("checked"),
-                    );
+                    self.alu_out[(v - ALU_SRC_BASE) as usize].refs(t, d, k as usize, nb, lanes)
                 } else {
                     let s = StreamRef::from_operand(v).expect("valid");
-                    self.gather_streams(s, nb as u32, pos, tj, buf);
+                    self.stream_refs(s, nb as u32, pos, run, k)
+                }
+            })
+            .collect();
+        debug_assert!(ops.iter().flatten().all(|p| p.len() as u64 >= k));
+        let mut out = vec![vec![0u8; k as usize * lanes]; ob];
+        let none: &[u8] = &[];
+        for j in 0..k as usize {
+            let mut a = [none; 4];
+            let mut b = [none; 4];
+            for (i, o) in ops.iter().enumerate() {
+                let dst = if i == 0 { &mut a } else { &mut b };
+                for (x, p) in dst.iter_mut().zip(o) {
+                    *x = p[j];
                 }
             }
-            let o = &mut out[j as usize * ob * lanes..(j as usize + 1) * ob * lanes];
+            let mut dst: [&mut [u8]; 4] = Default::default();
+            for (x, p) in dst.iter_mut().zip(out.iter_mut()) {
+                *x = &mut p[j * lanes..(j + 1) * lanes];
+            }
             vxm::execute(
                 &vxm::VxmArgs {
                     op: instr.op,
                     dt,
                     to,
                     sat,
-                    a: &xa,
-                    b: if srcs.len() == 2 { &xb } else { &[] },
+                    a: &a[..nb],
+                    b: if ops.len() == 2 { &b[..nb] } else { &[] },
                 },
-                lanes,
-                o,
+                &mut dst[..ob],
             );
         }
-        self.stats.stream_reads +=
-            k * srcs.iter().filter(|v| **v < ALU_SRC_BASE).count() as u64 * nb as u64;
-        let out = Arc::new(out);
+        drop(ops);
+        let out: Vec<Rows> = out.into_iter().map(|p| Rows::new(p, lanes)).collect();
         if let Some(s) = dst_s {
-            if !self.put_streams(qi, s, ob as u32, Run { t: t + lat, d }, &out, k) {
+            if !self.put_streams(qi, s, Run { t: t + lat, d }, &out) {
                 return 0;
             }
         }
-        self.alu_out[alu].put_bulk(t + lat, d, ob * lanes, out);
+        self.stats.stream_reads +=
+            k * srcs.iter().filter(|v| **v < ALU_SRC_BASE).count() as u64 * nb as u64;
+        self.alu_out[alu].put_bulk(t + lat, d, out);
         k
     }
 
@@ -574,7 +587,7 @@ impl Chip {
         let mut inp = vec![0u8; n_in as usize * lanes];
         let mut mapv = vec![0u8; 2 * lanes];
         let mut out = vec![vec![0u8; lanes]; n_out as usize];
-        let mut vals = Vec::with_capacity(k as usize * n_out as usize * lanes);
+        let mut vals = vec![Vec::with_capacity(k as usize * lanes); n_out as usize];
         let mut done = 0;
         for j in 0..k {
             let tj = t + j * d;
@@ -600,8 +613,8 @@ impl Chip {
                     }
                 }
             }
-            for o in &out {
-                vals.extend_from_slice(o);
+            for (v, o) in vals.iter_mut().zip(&out) {
+                v.extend_from_slice(o);
             }
             done += 1;
         }
@@ -609,7 +622,8 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        if !self.put_streams(qi, dst, n_out, Run { t: t + lat, d }, &vals, k) {
+        let vals: Vec<Rows> = vals.into_iter().map(|v| Rows::new(v, lanes)).collect();
+        if !self.put_streams(qi, dst, Run { t: t + lat, d }, &vals) {
             return 0;
         }
         self.stats.stream_reads += k * (n_in + map.map_or(0, |(_, mn)| mn)) as u64;
@@ -649,70 +663,56 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        self.settle_hist(p, u64::MAX);
         let slot0 = instr.args[1] as u64;
         let accumulate = instr.args[2] != 0;
-        let mut data = vec![0u32; k as usize * lanes];
-        let mut x = vec![0u8; nb as usize * lanes];
-        let mut yf = vec![0f32; lanes];
-        let mut yi = vec![0i32; lanes];
-        for j in 0..k as usize {
-            let slot = ((slot0 + j as u64) % slots) as usize;
-            self.gather_streams(src, nb, pos, t + j as u64 * d, &mut x);
-            // The slot's value before this abc: an earlier abc of this batch, or the slot.
-            let prev: Option<&[u32]> = if !accumulate {
-                None
-            } else if j as u64 >= slots {
-                let i = j - slots as usize;
-                Some(&data[i * lanes..(i + 1) * lanes])
-            } else {
-                let s = &self.planes[p].slots;
-                s.get(slot).filter(|s| !s.data.is_empty()).map(|s| {
-                    if s.float != float {
-                        &[][..]
-                    } else {
-                        &s.data[..]
-                    }
-                })
-            };
-            if prev.is_some_and(|v| v.is_empty()) {
-                data.truncate(j * lanes);
-                break; // mixed types in a slot: a fault for a single issue
-            }
-            let plane = &self.planes[p];
-            if float {
-                match prev {
-                    Some(v) => yf
-                        .iter_mut()
-                        .zip(v)
-                        .for_each(|(y, b)| *y = f32::from_bits(*b)),
-                    None => yf.fill(0.0),
-                }
-                let xs: Vec<f32> = (0..lanes)
-                    .map(|kk| {
-                        crate::numerics::f16_to_f32(x[kk] as u16 | (x[lanes + kk] as u16) << 8)
-                    })
-                    .collect();
-                mxm::matvec_f16(&plane.w_f32, &xs, &mut yf);
-                for (o, v) in data[j * lanes..(j + 1) * lanes].iter_mut().zip(&yf) {
-                    *o = v.to_bits();
-                }
-            } else {
-                match prev {
-                    Some(v) => yi.iter_mut().zip(v).for_each(|(y, b)| *y = *b as i32),
-                    None => yi.fill(0),
-                }
-                let xs: Vec<i8> = x[..lanes].iter().map(|b| *b as i8).collect();
-                mxm::matvec_i8(&plane.w_i8, &xs, &mut yi);
-                for (o, v) in data[j * lanes..(j + 1) * lanes].iter_mut().zip(&yi) {
-                    *o = *v as u32;
-                }
-            }
+        if accumulate {
+            // Every slot an accumulating abc adds to then holds a value from before the batch.
+            k = k.min(slots);
         }
-        let k = (data.len() / lanes) as u64;
         if k < MIN_BATCH {
             return 0;
         }
+        self.settle_hist(p, u64::MAX);
+        let mut data = vec![0u32; k as usize * lanes];
+        if accumulate {
+            for j in 0..k as usize {
+                let slot = ((slot0 + j as u64) % slots) as usize;
+                match self.planes[p]
+                    .slots
+                    .get(slot)
+                    .filter(|s| !s.data.is_empty())
+                {
+                    // Mixed types in a slot: a fault, which a single issue reports.
+                    Some(s) if s.float != float => {
+                        k = j as u64;
+                        break;
+                    }
+                    Some(s) => data[j * lanes..(j + 1) * lanes].copy_from_slice(&s.data),
+                    None => {}
+                }
+            }
+            if k < MIN_BATCH {
+                return 0;
+            }
+            data.truncate(k as usize * lanes);
+        }
+        // The activations, exact in fp32.
+        let mut x = vec![0f32; k as usize * lanes];
+        let planes = self.stream_refs(src, nb, pos, run, k);
+        for (j, xs) in x.chunks_mut(lanes).enumerate() {
+            if float {
+                let (lo, hi) = (planes[0][j], planes[1][j]);
+                for (i, v) in xs.iter_mut().enumerate() {
+                    *v = crate::numerics::f16_to_f32(lo[i] as u16 | (hi[i] as u16) << 8);
+                }
+            } else {
+                for (v, b) in xs.iter_mut().zip(planes[0][j]) {
+                    *v = *b as i8 as f32;
+                }
+            }
+        }
+        drop(planes);
+        self.planes[p].weights.apply(&x, &mut data, accumulate);
         let lat = self.lat[Op::Abc as usize] as u64;
         let plane = &mut self.planes[p];
         if plane.slots.is_empty() {
@@ -759,7 +759,7 @@ impl Chip {
         let abc = self.queue_index(&format!("mxm{p}.abc"));
         let stop = abc.map_or(u64::MAX, |q| self.first_issue_of(hz, q, &[]));
         let slot0 = instr.args[0] as u64;
-        let mut vals = Vec::with_capacity(max_k as usize * 4 * lanes);
+        let mut out = vec![vec![0u8; max_k as usize * lanes]; 4];
         let mut k = 0;
         while k < max_k {
             let tj = t + k * d;
@@ -773,18 +773,36 @@ impl Chip {
             if tj < ready {
                 break;
             }
-            let start = vals.len();
-            vals.resize(start + 4 * lanes, 0);
+            let row = k as usize * lanes..(k as usize + 1) * lanes;
+            let [p0, p1, p2, p3] = &mut out[..] else {
+                unreachable!("four planes")
+            };
+            let (p0, p1, p2, p3) = (
+                &mut p0[row.clone()],
+                &mut p1[row.clone()],
+                &mut p2[row.clone()],
+                &mut p3[row],
+            );
             for (l, v) in data.iter().enumerate() {
-                crate::numerics::set_lane_bits(&mut vals[start..], lanes, 4, l, *v);
+                p0[l] = *v as u8;
+                p1[l] = (v >> 8) as u8;
+                p2[l] = (v >> 16) as u8;
+                p3[l] = (v >> 24) as u8;
             }
             k += 1;
         }
         if k < MIN_BATCH {
             return 0;
         }
+        let planes: Vec<Rows> = out
+            .into_iter()
+            .map(|mut p| {
+                p.truncate(k as usize * lanes);
+                Rows::new(p, lanes)
+            })
+            .collect();
         let lat = self.lat[Op::Acc as usize] as u64;
-        if !self.put_streams(qi, dst, 4, Run { t: t + lat, d }, &vals, k) {
+        if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {
             return 0;
         }
         k
@@ -792,15 +810,15 @@ impl Chip {
 
     /// The value of accumulator slot `slot` of plane `p` as an `acc` on cycle `t` sees it:
     /// (ready cycle, data), from the latest `abc` issued on or before `t`.
-    pub(super) fn slot_value(&self, p: usize, slot: u64, t: u64) -> Option<(u64, Vec<u32>)> {
+    pub(super) fn slot_value(&self, p: usize, slot: u64, t: u64) -> Option<(u64, &[u32])> {
         let lanes = self.lanes;
         let slots = self.cfg.mxm_acc_slots as u64;
         let plane = &self.planes[p];
-        let mut best: Option<(u64, u64, Vec<u32>)> = plane
+        let mut best: Option<(u64, u64, &[u32])> = plane
             .slots
             .get(slot as usize)
             .filter(|s| !s.data.is_empty())
-            .map(|s| (s.issued, s.ready, s.data.clone()));
+            .map(|s| (s.issued, s.ready, &s.data[..]));
         for h in &plane.hist {
             // Re-issue j writes slot (slot0 + j) % slots on cycle t0 + j d.
             let first = (slot + slots - h.slot0) % slots;
@@ -811,7 +829,7 @@ impl Chip {
             let j = first + (last_by_time - first) / slots * slots;
             let issued = h.t0 + j * h.d;
             if best.as_ref().is_none_or(|b| issued >= b.0) {
-                let v = h.data[j as usize * lanes..(j as usize + 1) * lanes].to_vec();
+                let v = &h.data[j as usize * lanes..(j as usize + 1) * lanes];
                 best = Some((issued, issued + h.ready_lat, v));
             }
         }
@@ -832,7 +850,9 @@ impl Chip {
             for j in h.n.saturating_sub(slots)..h.n {
                 let slot = ((h.slot0 + j) % slots) as usize;
                 let s = &mut plane.slots[slot];
-                s.data = h.data[j as usize * lanes..(j as usize + 1) * lanes].to_vec();
+                s.data.clear();
+                s.data
+                    .extend_from_slice(&h.data[j as usize * lanes..(j as usize + 1) * lanes]);
                 s.float = h.float;
                 s.issued = h.t0 + j * h.d;
                 s.ready = s.issued + h.ready_lat;
@@ -843,26 +863,47 @@ impl Chip {
 
     /// Commit batched SRAM writes that land on or before `t`.
     pub(super) fn commit_bulk(&mut self, t: u64) {
-        let lanes = self.lanes;
         for w in &mut self.bulk_pending {
-            let n = (w.data.len() / lanes) as u64;
-            while w.done < n && w.first + w.done * w.d <= t {
-                let j = w.done as usize;
-                self.sram.write(
-                    w.hemi as usize,
-                    w.slice as usize,
-                    w.addr0 as usize + j,
-                    &w.data[j * lanes..(j + 1) * lanes],
-                );
-                w.done += 1;
+            if w.first > t {
+                continue;
+            }
+            let due = ((t - w.first) / w.d + 1).min(w.n);
+            while w.done < due {
+                // The segment holding word `done`, and how many of its words are due.
+                let mut i = w.done as usize;
+                let seg = w
+                    .segs
+                    .iter()
+                    .find(|s| {
+                        if i < s.n {
+                            true
+                        } else {
+                            i -= s.n;
+                            false
+                        }
+                    })
+                    .expect("within the write");
+                let m = (seg.n - i).min((due - w.done) as usize);
+                let (h, sl, addr) = (w.hemi as usize, w.slice as usize, w.addr0 as usize);
+                let part = seg.sub(i, m);
+                match part.contiguous() {
+                    Some(bytes) => self.sram.write_run(h, sl, addr + w.done as usize, bytes),
+                    None => {
+                        for r in 0..m {
+                            self.sram
+                                .write(h, sl, addr + w.done as usize + r, part.row(r));
+                        }
+                    }
+                }
+                w.done += m as u64;
             }
         }
-        self.bulk_pending
-            .retain(|w| (w.done as usize) < w.data.len() / lanes);
+        self.bulk_pending.retain(|w| w.done < w.n);
     }
 }
 
-/// Batched SRAM writes of one instruction: word j lands on `first + j * d`.
+/// Batched SRAM writes of one instruction: word j (of `n`, held by the segments in
+/// order) lands on `first + j * d`.
 #[derive(Clone, Debug)]
 pub(super) struct BulkWrite {
     hemi: u8,
@@ -870,7 +911,8 @@ pub(super) struct BulkWrite {
     addr0: u32,
     first: u64,
     d: u64,
-    data: Vec<u8>,
+    segs: Vec<Rows>,
+    n: u64,
     done: u64,
 }
 

@@ -1,24 +1,23 @@
 //! The output latch of one VXM ALU: results by the cycle they land on, readable by a
 //! chained instruction on exactly that cycle. Results of batched instructions are kept
-//! as one array for many cycles.
+//! plane by plane, one buffer per plane for many cycles.
 
+use crate::streams::Rows;
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 struct Bulk {
     t0: u64,
     d: u64,
-    n: usize,
-    width: usize,
-    data: Arc<Vec<u8>>,
+    /// One entry per byte plane, each holding the plane of every result.
+    planes: Vec<Rows>,
 }
 
 impl Bulk {
     fn index(&self, t: u64) -> Option<usize> {
         (t >= self.t0 && (t - self.t0) % self.d == 0)
             .then(|| ((t - self.t0) / self.d) as usize)
-            .filter(|i| *i < self.n)
+            .filter(|i| *i < self.planes[0].n)
     }
 }
 
@@ -29,18 +28,57 @@ pub(super) struct Latch {
 }
 
 impl Latch {
-    /// The result landing on cycle `t`, if any.
-    pub fn get(&self, t: u64) -> Option<&[u8]> {
+    /// The result landing on cycle `t` (planes end to end), if any.
+    pub fn get(&self, t: u64) -> Option<Vec<u8>> {
         if let Some((_, d)) = self.single.iter().find(|(c, _)| *c == t) {
-            return Some(d);
+            return Some(d.clone());
+        }
+        self.bulk.iter().find_map(|b| {
+            b.index(t)
+                .map(|i| b.planes.iter().flat_map(|p| p.row(i)).copied().collect())
+        })
+    }
+
+    /// The bytes of the result landing on cycle `t`, if any.
+    pub fn width(&self, t: u64) -> Option<usize> {
+        if let Some((_, d)) = self.single.iter().find(|(c, _)| *c == t) {
+            return Some(d.len());
         }
         self.bulk
             .iter()
-            .find_map(|b| b.index(t).map(|i| &b.data[i * b.width..(i + 1) * b.width]))
+            .find_map(|b| b.index(t).map(|_| b.planes.iter().map(|p| p.width).sum()))
     }
 
     pub fn has(&self, t: u64) -> bool {
-        self.get(t).is_some()
+        self.width(t).is_some()
+    }
+
+    /// Results landing on t, t + d, ... (at most `k`, up to the first cycle with none),
+    /// plane by plane, as references: `planes` planes of `lanes` bytes each.
+    pub fn refs(&self, t: u64, d: u64, k: usize, planes: usize, lanes: usize) -> Vec<Vec<&[u8]>> {
+        let mut out: Vec<Vec<&[u8]>> = vec![Vec::with_capacity(k); planes];
+        for j in 0..k as u64 {
+            let tj = t + j * d;
+            if let Some((_, v)) = self.single.iter().find(|(c, _)| *c == tj) {
+                if v.len() != planes * lanes {
+                    break;
+                }
+                for (b, o) in out.iter_mut().enumerate() {
+                    o.push(&v[b * lanes..(b + 1) * lanes]);
+                }
+            } else if let Some((b, i)) = self.bulk.iter().find_map(|b| b.index(tj).map(|i| (b, i)))
+            {
+                if b.planes.len() != planes {
+                    break;
+                }
+                for (p, o) in b.planes.iter().zip(out.iter_mut()) {
+                    o.push(p.row(i));
+                }
+            } else {
+                break;
+            }
+        }
+        out
     }
 
     /// Replace (or add) the result landing on cycle `t`.
@@ -50,16 +88,9 @@ impl Latch {
         self.single.insert(at, (t, data));
     }
 
-    /// Results of a batch: `n` values of `width` bytes landing on t0, t0 + d, ...
-    pub fn put_bulk(&mut self, t0: u64, d: u64, width: usize, data: Arc<Vec<u8>>) {
-        let n = data.len() / width;
-        self.bulk.push(Bulk {
-            t0,
-            d,
-            n,
-            width,
-            data,
-        });
+    /// Results of a batch, plane by plane, landing on t0, t0 + d, ...
+    pub fn put_bulk(&mut self, t0: u64, d: u64, planes: Vec<Rows>) {
+        self.bulk.push(Bulk { t0, d, planes });
     }
 
     /// Forget results that landed before `now` (nothing can chain from them any more).
@@ -67,6 +98,7 @@ impl Latch {
         while self.single.front().is_some_and(|(c, _)| *c < now) {
             self.single.pop_front();
         }
-        self.bulk.retain(|b| b.t0 + (b.n as u64 - 1) * b.d >= now);
+        self.bulk
+            .retain(|b| b.t0 + (b.planes[0].n as u64 - 1) * b.d >= now);
     }
 }

@@ -289,8 +289,7 @@ struct Plane {
     buf_rows: usize,
     buf_dtype: Option<DType>,
     w_dtype: Option<DType>,
-    w_i8: Vec<i8>,
-    w_f32: Vec<f32>,
+    weights: mxm::Weights,
     ready: u64,
     busy_until: u64,
     slots: Vec<Slot>,
@@ -681,11 +680,9 @@ impl Chip {
         loop {
             // The next cycle anything happens.
             let mut t = u64::MAX;
-            let mut any_running = false;
             for &qi in &self.active {
                 let s = &self.q[qi];
                 if !s.parked {
-                    any_running = true;
                     t = t.min(s.next);
                 }
             }
@@ -713,7 +710,6 @@ impl Chip {
                 );
                 return RunStatus::Fault;
             }
-            let _ = any_running;
             t = t.max(self.cycle);
             if t >= limits.until {
                 self.cycle = limits.until.max(self.cycle);
@@ -1269,7 +1265,7 @@ impl Chip {
         let alu = (v - ALU_SRC_BASE) as usize;
         let lanes = self.lanes;
         self.alu_out[alu].prune(ctx.t);
-        let found = self.alu_out[alu].get(ctx.t).map(|d| d.to_vec());
+        let found = self.alu_out[alu].get(ctx.t);
         let dst = match which {
             Which::A => &mut self.sa,
             Which::B => &mut self.sb,
@@ -1323,21 +1319,21 @@ impl Chip {
         }
         let ob = to.bytes();
         let mut out = vec![0u8; ob * lanes];
+        let b = if src_b.is_some() {
+            vxm::planes(&self.sb[..nb * lanes], lanes)
+        } else {
+            Vec::new()
+        };
         vxm::execute(
             &vxm::VxmArgs {
                 op: instr.op,
                 dt,
                 to,
                 sat,
-                a: &self.sa[..nb * lanes],
-                b: if src_b.is_some() {
-                    &self.sb[..nb * lanes]
-                } else {
-                    &[]
-                },
+                a: &vxm::planes(&self.sa[..nb * lanes], lanes),
+                b: &b,
             },
-            lanes,
-            &mut out,
+            &mut vxm::planes_mut(&mut out, lanes),
         );
         if dst != DST_NONE && !self.write_group(ctx, dst, ob, pos, ctx.done, &out) {
             return;
@@ -1402,35 +1398,23 @@ impl Chip {
                 if plane.buf.is_empty() {
                     plane.buf = vec![0u8; 2 * lanes * lanes];
                 }
-                match dt {
-                    DType::I8 => {
-                        plane.w_i8 = plane.buf[..lanes * lanes]
-                            .iter()
-                            .map(|b| *b as i8)
-                            .collect();
-                    }
-                    _ => {
-                        let mut w = vec![0f32; lanes * lanes];
-                        for k in 0..lanes {
-                            let row = &plane.buf[k * rb..(k + 1) * rb];
-                            for n in 0..lanes {
-                                let h = row[n] as u16 | (row[lanes + n] as u16) << 8;
-                                w[k * lanes + n] = crate::numerics::f16_to_f32(h);
-                            }
-                        }
-                        plane.w_f32 = w;
+                let mut w = vec![0f32; lanes * lanes];
+                for k in 0..lanes {
+                    let row = &plane.buf[k * rb..(k + 1) * rb];
+                    for (n, v) in w[k * lanes..(k + 1) * lanes].iter_mut().enumerate() {
+                        *v = if dt == DType::I8 {
+                            row[n] as i8 as f32
+                        } else {
+                            crate::numerics::f16_to_f32(
+                                row[n] as u16 | (row[lanes + n] as u16) << 8,
+                            )
+                        };
                     }
                 }
+                plane.weights = mxm::Weights::new(dt == DType::I8, lanes, w);
                 if transpose {
                     // Row r of the buffer becomes column r of the array.
-                    let n = lanes;
-                    if dt == DType::I8 {
-                        let w = &plane.w_i8;
-                        plane.w_i8 = (0..n * n).map(|i| w[(i % n) * n + i / n]).collect();
-                    } else {
-                        let w = &plane.w_f32;
-                        plane.w_f32 = (0..n * n).map(|i| w[(i % n) * n + i / n]).collect();
-                    }
+                    plane.weights = plane.weights.transposed();
                 }
                 let used = plane.buf_rows;
                 plane.buf[..used * rb].fill(0);
@@ -1507,33 +1491,30 @@ impl Chip {
                 s.float = float;
                 s.ready = ctx.done;
                 s.issued = ctx.t;
-                if float {
-                    let x: Vec<f32> = (0..lanes)
-                        .map(|k| {
+                let x: Vec<f32> = (0..lanes)
+                    .map(|k| {
+                        if float {
                             crate::numerics::f16_to_f32(
                                 self.sa[k] as u16 | (self.sa[lanes + k] as u16) << 8,
                             )
-                        })
-                        .collect();
-                    let mut y: Vec<f32> = s.data.iter().map(|b| f32::from_bits(*b)).collect();
-                    mxm::matvec_f16(&plane.w_f32, &x, &mut y);
-                    for (d, v) in s.data.iter_mut().zip(y) {
-                        *d = v.to_bits();
-                    }
+                        } else {
+                            self.sa[k] as i8 as f32
+                        }
+                    })
+                    .collect();
+                plane.weights.apply(&x, &mut s.data, accumulate);
+                if float {
                     self.stats.macs_fp16 += (lanes * lanes) as u64;
                 } else {
-                    let x: Vec<i8> = self.sa[..lanes].iter().map(|b| *b as i8).collect();
-                    let mut y: Vec<i32> = s.data.iter().map(|b| *b as i32).collect();
-                    mxm::matvec_i8(&plane.w_i8, &x, &mut y);
-                    for (d, v) in s.data.iter_mut().zip(y) {
-                        *d = v as u32;
-                    }
                     self.stats.macs_int8 += (lanes * lanes) as u64;
                 }
             }
             Op::Acc => {
                 let slot = (a[0] % slots) as usize;
-                let Some((ready, data)) = self.slot_value(p, slot as u64, ctx.t) else {
+                let Some((ready, data)) = self
+                    .slot_value(p, slot as u64, ctx.t)
+                    .map(|(r, d)| (r, d.to_vec()))
+                else {
                     self.raise(
                         ctx,
                         FaultKind::MxmHazard,
