@@ -8,6 +8,7 @@
 use crate::dtype::DType;
 use crate::isa::Op;
 use crate::numerics::{bits_to_f64, bits_to_int, f64_to_bits, f64_to_int, int_range, wrap};
+use multiversion::multiversion;
 
 /// Operands of one VXM operation, plane by plane: plane b of an operand holds byte b of
 /// every element, as the operand travels on a stream group. All planes have the same
@@ -100,54 +101,76 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
             true
         }
         (Op::Add | Op::Sub | Op::Mul, DType::F32) if args.to == DType::F32 => {
-            const CHUNK: usize = 64;
-            let n = out[0].len();
-            let (mut x, mut y) = ([0f32; CHUNK], [0f32; CHUNK]);
-            for c0 in (0..n).step_by(CHUNK) {
-                let m = CHUNK.min(n - c0);
-                load_f32(args.a, c0, &mut x[..m]);
-                load_f32(args.b, c0, &mut y[..m]);
-                // IEEE fp32 arithmetic is correctly rounded; only NaNs need the canonical form.
-                let (x, y) = (&mut x[..m], &y[..m]);
-                match args.op {
-                    Op::Add => x.iter_mut().zip(y).for_each(|(a, b)| *a += *b),
-                    Op::Sub => x.iter_mut().zip(y).for_each(|(a, b)| *a -= *b),
-                    _ => x.iter_mut().zip(y).for_each(|(a, b)| *a *= *b),
-                }
-                store_f32(x, c0, out);
-            }
+            f32_arith(args.op, args.a, args.b, out);
             true
         }
         _ => false,
     }
 }
 
+/// fp32 add, sub or mul, plane by plane. IEEE fp32 arithmetic is correctly rounded, as
+/// the general path's; only NaNs need the canonical form.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn f32_arith(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) {
+    const CHUNK: usize = 64;
+    let n = out[0].len();
+    let (mut x, mut y) = ([0f32; CHUNK], [0f32; CHUNK]);
+    for c0 in (0..n).step_by(CHUNK) {
+        let m = CHUNK.min(n - c0);
+        load_f32(a, c0, &mut x[..m]);
+        load_f32(b, c0, &mut y[..m]);
+        let (x, y) = (&mut x[..m], &y[..m]);
+        match op {
+            Op::Add => x.iter_mut().zip(y).for_each(|(a, b)| *a += *b),
+            Op::Sub => x.iter_mut().zip(y).for_each(|(a, b)| *a -= *b),
+            _ => x.iter_mut().zip(y).for_each(|(a, b)| *a *= *b),
+        }
+        store_f32(x, c0, out);
+    }
+}
+
 /// fp32 elements `at..at + out.len()` of a 4-plane operand.
+#[inline(always)]
 fn load_f32(planes: &[&[u8]], at: usize, out: &mut [f32]) {
-    let m = out.len();
+    let r = at..at + out.len();
     let (p0, p1, p2, p3) = (
-        &planes[0][at..at + m],
-        &planes[1][at..at + m],
-        &planes[2][at..at + m],
-        &planes[3][at..at + m],
+        &planes[0][r.clone()],
+        &planes[1][r.clone()],
+        &planes[2][r.clone()],
+        &planes[3][r],
     );
-    for (l, o) in out.iter_mut().enumerate() {
-        *o = f32::from_bits(u32::from_le_bytes([p0[l], p1[l], p2[l], p3[l]]));
+    for ((((o, a), b), c), d) in out.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
+        *o = f32::from_bits(*a as u32 | (*b as u32) << 8 | (*c as u32) << 16 | (*d as u32) << 24);
     }
 }
 
 /// Store fp32 values (NaNs made canonical) as elements `at..` of a 4-plane result.
+#[inline(always)]
 fn store_f32(v: &[f32], at: usize, out: &mut [&mut [u8]]) {
-    for (l, x) in v.iter().enumerate() {
-        let b = if x.is_nan() {
+    let r = at..at + v.len();
+    let [p0, p1, p2, p3] = out else {
+        unreachable!("four planes")
+    };
+    let (p0, p1, p2, p3) = (
+        &mut p0[r.clone()],
+        &mut p1[r.clone()],
+        &mut p2[r.clone()],
+        &mut p3[r],
+    );
+    for ((((x, a), b), c), d) in v.iter().zip(p0).zip(p1).zip(p2).zip(p3) {
+        let bits = if x.is_nan() {
             crate::numerics::F32_NAN
         } else {
             x.to_bits()
-        }
-        .to_le_bytes();
-        for (p, byte) in out.iter_mut().zip(b) {
-            p[at + l] = byte;
-        }
+        };
+        *a = bits as u8;
+        *b = (bits >> 8) as u8;
+        *c = (bits >> 16) as u8;
+        *d = (bits >> 24) as u8;
     }
 }
 
