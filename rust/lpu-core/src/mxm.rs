@@ -36,16 +36,33 @@ pub struct Weights {
 
 impl Weights {
     /// From the K x N weight values (int8 or fp16 values, exact in fp32).
+    #[cfg(test)]
     pub fn new(int8: bool, n: usize, w: Vec<f32>) -> Self {
         debug_assert!(w.len() / n <= 1024, "int8 exactness needs K <= 1024");
         Weights { int8, n, w }
     }
 
-    /// The transposed array (row r becomes column r); the array is square.
-    pub fn transposed(&self) -> Self {
-        let n = self.n;
-        let w = (0..n * n).map(|i| self.w[(i % n) * n + i / n]).collect();
-        Weights { w, ..*self }
+    /// Install an n x n array whose rows `used..` are zero and whose other entries are
+    /// `value(row, column)`; with `transpose`, buffer row r becomes array column r.
+    pub fn install(
+        &mut self,
+        int8: bool,
+        n: usize,
+        used: usize,
+        transpose: bool,
+        value: impl Fn(usize, usize) -> f32,
+    ) {
+        debug_assert!(n <= 1024, "int8 exactness needs K <= 1024");
+        self.int8 = int8;
+        self.n = n;
+        self.w.clear();
+        self.w.resize(n * n, 0.0);
+        for r in 0..used {
+            for c in 0..n {
+                let at = if transpose { c * n + r } else { r * n + c };
+                self.w[at] = value(r, c);
+            }
+        }
     }
 
     /// Activations `x` (M x K, values exact in fp32) through the array: for every row,

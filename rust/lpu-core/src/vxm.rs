@@ -100,42 +100,123 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
             }
             true
         }
-        (Op::Add | Op::Sub | Op::Mul, DType::F32) if args.to == DType::F32 => {
-            f32_arith(args.op, args.a, args.b, out);
-            true
-        }
+        (op, DType::F32) if op != Op::Cast && op != Op::Copy => f32_ops(op, args.a, args.b, out),
         _ => false,
     }
 }
 
-/// fp32 add, sub or mul, plane by plane. IEEE fp32 arithmetic is correctly rounded, as
-/// the general path's; only NaNs need the canonical form.
+/// fp32 operations on whole planes, with exactly the general path's rules (see
+/// `float_op`): fp32 arithmetic and libm are correctly rounded the same way, results
+/// that are NaN become the canonical NaN, sign and mask operations pass bits through.
+/// False: not an fp32 operation this covers.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn f32_arith(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) {
+fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
     const CHUNK: usize = 64;
+    const ONE: u32 = 0x3f80_0000;
+    const SIGN: u32 = 0x8000_0000;
+    let f = f32::from_bits;
+    let canon = |v: f32| {
+        if v.is_nan() {
+            crate::numerics::F32_NAN
+        } else {
+            v.to_bits()
+        }
+    };
+    let cmp = |c: bool| if c { ONE } else { 0 };
     let n = out[0].len();
-    let (mut x, mut y) = ([0f32; CHUNK], [0f32; CHUNK]);
+    let (mut x, mut y) = ([0u32; CHUNK], [0u32; CHUNK]);
     for c0 in (0..n).step_by(CHUNK) {
         let m = CHUNK.min(n - c0);
-        load_f32(a, c0, &mut x[..m]);
-        load_f32(b, c0, &mut y[..m]);
-        let (x, y) = (&mut x[..m], &y[..m]);
-        match op {
-            Op::Add => x.iter_mut().zip(y).for_each(|(a, b)| *a += *b),
-            Op::Sub => x.iter_mut().zip(y).for_each(|(a, b)| *a -= *b),
-            _ => x.iter_mut().zip(y).for_each(|(a, b)| *a *= *b),
+        load_u32(a, c0, &mut x[..m]);
+        if !b.is_empty() {
+            load_u32(b, c0, &mut y[..m]);
         }
-        store_f32(x, c0, out);
+        let (x, y) = (&mut x[..m], &y[..m]);
+        macro_rules! map2 {
+            ($g:expr) => {
+                x.iter_mut().zip(y).for_each(|(p, q)| *p = $g(*p, *q))
+            };
+        }
+        macro_rules! map1 {
+            ($g:expr) => {
+                x.iter_mut().for_each(|p| *p = $g(*p))
+            };
+        }
+        match op {
+            Op::Add => map2!(|p, q| canon(f(p) + f(q))),
+            Op::Sub => map2!(|p, q| canon(f(p) - f(q))),
+            Op::Mul => map2!(|p, q| canon(f(p) * f(q))),
+            // IEEE maximum/minimum: NaN wins, +0 is greater than -0.
+            Op::Max => map2!(|p, q| {
+                let (u, v) = (f(p), f(q));
+                if u.is_nan() || v.is_nan() {
+                    crate::numerics::F32_NAN
+                } else if u == v {
+                    if u.is_sign_negative() {
+                        q
+                    } else {
+                        p
+                    }
+                } else if u > v {
+                    p
+                } else {
+                    q
+                }
+            }),
+            Op::Min => map2!(|p, q| {
+                let (u, v) = (f(p), f(q));
+                if u.is_nan() || v.is_nan() {
+                    crate::numerics::F32_NAN
+                } else if u == v {
+                    if u.is_sign_negative() {
+                        p
+                    } else {
+                        q
+                    }
+                } else if u < v {
+                    p
+                } else {
+                    q
+                }
+            }),
+            Op::Eq => map2!(|p, q| cmp(f(p) == f(q))),
+            Op::Ne => map2!(|p, q| cmp(f(p) != f(q))),
+            Op::Lt => map2!(|p, q| cmp(f(p) < f(q))),
+            Op::Le => map2!(|p, q| cmp(f(p) <= f(q))),
+            Op::Gt => map2!(|p, q| cmp(f(p) > f(q))),
+            Op::Ge => map2!(|p, q| cmp(f(p) >= f(q))),
+            Op::Mask => map2!(|p, q| if f(q) != 0.0 { p } else { 0 }),
+            Op::Maskn => map2!(|p, q| if f(q) == 0.0 { p } else { 0 }),
+            Op::Neg => map1!(|p| p ^ SIGN),
+            Op::Abs => map1!(|p| p & !SIGN),
+            Op::Relu => map1!(|p| {
+                let u = f(p);
+                if u.is_nan() {
+                    crate::numerics::F32_NAN
+                } else if u > 0.0 {
+                    p
+                } else {
+                    0
+                }
+            }),
+            Op::Exp => map1!(|p| canon(libm::exp(f(p) as f64) as f32)),
+            Op::Exp2 => map1!(|p| canon(libm::exp2(f(p) as f64) as f32)),
+            Op::Tanh => map1!(|p| canon(libm::tanh(f(p) as f64) as f32)),
+            Op::Rsqrt => map1!(|p| canon(1.0f32 / libm::sqrtf(f(p)))),
+            _ => return false,
+        }
+        store_u32(x, c0, out);
     }
+    true
 }
 
-/// fp32 elements `at..at + out.len()` of a 4-plane operand.
+/// Elements `at..at + out.len()` of a 4-plane operand, as raw bits.
 #[inline(always)]
-fn load_f32(planes: &[&[u8]], at: usize, out: &mut [f32]) {
+fn load_u32(planes: &[&[u8]], at: usize, out: &mut [u32]) {
     let r = at..at + out.len();
     let (p0, p1, p2, p3) = (
         &planes[0][r.clone()],
@@ -144,13 +225,13 @@ fn load_f32(planes: &[&[u8]], at: usize, out: &mut [f32]) {
         &planes[3][r],
     );
     for ((((o, a), b), c), d) in out.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
-        *o = f32::from_bits(*a as u32 | (*b as u32) << 8 | (*c as u32) << 16 | (*d as u32) << 24);
+        *o = *a as u32 | (*b as u32) << 8 | (*c as u32) << 16 | (*d as u32) << 24;
     }
 }
 
-/// Store fp32 values (NaNs made canonical) as elements `at..` of a 4-plane result.
+/// Store raw bits as elements `at..` of a 4-plane result.
 #[inline(always)]
-fn store_f32(v: &[f32], at: usize, out: &mut [&mut [u8]]) {
+fn store_u32(v: &[u32], at: usize, out: &mut [&mut [u8]]) {
     let r = at..at + v.len();
     let [p0, p1, p2, p3] = out else {
         unreachable!("four planes")
@@ -162,15 +243,10 @@ fn store_f32(v: &[f32], at: usize, out: &mut [&mut [u8]]) {
         &mut p3[r],
     );
     for ((((x, a), b), c), d) in v.iter().zip(p0).zip(p1).zip(p2).zip(p3) {
-        let bits = if x.is_nan() {
-            crate::numerics::F32_NAN
-        } else {
-            x.to_bits()
-        };
-        *a = bits as u8;
-        *b = (bits >> 8) as u8;
-        *c = (bits >> 16) as u8;
-        *d = (bits >> 24) as u8;
+        *a = *x as u8;
+        *b = (x >> 8) as u8;
+        *c = (x >> 16) as u8;
+        *d = (x >> 24) as u8;
     }
 }
 

@@ -262,6 +262,10 @@ struct QState {
     rep: Option<Rep>,
     parked: bool,
     last_issue: u64,
+    /// Re-issues to do one by one before trying a batch again, and the next such pause:
+    /// a run that cannot be batched now rarely can on the next cycle, and trying costs.
+    batch_skip: u32,
+    batch_backoff: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -851,14 +855,22 @@ impl Chip {
             if s.parked || s.next != t {
                 return;
             }
-            if let Some(rep) = &self.q[qi].rep {
+            if let Some(d) = self.q[qi].rep.as_ref().map(|r| r.d as u64) {
                 if !tracer.enabled() {
-                    let d = rep.d as u64;
-                    let limit = (*budget).min(until.saturating_sub(t).div_ceil(d));
-                    let k = self.try_batch(qi, t, limit);
-                    if k > 0 {
-                        *budget = budget.saturating_sub(k);
-                        return;
+                    let s = &mut self.q[qi];
+                    if s.batch_skip > 0 {
+                        s.batch_skip -= 1;
+                    } else {
+                        let limit = (*budget).min(until.saturating_sub(t).div_ceil(d));
+                        let k = self.try_batch(qi, t, limit);
+                        let s = &mut self.q[qi];
+                        if k > 0 {
+                            s.batch_backoff = 0;
+                            *budget = budget.saturating_sub(k);
+                            return;
+                        }
+                        s.batch_backoff = (2 * s.batch_backoff).clamp(1, 64);
+                        s.batch_skip = s.batch_backoff;
                     }
                 }
                 let rep = self.q[qi].rep.as_ref().expect("checked");
@@ -1398,24 +1410,20 @@ impl Chip {
                 if plane.buf.is_empty() {
                     plane.buf = vec![0u8; 2 * lanes * lanes];
                 }
-                let mut w = vec![0f32; lanes * lanes];
-                for k in 0..lanes {
-                    let row = &plane.buf[k * rb..(k + 1) * rb];
-                    for (n, v) in w[k * lanes..(k + 1) * lanes].iter_mut().enumerate() {
-                        *v = if dt == DType::I8 {
+                // Rows past the ones loaded since the last install are zero.
+                let (buf, used) = (&plane.buf, plane.buf_rows.min(lanes));
+                plane
+                    .weights
+                    .install(dt == DType::I8, lanes, used, transpose, |k, n| {
+                        let row = &buf[k * rb..(k + 1) * rb];
+                        if dt == DType::I8 {
                             row[n] as i8 as f32
                         } else {
                             crate::numerics::f16_to_f32(
                                 row[n] as u16 | (row[lanes + n] as u16) << 8,
                             )
-                        };
-                    }
-                }
-                plane.weights = mxm::Weights::new(dt == DType::I8, lanes, w);
-                if transpose {
-                    // Row r of the buffer becomes column r of the array.
-                    plane.weights = plane.weights.transposed();
-                }
+                        }
+                    });
                 let used = plane.buf_rows;
                 plane.buf[..used * rb].fill(0);
                 plane.buf_rows = 0;
