@@ -42,25 +42,37 @@ impl Weights {
         Weights { int8, n, w }
     }
 
-    /// Install an n x n array whose rows `used..` are zero and whose other entries are
-    /// `value(row, column)`; with `transpose`, buffer row r becomes array column r.
-    pub fn install(
-        &mut self,
-        int8: bool,
-        n: usize,
-        used: usize,
-        transpose: bool,
-        value: impl Fn(usize, usize) -> f32,
-    ) {
+    /// Install the n x n array held by a plane's weight buffer: row r (of `used` loaded
+    /// rows; the rest are zero) is `r_bytes` bytes, byte planes of n lanes each (one for
+    /// int8, two for fp16). With `transpose`, buffer row r becomes array column r.
+    pub fn install(&mut self, int8: bool, n: usize, buf: &[u8], used: usize, transpose: bool) {
         debug_assert!(n <= 1024, "int8 exactness needs K <= 1024");
+        let rb = if int8 { n } else { 2 * n };
+        let f16 = crate::numerics::f16_table();
+        let value = |r: usize, c: usize| {
+            let row = &buf[r * rb..(r + 1) * rb];
+            if int8 {
+                row[c] as i8 as f32
+            } else {
+                f16[(row[c] as u16 | (row[n + c] as u16) << 8) as usize]
+            }
+        };
         self.int8 = int8;
         self.n = n;
-        self.w.clear();
         self.w.resize(n * n, 0.0);
-        for r in 0..used {
-            for c in 0..n {
-                let at = if transpose { c * n + r } else { r * n + c };
-                self.w[at] = value(r, c);
+        // Each entry is written once, in array order.
+        for (i, out) in self.w.chunks_mut(n).enumerate() {
+            if transpose {
+                for (r, o) in out[..used].iter_mut().enumerate() {
+                    *o = value(r, i);
+                }
+                out[used..].fill(0.0);
+            } else if i < used {
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = value(i, c);
+                }
+            } else {
+                out.fill(0.0);
             }
         }
     }

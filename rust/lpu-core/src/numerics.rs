@@ -30,7 +30,8 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f16_table()[h as usize]
 }
 
-fn f16_table() -> &'static [f32; 65536] {
+/// The value of every fp16 bit pattern.
+pub fn f16_table() -> &'static [f32; 65536] {
     static T: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
     T.get_or_init(|| {
         let mut t = Box::new([0f32; 65536]);

@@ -1411,19 +1411,10 @@ impl Chip {
                     plane.buf = vec![0u8; 2 * lanes * lanes];
                 }
                 // Rows past the ones loaded since the last install are zero.
-                let (buf, used) = (&plane.buf, plane.buf_rows.min(lanes));
+                let used = plane.buf_rows.min(lanes);
                 plane
                     .weights
-                    .install(dt == DType::I8, lanes, used, transpose, |k, n| {
-                        let row = &buf[k * rb..(k + 1) * rb];
-                        if dt == DType::I8 {
-                            row[n] as i8 as f32
-                        } else {
-                            crate::numerics::f16_to_f32(
-                                row[n] as u16 | (row[lanes + n] as u16) << 8,
-                            )
-                        }
-                    });
+                    .install(dt == DType::I8, lanes, &plane.buf, used, transpose);
                 let used = plane.buf_rows;
                 plane.buf[..used * rb].fill(0);
                 plane.buf_rows = 0;
