@@ -108,6 +108,8 @@ pub struct Streams {
     live: usize,
     /// Batched values, by stream id.
     bulk: Vec<Vec<Bulk>>,
+    /// The first cycle on which some batched values will have left the chip.
+    prune_at: u64,
     positions: u32,
 }
 
@@ -137,6 +139,7 @@ impl Streams {
             free: Vec::new(),
             live: 0,
             bulk: vec![Vec::new(); 2 * streams],
+            prune_at: u64::MAX,
             positions,
         }
     }
@@ -183,6 +186,7 @@ impl Streams {
             rows,
             writer,
         };
+        self.prune_at = self.prune_at.min(b.last_cycle + self.positions as u64 + 1);
         self.bulk[b.sid].push(b);
     }
 
@@ -305,9 +309,16 @@ impl Streams {
 
     /// Forget batched values that have left the chip before `cycle`.
     pub fn prune(&mut self, cycle: u64) {
+        if cycle < self.prune_at {
+            return;
+        }
         let p = self.positions as u64;
+        self.prune_at = u64::MAX;
         for list in &mut self.bulk {
             list.retain(|b| b.last_cycle + p >= cycle);
+            for b in list.iter() {
+                self.prune_at = self.prune_at.min(b.last_cycle + p + 1);
+            }
         }
     }
 

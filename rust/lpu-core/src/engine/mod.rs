@@ -22,7 +22,8 @@ use crate::program::Program;
 use crate::sram::Sram;
 use crate::streams::Streams;
 use crate::{mxm, sxm, vxm};
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashSet, VecDeque};
 use std::sync::Arc;
 
 mod batch;
@@ -681,15 +682,18 @@ impl Chip {
     ) -> RunStatus {
         self.watch_hit = None;
         let mut budget = limits.issue_budget;
+        // Queues that can issue, by the next cycle they do (then by index, the order in
+        // which queues issue within a cycle). Parked queues join when notified.
+        let mut due: BinaryHeap<Reverse<(u64, usize)>> = self
+            .active
+            .iter()
+            .filter(|&&qi| !self.q[qi].parked)
+            .map(|&qi| Reverse((self.q[qi].next, qi)))
+            .collect();
+        let mut now: Vec<usize> = Vec::new();
         loop {
             // The next cycle anything happens.
-            let mut t = u64::MAX;
-            for &qi in &self.active {
-                let s = &self.q[qi];
-                if !s.parked {
-                    t = t.min(s.next);
-                }
-            }
+            let mut t = due.peek().map_or(u64::MAX, |Reverse((t, _))| *t);
             if let Some(&n) = self.notify_at.iter().next() {
                 t = t.min(n);
             }
@@ -723,18 +727,6 @@ impl Chip {
             if budget == 0 {
                 return RunStatus::Paused;
             }
-            if self.fast
-                && base.is_none()
-                && self.active.iter().any(|&q| {
-                    let s = &self.q[q];
-                    s.next == t
-                        && (s.rep.is_some()
-                            || self.code[q].get(s.pc).is_some_and(|i| i.op == Op::Repeat))
-                })
-            {
-                // A batch may happen this cycle: keep the state to redo it from if needed.
-                *base = Some(Box::new(self.clone()));
-            }
             self.cycle = t;
             self.commit_writes(t);
             self.streams.prune(t);
@@ -757,26 +749,40 @@ impl Chip {
                     if self.q[qi].parked {
                         self.q[qi].parked = false;
                         self.q[qi].next = t;
+                        due.push(Reverse((t, qi)));
                     }
                 }
+            }
+            now.clear();
+            while let Some(&Reverse((tq, qi))) = due.peek() {
+                if tq > t {
+                    break;
+                }
+                due.pop();
+                now.push(qi);
             }
             // Breakpoints are checked for every queue before anything issues this cycle.
-            if !self.breakpoints.is_empty() && self.resume_cycle != Some(t) {
-                for &qi in &self.active {
-                    let s = &self.q[qi];
-                    if !s.parked
-                        && s.next == t
-                        && s.rep.is_none()
-                        && self.breakpoints.contains(&(qi, s.pc))
-                    {
-                        self.resume_cycle = Some(t);
-                        return RunStatus::Breakpoint;
-                    }
-                }
+            if !self.breakpoints.is_empty()
+                && self.resume_cycle != Some(t)
+                && now.iter().any(|&qi| {
+                    self.q[qi].rep.is_none() && self.breakpoints.contains(&(qi, self.q[qi].pc))
+                })
+            {
+                self.resume_cycle = Some(t);
+                return RunStatus::Breakpoint;
             }
-            let mut i = 0;
-            while i < self.active.len() {
-                let qi = self.active[i];
+            if self.fast
+                && base.is_none()
+                && now.iter().any(|&q| {
+                    let s = &self.q[q];
+                    s.rep.is_some() || self.code[q].get(s.pc).is_some_and(|i| i.op == Op::Repeat)
+                })
+            {
+                // A batch may happen this cycle: keep the state to redo it from if needed.
+                *base = Some(Box::new(self.clone()));
+            }
+            let mut finished = false;
+            for &qi in &now {
                 self.step_queue(qi, t, limits.until, tracer, &mut budget);
                 if self.fault.is_some() {
                     self.cycle = t;
@@ -784,10 +790,15 @@ impl Chip {
                 }
                 let s = &self.q[qi];
                 if s.rep.is_none() && s.pc >= self.code[qi].len() && !s.parked {
-                    self.active.remove(i);
-                } else {
-                    i += 1;
+                    finished = true;
+                } else if !s.parked {
+                    due.push(Reverse((s.next, qi)));
                 }
+            }
+            if finished {
+                let (q, code) = (&self.q, &self.code);
+                self.active
+                    .retain(|&qi| q[qi].rep.is_some() || q[qi].pc < code[qi].len() || q[qi].parked);
             }
             self.cycle = t + 1;
             if self.watch_hit.is_some() {
