@@ -203,6 +203,21 @@ impl Chip {
     /// How many of `k` reads of streams [s, s+n) at `pos`, on cycles t + j*d, find a value
     /// that no other queue can still change.
     fn stream_inputs(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
+        self.safe_stream_refs(hz, s, n, pos, r, k)
+            .first()
+            .map_or(0, |p| p.len() as u64)
+    }
+
+    /// The values of [`Chip::stream_inputs`], one list per stream, all of one length.
+    fn safe_stream_refs(
+        &self,
+        hz: &Hazards,
+        s: StreamRef,
+        n: u32,
+        pos: u32,
+        r: Run,
+        k: u64,
+    ) -> Vec<Vec<&[u8]>> {
         let (lo, hi) = if s.west { (pos, u32::MAX) } else { (0, pos) };
         let safe = self.first_stream_landing(hz, s, n, lo, hi);
         let k = if safe > r.t {
@@ -210,11 +225,10 @@ impl Chip {
         } else {
             0
         };
-        self.stream_refs(s, n, pos, r, k)
-            .iter()
-            .map(|p| p.len() as u64)
-            .min()
-            .unwrap_or(0)
+        let mut planes = self.stream_refs(s, n, pos, r, k);
+        let m = planes.iter().map(|p| p.len()).min().unwrap_or(0);
+        planes.iter_mut().for_each(|p| p.truncate(m));
+        planes
     }
 
     /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles
@@ -464,24 +478,13 @@ impl Chip {
         let lanes = self.lanes;
         let (nb, ob) = (dt.bytes(), to.bytes());
         let lat = self.lat[instr.op as usize] as u64;
-        let mut k = max_k;
-        for &v in &srcs {
-            if v >= ALU_SRC_BASE {
-                let l = &self.alu_out[(v - ALU_SRC_BASE) as usize];
-                k = l.refs(t, d, k as usize, nb, lanes)[0].len() as u64;
-            } else {
-                let s = StreamRef::from_operand(v).expect("valid");
-                k = self.stream_inputs(hz, s, nb as u32, pos, run, k);
-            }
+        // Results that landed before now can no longer be chained from.
+        for l in &mut self.alu_out {
+            l.prune(t);
         }
         // Our results: no other result may land on this ALU, nor another VXM writer on
         // our streams, while we produce them.
-        let latch: &Latch = &self.alu_out[alu];
-        let mut j = 0;
-        while j < k && !latch.has(t + j * d + lat) {
-            j += 1;
-        }
-        k = j;
+        let mut k = max_k;
         let dst_s = (dst != DST_NONE).then(|| StreamRef::from_operand(dst).expect("valid"));
         if let Some(s) = dst_s {
             let other = self.first_stream_landing(hz, s, ob as u32, pos, pos);
@@ -489,22 +492,24 @@ impl Chip {
                 k -= 1;
             }
         }
+        let latch: &Latch = &self.alu_out[alu];
+        k = (0..k).find(|j| latch.has(t + j * d + lat)).unwrap_or(k);
+        // Operands are references into their producers' buffers (SRAM pages, batched
+        // results), one list per byte plane.
+        let mut ops: Vec<Vec<Vec<&[u8]>>> = Vec::with_capacity(srcs.len());
+        for &v in &srcs {
+            let planes = if v >= ALU_SRC_BASE {
+                self.alu_out[(v - ALU_SRC_BASE) as usize].refs(t, d, k as usize, nb, lanes)
+            } else {
+                let s = StreamRef::from_operand(v).expect("valid");
+                self.safe_stream_refs(hz, s, nb as u32, pos, run, k)
+            };
+            k = k.min(planes[0].len() as u64);
+            ops.push(planes);
+        }
         if k < MIN_BATCH {
             return 0;
         }
-        // Operands are references into their producers' buffers (SRAM pages, batched
-        // results), one list of k rows per byte plane.
-        let ops: Vec<Vec<Vec<&[u8]>>> = srcs
-            .iter()
-            .map(|&v| {
-                if v >= ALU_SRC_BASE {
-                    self.alu_out[(v - ALU_SRC_BASE) as usize].refs(t, d, k as usize, nb, lanes)
-                } else {
-                    let s = StreamRef::from_operand(v).expect("valid");
-                    self.stream_refs(s, nb as u32, pos, run, k)
-                }
-            })
-            .collect();
         debug_assert!(ops.iter().flatten().all(|p| p.len() as u64 >= k));
         let mut out = vec![vec![0u8; k as usize * lanes]; ob];
         let none: &[u8] = &[];
