@@ -77,49 +77,67 @@ impl Weights {
         }
     }
 
-    /// Activations `x` (M x K, values exact in fp32) through the array: for every row,
-    /// `acc` (M x N, raw bits of the slot: int32 or fp32) becomes the result of `abc`,
-    /// added to its value when `accumulate`, else replacing it.
-    pub fn apply(&self, x: &[f32], acc: &mut [u32], accumulate: bool) {
+    /// `m` activation vectors through the array: `fill(i, x)` writes vector i (K values,
+    /// exact in fp32) into `x`; row i of `acc` (M x N, raw bits of the slots: int32 or
+    /// fp32) becomes the result of `abc`, added to its value when `accumulate`, else
+    /// replacing it.
+    pub fn apply(
+        &self,
+        m: usize,
+        fill: impl Fn(usize, &mut [f32]),
+        acc: &mut [u32],
+        accumulate: bool,
+    ) {
         let n = self.n;
-        let m = acc.len() / n;
-        let mut y = vec![0f32; acc.len()];
-        if accumulate && !self.int8 {
-            // The fp32 sum continues from the slot's value.
-            for (y, a) in y.iter_mut().zip(acc.iter()) {
-                *y = f32::from_bits(*a);
+        let k = self.w.len() / n;
+        // Scratch buffers kept per thread: megabytes each, used on every batch.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+        }
+        SCRATCH.with(|cell| {
+            let (x, y) = &mut *cell.borrow_mut();
+            x.resize(m * k, 0.0);
+            for (i, row) in x.chunks_mut(k).enumerate() {
+                fill(i, row);
             }
-        }
-        let threads = threads().min(m / ROWS_PER_THREAD).max(1);
-        if threads == 1 {
-            gemm(&self.w, n, x, &mut y);
-        } else {
-            // Rows are independent, so splitting them cannot change a bit.
-            let per = m.div_ceil(threads);
-            let k = x.len() / m;
-            std::thread::scope(|s| {
-                for (xs, ys) in x.chunks(per * k).zip(y.chunks_mut(per * n)) {
-                    s.spawn(move || gemm(&self.w, n, xs, ys));
-                }
-            });
-        }
-        for (a, v) in acc.iter_mut().zip(&y) {
-            *a = if self.int8 {
-                // Exact integer sum (see above); int32 accumulation wraps like the hardware's.
-                let v = *v as i32;
-                (if accumulate {
-                    (*a as i32).wrapping_add(v)
-                } else {
-                    v
-                }) as u32
-            } else if v.is_nan() {
-                // The hardware's default NaN differs between platforms (x86 gives
-                // 0xffc00000 for inf * 0); the bits must not.
-                crate::numerics::F32_NAN
+            y.clear();
+            if accumulate && !self.int8 {
+                // The fp32 sum continues from the slot's value.
+                y.extend(acc.iter().map(|a| f32::from_bits(*a)));
             } else {
-                v.to_bits()
-            };
-        }
+                y.resize(m * n, 0.0);
+            }
+            let threads = threads().min(m / ROWS_PER_THREAD).max(1);
+            if threads == 1 {
+                gemm(&self.w, n, x, y);
+            } else {
+                // Rows are independent, so splitting them cannot change a bit.
+                let per = m.div_ceil(threads);
+                std::thread::scope(|s| {
+                    for (xs, ys) in x.chunks(per * k).zip(y.chunks_mut(per * n)) {
+                        s.spawn(move || gemm(&self.w, n, xs, ys));
+                    }
+                });
+            }
+            for (a, v) in acc.iter_mut().zip(y.iter()) {
+                *a = if self.int8 {
+                    // Exact integer sum (see above); int32 accumulation wraps like the
+                    // hardware's.
+                    let v = *v as i32;
+                    (if accumulate {
+                        (*a as i32).wrapping_add(v)
+                    } else {
+                        v
+                    }) as u32
+                } else if v.is_nan() {
+                    // The hardware's default NaN differs between platforms (x86 gives
+                    // 0xffc00000 for inf * 0); the bits must not.
+                    crate::numerics::F32_NAN
+                } else {
+                    v.to_bits()
+                };
+            }
+        });
     }
 }
 
@@ -215,7 +233,12 @@ mod tests {
             naive(&w, n, &x, &mut want);
             let wts = Weights::new(false, n, w);
             let mut got: Vec<u32> = vec![0.5f32.to_bits(); m * n];
-            wts.apply(&x, &mut got, true);
+            wts.apply(
+                m,
+                |i, r| r.copy_from_slice(&x[i * k..(i + 1) * k]),
+                &mut got,
+                true,
+            );
             assert!(
                 got.iter().zip(&want).all(|(g, w)| *g == w.to_bits()),
                 "{m}x{n}"
@@ -227,11 +250,11 @@ mod tests {
     fn int8_extremes_are_exact() {
         let k = 320;
         let w = Weights::new(true, k, vec![-128.0; k * k]);
-        let x = vec![-128.0f32; k];
+        let x = |_: usize, r: &mut [f32]| r.fill(-128.0);
         let mut y = vec![5u32; k];
-        w.apply(&x, &mut y, true);
+        w.apply(1, x, &mut y, true);
         assert!(y.iter().all(|v| *v == 320 * 16384 + 5));
-        w.apply(&x, &mut y, false);
+        w.apply(1, x, &mut y, false);
         assert!(y.iter().all(|v| *v == 320 * 16384));
     }
 
@@ -240,11 +263,21 @@ mod tests {
         // inf * 0 and inf - inf give the canonical quiet NaN on every platform.
         let w = Weights::new(false, 2, vec![f32::INFINITY, 1.0, 1.0, 0.0]);
         let mut y = vec![0u32; 2];
-        w.apply(&[0.0, f32::NEG_INFINITY], &mut y, false);
+        w.apply(
+            1,
+            |_, r| r.copy_from_slice(&[0.0, f32::NEG_INFINITY]),
+            &mut y,
+            false,
+        );
         assert_eq!(y, vec![crate::numerics::F32_NAN; 2]);
         let w = Weights::new(false, 1, vec![f32::INFINITY, 1.0]);
         let mut y = vec![0u32; 1];
-        w.apply(&[1.0, f32::NEG_INFINITY], &mut y, false);
+        w.apply(
+            1,
+            |_, r| r.copy_from_slice(&[1.0, f32::NEG_INFINITY]),
+            &mut y,
+            false,
+        );
         assert_eq!(y[0], crate::numerics::F32_NAN);
     }
 
@@ -254,7 +287,7 @@ mod tests {
         let w = Weights::new(false, 1, vec![1.0; 4]);
         let x = [1.0f32, 2f32.powi(-24), 2f32.powi(-24), 2f32.powi(-24)];
         let mut y = vec![0u32; 1];
-        w.apply(&x, &mut y, false);
+        w.apply(1, |_, r| r.copy_from_slice(&x), &mut y, false);
         assert_eq!(f32::from_bits(y[0]), 1.0);
     }
 }

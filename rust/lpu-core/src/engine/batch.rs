@@ -678,7 +678,9 @@ impl Chip {
             return 0;
         }
         self.settle_hist(p, u64::MAX);
-        let mut data = vec![0u32; k as usize * lanes];
+        let mut data = self.planes[p].spare.pop().unwrap_or_default();
+        data.clear();
+        data.resize(k as usize * lanes, 0);
         if accumulate {
             for j in 0..k as usize {
                 let slot = ((slot0 + j as u64) % slots) as usize;
@@ -702,22 +704,24 @@ impl Chip {
             data.truncate(k as usize * lanes);
         }
         // The activations, exact in fp32.
-        let mut x = vec![0f32; k as usize * lanes];
         let planes = self.stream_refs(src, nb, pos, run, k);
-        for (j, xs) in x.chunks_mut(lanes).enumerate() {
+        let f16 = crate::numerics::f16_table();
+        let x = |j: usize, xs: &mut [f32]| {
             if float {
                 let (lo, hi) = (planes[0][j], planes[1][j]);
                 for (i, v) in xs.iter_mut().enumerate() {
-                    *v = crate::numerics::f16_to_f32(lo[i] as u16 | (hi[i] as u16) << 8);
+                    *v = f16[(lo[i] as u16 | (hi[i] as u16) << 8) as usize];
                 }
             } else {
                 for (v, b) in xs.iter_mut().zip(planes[0][j]) {
                     *v = *b as i8 as f32;
                 }
             }
-        }
+        };
+        self.planes[p]
+            .weights
+            .apply(k as usize, x, &mut data, accumulate);
         drop(planes);
-        self.planes[p].weights.apply(&x, &mut data, accumulate);
         let lat = self.lat[Op::Abc as usize] as u64;
         let plane = &mut self.planes[p];
         if plane.slots.is_empty() {
@@ -861,6 +865,9 @@ impl Chip {
                 s.float = h.float;
                 s.issued = h.t0 + j * h.d;
                 s.ready = s.issued + h.ready_lat;
+            }
+            if plane.spare.len() < 2 {
+                plane.spare.push(h.data);
             }
         }
         plane.hist = keep;

@@ -300,6 +300,8 @@ struct Plane {
     slots: Vec<Slot>,
     /// Batched abc results not yet folded into `slots`.
     hist: Vec<batch::AbcHist>,
+    /// Buffers of folded results, for the next batches to reuse.
+    spare: Vec<Vec<u32>>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -1501,18 +1503,17 @@ impl Chip {
                 s.float = float;
                 s.ready = ctx.done;
                 s.issued = ctx.t;
-                let x: Vec<f32> = (0..lanes)
-                    .map(|k| {
-                        if float {
-                            crate::numerics::f16_to_f32(
-                                self.sa[k] as u16 | (self.sa[lanes + k] as u16) << 8,
-                            )
+                let sa = &self.sa;
+                let x = |_: usize, row: &mut [f32]| {
+                    for (k, v) in row.iter_mut().enumerate() {
+                        *v = if float {
+                            crate::numerics::f16_to_f32(sa[k] as u16 | (sa[lanes + k] as u16) << 8)
                         } else {
-                            self.sa[k] as i8 as f32
-                        }
-                    })
-                    .collect();
-                plane.weights.apply(&x, &mut s.data, accumulate);
+                            sa[k] as i8 as f32
+                        };
+                    }
+                };
+                plane.weights.apply(1, x, &mut s.data, accumulate);
                 if float {
                     self.stats.macs_fp16 += (lanes * lanes) as u64;
                 } else {
