@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -80,3 +82,27 @@ def test_generate_with_a_model_directory(tmp_path):
     for line in ("tokens            5 generated", "emulated cycles", "predicted LPU", "tokens/s at 900 MHz",
                  "MXM utilisation"):
         assert line in r.stderr
+
+
+def test_readme_main_command_with_the_bundled_model():
+    """The README's main command (after pip install): sampled text from the bundled model,
+    and, greedy, exactly the numpy reference model's continuation."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    cmd = re.search(r"pip install \. && (lpu generate [^\n`]*)", readme).group(1)
+    args = shlex.split(cmd)[1:]
+    r = lpu_cmd(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("def ") and len(r.stdout) > len("def ") + 10
+    assert "tokens            64 generated" in r.stderr
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from llm_reference import ReferenceModel
+
+    from lpu.llm import load_bundled
+
+    model = load_bundled()
+    prompt = model.tokenizer.encode("def ")
+    want = model.tokenizer.decode(prompt + ReferenceModel(model).greedy(prompt, 24))
+    r = lpu_cmd(*args[:-1], "24", "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip("\n") == want.rstrip("\n")
