@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import __version__, isa
-from ._core import Chip, ChipConfig, Program, RunStatus
+from ._core import ChipConfig, Program, RunStatus
 from .errors import LpuError
 
 __all__ = ["main"]
@@ -91,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import Runner
 
     prog = Program.load(args.program)
-    run = Runner(prog, entry=args.entry, max_cycles=args.max_cycles)
+    run = Runner(prog, entry=args.entry, max_cycles=args.max_cycles, trace=args.trace,
+                 trace_window=_window(args.trace_window))
     outputs = run(**_parse_inputs(args.input))
     if args.out_dir:
         from .files import save_npy
@@ -105,6 +106,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(np.array2string(arr, threshold=64, edgeitems=3))
     assert run.last is not None
     print_report(run.last.stats)
+    if args.trace:
+        print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
+    return 0
+
+
+def _window(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise LpuError(f"--trace-window takes FIRST:END cycles, e.g. 0:5000 (got {text!r})") from None
+    return a, b
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .runner import Runner
+
+    prog = Program.load(args.program)
+    run = Runner(prog, entry=args.entry, max_cycles=args.max_cycles)
+    run(**_parse_inputs(args.input))
+    print(run.chip.report(), end="")
+    if args.png:
+        from .report import save_plot
+
+        save_plot(run.chip, args.png, bins=args.bins)
+        print(f"utilisation plot written to {args.png}")
     return 0
 
 
@@ -123,8 +151,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"z = x + y for {args.rows} int8 vectors of {cfg.lanes} lanes on {cfg.name}: "
           f"{'matches numpy' if ok else 'MISMATCH'}")
     print(np.array2string(out["z"], threshold=24, edgeitems=2))
-    chip = Chip(cfg)
-    chip.load(prog)
     return 0 if ok else 1
 
 
@@ -140,6 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sys.stderr.write(f"{c.n_layers} layers, dim {c.dim}, {c.n_heads} heads ({c.n_kv_heads} kv) of {c.head_dim}, "
                      f"ffn {c.hidden_dim}, vocab {c.vocab_size}; compiling for {args.config}\n")
     gen = Generator(model, config=_config(args.config), max_seq=args.max_seq, progress=print_progress)
+    gen.chip_model.trace_next = args.trace
     sys.stderr.write(f"ready in {time.perf_counter() - t0:.1f} s: {gen.chip_model.program.instruction_count:,} "
                      f"instructions per decode step\n")
     out = sys.stdout
@@ -164,6 +191,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
               f"{s.chip_tokens_per_second:,.0f} tokens/s at {s.clock_hz / 1e6:.0f} MHz\n")
     rep.write(f"MXM utilisation   {s.mxm_utilization * 100:.2f} % of the {gen.chip_model.config.peak_macs_per_cycle:,} "
               f"MACs/cycle peak\n")
+    if args.trace:
+        rep.write(f"trace             the first decode step, in {args.trace}\n")
     return 0
 
 
@@ -191,7 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", help="write each output tensor to DIR/NAME.npy")
     s.add_argument("--entry", help="entry point (default: main)")
     s.add_argument("--max-cycles", type=int, help="stop after this many cycles")
+    s.add_argument("--trace", metavar="FILE.json", help="write a Chrome trace of the run (Perfetto, chrome://tracing)")
+    s.add_argument("--trace-window", metavar="FIRST:END", help="trace only these cycles")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("report", help="run a program and print its utilisation table (and plot it)")
+    s.add_argument("program")
+    s.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    s.add_argument("--entry", help="entry point (default: main)")
+    s.add_argument("--max-cycles", type=int, help="stop after this many cycles")
+    s.add_argument("--png", metavar="FILE.png", help="save utilisation over time (needs matplotlib)")
+    s.add_argument("--bins", type=int, default=200, help="time spans in the plot")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("generate", help="generate text with a language model running on the emulated chip")
     s.add_argument("--prompt", default="def ", help="text to continue (default: 'def ')")
@@ -203,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--config", default="tsp_v1", help="chip preset")
     s.add_argument("--max-seq", type=int, default=None, help="positions in the on-chip KV cache (<= 320)")
+    s.add_argument("--trace", metavar="FILE.json", help="write a Chrome trace of the first decode step")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("demo", help="run a small example program and check it against numpy")

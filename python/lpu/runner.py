@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -51,11 +52,16 @@ class Runner:
         chip: Optional[Chip] = None,
         entry: Optional[str] = None,
         max_cycles: Optional[int] = None,
+        trace: Optional[Union[str, "os.PathLike[str]"]] = None,
+        trace_window: Optional[Tuple[int, int]] = None,
     ):
         self.program = program
         self.chip = chip if chip is not None else Chip(program.config)
         self.entry = entry
         self.max_cycles = max_cycles
+        #: Write a Chrome trace of each run here (see ``Chip.run``).
+        self.trace = trace
+        self.trace_window = trace_window
         self.inputs = {t.name: t for t in program.tensors if t.kind == "input"}
         self.outputs = {t.name: t for t in program.tensors if t.kind == "output"}
         self.last: Optional[RunInfo] = None
@@ -74,10 +80,12 @@ class Runner:
         self.chip.reset()
         for name, value in inputs.items():
             write_tensor(self.chip, self.inputs[name], value)
-        if self.max_cycles is None:
-            status = self.chip.run()
-        else:
-            status = self.chip.run(self.max_cycles)
+        kw: Dict[str, Any] = {}
+        if self.max_cycles is not None:
+            kw["max_cycles"] = self.max_cycles
+        if self.trace is not None:
+            kw.update(trace=self.trace, trace_window=self.trace_window)
+        status = self.chip.run(**kw)
         if status == RunStatus.FAULT:
             self.chip.raise_for_fault()  # raises FaultError with cycle, queue and instruction
         if status != RunStatus.HALTED:

@@ -12,10 +12,11 @@ the VXM towards the East), which is also where the attention kernels want them.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -168,6 +169,8 @@ class ChipModel:
         self._emb = model.weights["tok_embeddings"]
         self.pos = 0
         self.last: Optional[StepInfo] = None
+        #: If set, the next step writes a Chrome trace of its run to this file.
+        self.trace_next: Optional[Union[str, "os.PathLike[str]"]] = None
 
     def reset(self) -> None:
         """Start a new sequence (position 0; the cache is overwritten as it goes)."""
@@ -183,7 +186,11 @@ class ChipModel:
         t0 = time.perf_counter()
         self.chip.reset(keep_sram=True)
         write_tensor(self.chip, self._x, self._emb[token])
-        status = self.chip.run()
+        if self.trace_next is not None:
+            status = self.chip.run(trace=self.trace_next)
+            self.trace_next = None
+        else:
+            status = self.chip.run()
         if status == RunStatus.FAULT:
             self.chip.raise_for_fault()
         if status != RunStatus.HALTED:

@@ -14,6 +14,7 @@ pub mod sram;
 pub mod streams;
 pub mod sxm;
 pub mod tensor;
+pub mod trace;
 pub mod vxm;
 
 pub use config::ChipConfig;

@@ -426,6 +426,11 @@ impl Streams {
 
     /// The value a reader at `pos` sees on stream `s` on `cycle`, if any.
     pub fn read(&self, s: StreamRef, pos: u32, cycle: u64) -> Option<&[u8]> {
+        self.read_traced(s, pos, cycle).map(|(v, _, _)| v)
+    }
+
+    /// `read`, with the value's writer and the cycle it put the value on the stream.
+    pub fn read_traced(&self, s: StreamRef, pos: u32, cycle: u64) -> Option<(&[u8], u32, u64)> {
         let key = Self::key(s, pos, cycle);
         let bucket = &self.buckets[self.bucket(s, key)];
         let ring = if bucket.key != key {
@@ -444,20 +449,33 @@ impl Streams {
                 .max_by_key(|e| e.pos)
         };
         let lanes = self.lanes;
-        let from_ring =
-            |e: &Entry| &self.arena[e.slot as usize * lanes..(e.slot as usize + 1) * lanes];
+        // The cycle a writer at position p put a value on this diagonal.
+        let written = |p: u32| {
+            if s.west {
+                (key - p as i64) as u64
+            } else {
+                (key + p as i64) as u64
+            }
+        };
+        let from_ring = |e: &Entry| {
+            let v = &self.arena[e.slot as usize * lanes..(e.slot as usize + 1) * lanes];
+            (v, e.writer, written(e.pos))
+        };
+        fn from_bulk(b: &Bulk, i: usize, landed: u64) -> (&[u8], u32, u64) {
+            (b.rows.row(i), b.writer, landed)
+        }
         // A one-by-one write wins a tie with a batched one at the same position: it is
         // the later writer of that register.
         match (ring, self.bulk_best(s, pos, key)) {
             (Some(e), None) => Some(from_ring(e)),
-            (None, Some((_, b, i))) => Some(b.rows.row(i)),
+            (None, Some((_, b, i))) => Some(from_bulk(b, i, written(b.pos))),
             (None, None) => None,
             (Some(e), Some((bp, b, i))) => {
                 let ring_wins = if s.west { e.pos <= bp } else { e.pos >= bp };
                 if ring_wins {
                     Some(from_ring(e))
                 } else {
-                    Some(b.rows.row(i))
+                    Some(from_bulk(b, i, written(b.pos)))
                 }
             }
         }

@@ -6,10 +6,11 @@ use crate::{load_error, ConfigError, FaultError, LpuError};
 use lpu_core::config::ChipConfig as CoreConfig;
 use lpu_core::dtype::DType;
 use lpu_core::engine::{
-    Chip as Core, Fault as CoreFault, FaultKind, FaultPolicy, Limits, RunStatus as CoreStatus,
-    Snapshot as CoreSnapshot,
+    Chip as Core, Fault as CoreFault, FaultKind, FaultPolicy, Limits, NoTrace,
+    RunStatus as CoreStatus, Snapshot as CoreSnapshot, Tracer,
 };
 use lpu_core::isa::{StreamRef, Unit};
+use lpu_core::trace::Recorder;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -136,13 +137,26 @@ fn fault_kind(name: &str) -> PyResult<FaultKind> {
 
 impl Chip {
     fn run_limited(&mut self, py: Python<'_>, until: u64) -> PyResult<RunStatus> {
+        self.run_with(py, until, &mut NoTrace)
+    }
+
+    fn run_with<T: Tracer + Send>(
+        &mut self,
+        py: Python<'_>,
+        until: u64,
+        tracer: &mut T,
+    ) -> PyResult<RunStatus> {
         loop {
             let chip = &mut self.inner;
+            let tr = &mut *tracer;
             let s = py.detach(move || {
-                chip.run(Limits {
-                    until,
-                    issue_budget: SLICE_ISSUES,
-                })
+                chip.run_traced(
+                    Limits {
+                        until,
+                        issue_budget: SLICE_ISSUES,
+                    },
+                    tr,
+                )
             });
             if s != CoreStatus::Paused {
                 return Ok(s.into());
@@ -249,9 +263,48 @@ impl Chip {
     }
 
     /// Run until the program halts, a breakpoint/watchpoint/fault, or `max_cycles`.
-    #[pyo3(signature = (max_cycles = DEFAULT_MAX_CYCLES))]
-    fn run(&mut self, py: Python<'_>, max_cycles: u64) -> PyResult<RunStatus> {
-        self.run_limited(py, max_cycles)
+    ///
+    /// With ``trace="out.json"`` the run also writes a Chrome trace-event file
+    /// (Perfetto, chrome://tracing) of the cycles in ``trace_window=(first, end)`` (all by
+    /// default): a track per queue, a slice per instruction, arrows from the producer of
+    /// each stream value to its readers, and counters of stream registers and SRAM
+    /// traffic. The timeline shows ``ns_per_cycle`` ns per cycle (1: it reads in cycles).
+    #[pyo3(signature = (max_cycles = DEFAULT_MAX_CYCLES, *, trace = None, trace_window = None, ns_per_cycle = 1.0))]
+    fn run(
+        &mut self,
+        py: Python<'_>,
+        max_cycles: u64,
+        trace: Option<std::path::PathBuf>,
+        trace_window: Option<(u64, u64)>,
+        ns_per_cycle: f64,
+    ) -> PyResult<RunStatus> {
+        let Some(path) = trace else {
+            if trace_window.is_some() {
+                return Err(LpuError::new_err("trace_window needs trace=<file>"));
+            }
+            return self.run_limited(py, max_cycles);
+        };
+        let (from, to) = trace_window.unwrap_or((0, u64::MAX));
+        if from >= to {
+            return Err(LpuError::new_err(format!(
+                "trace_window ({from}, {to}) is empty: it is (first cycle, end cycle)"
+            )));
+        }
+        if !(ns_per_cycle > 0.0 && ns_per_cycle.is_finite()) {
+            return Err(LpuError::new_err(format!(
+                "ns_per_cycle must be a positive number, not {ns_per_cycle}"
+            )));
+        }
+        let mut rec = Recorder::new(from, to);
+        let status = self.run_with(py, max_cycles, &mut rec)?;
+        let json = rec.to_json(self.inner.config(), self.inner.queues(), ns_per_cycle);
+        crate::program::atomic_write(&path, json.as_bytes()).map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!(
+                "cannot write the trace to {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(status)
     }
 
     /// Advance `n` cycles (or less if the program stops first).
@@ -559,6 +612,97 @@ impl Chip {
         Ok(d)
     }
 
+    /// A utilisation table of the run so far: per-unit issues and busy cycles, MACs per
+    /// cycle against the MXM peak, SRAM and stream traffic against theirs.
+    fn report(&self) -> String {
+        let s = self.inner.stats();
+        let cfg = self.inner.config();
+        let cycles = self.inner.cycles();
+        let per = |x: f64| if cycles > 0 { x / cycles as f64 } else { 0.0 };
+        let pct = |x: f64, peak: f64| if peak > 0.0 { 100.0 * x / peak } else { 0.0 };
+        let lanes = cfg.lanes() as f64;
+        let mut out = format!(
+            "chip {}: {} cycles = {:.3} us at {} MHz\n\n{:<6} {:>12} {:>12} {:>8}\n",
+            cfg.name,
+            group(cycles),
+            cycles as f64 / cfg.clock_hz as f64 * 1e6,
+            cfg.clock_hz / 1_000_000,
+            "unit",
+            "issued",
+            "busy cycles",
+            "busy"
+        );
+        for (i, u) in Unit::ALL.iter().enumerate() {
+            out += &format!(
+                "{:<6} {:>12} {:>12} {:>7.2}%\n",
+                u.name(),
+                group(s.issued[i]),
+                group(s.busy(i)),
+                100.0 * per(s.busy(i) as f64)
+            );
+        }
+        // fp16 runs at a quarter of the int8 rate: weigh its MACs by 4 against the peak.
+        let peak = cfg.peak_int8_macs_per_cycle() as f64;
+        let macs = per(s.macs_int8 as f64 + s.macs_fp16 as f64);
+        let eff = per(s.macs_int8 as f64 + 4.0 * s.macs_fp16 as f64);
+        out += &format!(
+            "\nMXM    {:.0} MACs/cycle ({} int8, {} fp16 in all): {:.2}% of the peak of {} \
+             int8 MACs/cycle (fp16 counts 4x)\n",
+            macs,
+            group(s.macs_int8),
+            group(s.macs_fp16),
+            pct(eff, peak),
+            group(peak as u64)
+        );
+        // Peaks of the published design [SUM20 eq. 1, 2]: two banks per slice; 32 streams
+        // each way past every position.
+        let sram_peak = 2.0 * cfg.mem_slices as f64 * 2.0 * lanes;
+        let sram = per((s.sram_reads + s.sram_writes) as f64) * lanes;
+        out += &format!(
+            "SRAM   {:.0} bytes/cycle ({} words read, {} written): {:.2}% of the peak of {} bytes/cycle\n",
+            sram,
+            group(s.sram_reads),
+            group(s.sram_writes),
+            pct(sram, sram_peak),
+            group(sram_peak as u64)
+        );
+        let stream_peak = 2.0 * cfg.streams as f64 * lanes;
+        let streams = per(s.stream_writes as f64) * lanes;
+        out += &format!(
+            "stream {:.0} bytes/cycle written ({} vectors); each position passes up to {} bytes/cycle\n",
+            streams,
+            group(s.stream_writes),
+            group(stream_peak as u64)
+        );
+        out
+    }
+
+    /// Busy fraction of each unit over time: ``bins`` equal spans of the run, as arrays
+    /// keyed by unit name, plus ``"cycles"``: the first cycle of each bin.
+    #[pyo3(signature = (bins = 100))]
+    fn timeline<'py>(&self, py: Python<'py>, bins: usize) -> PyResult<Bound<'py, PyDict>> {
+        if bins == 0 {
+            return Err(LpuError::new_err("bins must be at least 1"));
+        }
+        let cycles = self.inner.cycles().max(1);
+        let width = cycles.div_ceil(bins as u64).max(1);
+        let n = cycles.div_ceil(width) as usize;
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        let starts: Vec<u64> = (0..n as u64).map(|i| i * width).collect();
+        d.set_item("cycles", PyArray1::from_vec(py, starts))?;
+        for (i, u) in Unit::ALL.iter().enumerate() {
+            let h: Vec<f64> = s
+                .busy_timeline(i, width, n)
+                .iter()
+                .enumerate()
+                .map(|(b, c)| *c as f64 / (width.min(cycles - b as u64 * width)) as f64)
+                .collect();
+            d.set_item(u.name(), PyArray1::from_vec(py, h))?;
+        }
+        Ok(d)
+    }
+
     /// Reset the counters of `stats()`.
     fn clear_stats(&mut self) {
         self.inner.clear_stats();
@@ -625,4 +769,17 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Chip>()?;
     m.add("DEFAULT_MAX_CYCLES", DEFAULT_MAX_CYCLES)?;
     Ok(())
+}
+
+/// 1234567 -> "1,234,567".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -39,6 +39,23 @@ impl BusySet {
     pub fn count(&self) -> u64 {
         self.blocks.values().map(|b| b.count_ones() as u64).sum()
     }
+
+    /// How many cycles of each of `n` bins of `width` cycles (from cycle 0) are in the set.
+    pub fn histogram(&self, width: u64, n: usize) -> Vec<u64> {
+        let mut out = vec![0u64; n];
+        let width = width.max(1);
+        for (&block, &bits) in &self.blocks {
+            let mut b = bits;
+            while b != 0 {
+                let cycle = (block << 6) + b.trailing_zeros() as u64;
+                b &= b - 1;
+                if let Some(o) = out.get_mut((cycle / width) as usize) {
+                    *o += 1;
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +73,14 @@ mod tests {
             }
             assert_eq!(a, b);
             assert_eq!(a.count(), n);
+            let h = a.histogram(16, 64);
+            for (i, c) in h.iter().enumerate() {
+                let lo = 16 * i as u64;
+                let want = (0..n)
+                    .filter(|k| (lo..lo + 16).contains(&(t0 + k * d)))
+                    .count();
+                assert_eq!(*c, want as u64);
+            }
         }
     }
 }

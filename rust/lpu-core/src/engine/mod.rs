@@ -216,6 +216,11 @@ impl Stats {
     pub fn busy(&self, unit: usize) -> u64 {
         self.busy[unit].count()
     }
+
+    /// Busy cycles of a unit in each of `n` bins of `width` cycles from cycle 0.
+    pub fn busy_timeline(&self, unit: usize, width: u64, n: usize) -> Vec<u64> {
+        self.busy[unit].histogram(width, n)
+    }
 }
 
 /// Run limits for one call.
@@ -237,6 +242,20 @@ pub trait Tracer {
     }
     /// An instruction issued on `queue` at `cycle`; its result lands at `done`.
     fn issue(&mut self, _cycle: u64, _queue: usize, _index: usize, _instr: &Instr, _done: u64) {}
+    /// The instruction `reader` issued on `cycle` read a stream value that `writer` put on
+    /// the stream on cycle `landed`.
+    fn value(&mut self, _reader: usize, _cycle: u64, _writer: usize, _landed: u64) {}
+    /// The state of the chip's counters after `cycle` (called on cycles something issued).
+    fn cycle(&mut self, _cycle: u64, _counters: &Counters) {}
+}
+
+/// Counters a tracer samples: values held in stream registers, and running totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub live_streams: u64,
+    pub sram_reads: u64,
+    pub sram_writes: u64,
+    pub stream_writes: u64,
 }
 
 /// The tracer that records nothing.
@@ -334,6 +353,9 @@ pub struct Chip {
     cycle: u64,
     pending: VecDeque<PendingWrite>,
     bulk_pending: Vec<batch::BulkWrite>,
+    /// While a tracer records: (writer queue, landing cycle) of each stream value the
+    /// current instruction read.
+    value_log: Option<Vec<(u32, u64)>>,
     /// Issue runs of repeated instructions in batches when that is provably the same.
     fast: bool,
     notify_at: BTreeSet<u64>,
@@ -389,6 +411,7 @@ impl Chip {
             cycle: 0,
             pending: VecDeque::new(),
             bulk_pending: Vec::new(),
+            value_log: None,
             fast: true,
             notify_at: BTreeSet::new(),
             last_notify: None,
@@ -660,6 +683,9 @@ impl Chip {
             && !tracer.enabled()
             && self.watchpoints.is_empty()
             && self.policy.iter().all(|p| *p == FaultPolicy::Error);
+        if tracer.enabled() {
+            self.value_log = Some(Vec::new());
+        }
         let mut base: Option<Box<Chip>> = None;
         let mut status = self.run_inner(limits, tracer, &mut base);
         if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
@@ -673,6 +699,7 @@ impl Chip {
             }
         }
         self.fast = fast;
+        self.value_log = None;
         status
     }
 
@@ -801,6 +828,15 @@ impl Chip {
                 let (q, code) = (&self.q, &self.code);
                 self.active
                     .retain(|&qi| q[qi].rep.is_some() || q[qi].pc < code[qi].len() || q[qi].parked);
+            }
+            if tracer.enabled() {
+                let c = Counters {
+                    live_streams: self.streams.live() as u64,
+                    sram_reads: self.stats.sram_reads,
+                    sram_writes: self.stats.sram_writes,
+                    stream_writes: self.stats.stream_writes,
+                };
+                tracer.cycle(t, &c);
             }
             self.cycle = t + 1;
             if self.watch_hit.is_some() {
@@ -1038,6 +1074,11 @@ impl Chip {
             (Unit::Icu | Unit::C2c, _) => self.exec_icu_or_c2c(&ctx, instr),
             _ => unreachable!("queue/unit pairing is checked at load"),
         }
+        if let Some(log) = &mut self.value_log {
+            for (writer, landed) in log.drain(..) {
+                tracer.value(qi, t, writer as usize, landed);
+            }
+        }
     }
 
     /// Report a fault at the instruction in `ctx`; true if the run must stop.
@@ -1075,8 +1116,13 @@ impl Chip {
                 Which::A => &mut self.sa,
                 Which::B => &mut self.sb,
             };
-            match self.streams.read(s, pos, ctx.t) {
-                Some(v) => dst[b * lanes..(b + 1) * lanes].copy_from_slice(v),
+            match self.streams.read_traced(s, pos, ctx.t) {
+                Some((v, writer, landed)) => {
+                    dst[b * lanes..(b + 1) * lanes].copy_from_slice(v);
+                    if let Some(log) = &mut self.value_log {
+                        log.push((writer, landed));
+                    }
+                }
                 None => {
                     dst[b * lanes..(b + 1) * lanes].fill(0);
                     let name = FieldKind::Stream.format(s.operand());
