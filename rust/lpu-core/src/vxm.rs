@@ -83,25 +83,34 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
             true
         }
         (Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min, DType::I8) => {
-            let (a, b, out) = (args.a[0], args.b[0], &mut *out[0]);
-            macro_rules! elementwise {
-                ($f:expr) => {
-                    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-                        *o = $f(*x as i8, *y as i8) as u8;
-                    }
-                };
-            }
-            match args.op {
-                Op::Add => elementwise!(i8::wrapping_add),
-                Op::Sub => elementwise!(i8::wrapping_sub),
-                Op::Mul => elementwise!(i8::wrapping_mul),
-                Op::Max => elementwise!(std::cmp::max::<i8>),
-                _ => elementwise!(std::cmp::min::<i8>),
-            }
+            i8_ops(args.op, args.a[0], args.b[0], &mut *out[0]);
             true
         }
         (op, DType::F32) if op != Op::Cast && op != Op::Copy => f32_ops(op, args.a, args.b, out),
         _ => false,
+    }
+}
+
+/// int8 add, sub, mul (wrapping), max and min on whole planes.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8]) {
+    macro_rules! elementwise {
+        ($f:expr) => {
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = $f(*x as i8, *y as i8) as u8;
+            }
+        };
+    }
+    match op {
+        Op::Add => elementwise!(i8::wrapping_add),
+        Op::Sub => elementwise!(i8::wrapping_sub),
+        Op::Mul => elementwise!(i8::wrapping_mul),
+        Op::Max => elementwise!(std::cmp::max::<i8>),
+        _ => elementwise!(std::cmp::min::<i8>),
     }
 }
 
