@@ -123,3 +123,35 @@ def test_capacity(small):
     b = Builder(small)
     with pytest.raises(lpu.CapacityError, match="bytes"):
         b.scratch("big", "float32", (small.addresses * 10, small.lanes))
+
+
+def test_placement_order_is_data_order(small):
+    """A read placed after a write of the same words must see it; a write placed after an
+    access of the same words must land after it. Otherwise the builder says which
+    earlier instruction would be overtaken (or, with search, reads later)."""
+    b = Builder(small)
+    x = b.input("x", "int8", (4, small.lanes), hemi="W", slices=[0])
+    y = b.scratch("y", "int8", (4, small.lanes), hemi="W", slices=[1])
+    # Every other cycle, so reads can interleave with the writes without a bank conflict.
+    xs = b.read(x, stream=0, at=10, west=True, stride=2)  # W1 is west of W0
+    landed = b.write(xs, y)
+    t_w = landed - b.lat["mem_write"] - 6  # the writes issue on t_w, t_w + 2, ...
+    pos = b.mem_pos("W", 1)
+    early = (pos, t_w - 1 + b.lat["mem_read"])  # reads issued one cycle before each write
+    with pytest.raises(ScheduleError, match=f"before 'mem.W1.0 @{t_w}: write 0, s0w") as e:
+        b.read(y, stream=2, arrive=early, stride=2)
+    assert e.value.first is not None
+    ys = b.read(y, stream=2, arrive=early, stride=2, search=True)
+    # Moved to where word i is read on or after the cycle it lands.
+    assert ys.at(pos) - b.lat["mem_read"] >= t_w + b.lat["mem_write"]
+    # A write placed later may not land before that read has read the old words.
+    b2 = Builder(small)
+    x = b2.input("x", "int8", (4, small.lanes), hemi="W", slices=[0])
+    y = b2.input("y", "int8", (4, small.lanes), hemi="W", slices=[1])
+    ys = b2.read(y, stream=2, at=20)  # reads y on cycles 17..20
+    xs = b2.read(x, stream=0, at=4, west=True)
+    with pytest.raises(ScheduleError, match="would land before 'mem.W1.0 @[0-9]+: read 0, s2"):
+        b2.write(xs, y)
+    # Unrelated words are free.
+    z = b2.scratch("z", "int8", (4, small.lanes), hemi="W", slices=[1], addr=64)
+    b2.write(xs, z)

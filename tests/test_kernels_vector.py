@@ -119,3 +119,34 @@ def test_argmax_takes_the_first_maximum(cname):
             got, _ = run_vector_kernel(cfg, lambda b, t, o: V.argmax(b, t["x"], o), out_shape=(1,),
                                        out_dtype="int32", x=xx)
             assert got[0] == int(np.argmax(xx)) == spots[0]
+
+
+@pytest.mark.parametrize("cname,n,dtype,valid", [("tsp_small", 20, "float32", None), ("tsp_small", 100, "float16", None),
+                                                 ("tsp_v1", 700, "float32", None), ("tsp_v1", 640, "float16", 16),
+                                                 ("tsp_small", 8, "float32", "zeros")])
+def test_quantize_is_the_documented_fp32_steps(cname, n, dtype, valid):
+    cfg = lpu.ChipConfig(cname)
+    L = cfg.lanes
+    b = Builder(cfg)
+    x = b.input("x", dtype, (n,), hemi="E")
+    xq = b.output("xq", "int8", (n,), hemi="E")
+    sc = b.output("scale", "float32", (1, L), hemi="E")
+    V.quantize(b, x, xq, sc, valid=valid if isinstance(valid, int) else None)
+    rng = np.random.default_rng(n)
+    xv = (rng.standard_normal(n) * 3).astype(dtype)
+    if valid == "zeros":
+        xv[:] = 0
+    out = lpu.Runner(b.build())(x=xv)
+    f = np.float32
+    x32 = xv.astype(f)
+    lanes = np.arange(-(-n // L) * L)[:n] % L
+    counted = x32 if not isinstance(valid, int) else np.where(lanes < valid, x32, f(0))
+    m = max(f(np.abs(counted).max()), f(2.0 ** -100))
+    r = f(1) / np.sqrt(m)  # both correctly rounded in fp32, as the chip's rsqrt
+    k = f(f(r * r) * f(127))
+    want_q = np.clip(np.rint(x32 * k), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(out["scale"][0], np.full(L, f(m * f(1 / 127)), f))
+    if isinstance(valid, int):
+        np.testing.assert_array_equal(out["xq"][lanes < valid], want_q[lanes < valid])
+    else:
+        np.testing.assert_array_equal(out["xq"], want_q)

@@ -205,6 +205,9 @@ class Builder:
         self._sreads: List[Tuple[int, bool, int, int, int, int, int, int]] = []
         self._flows: Dict[int, str] = {}
         self._banks: List[Tuple[int, int, int, int, int, int, bool, int]] = []
+        #: The same MEM accesses by slice, for the data-order check: (index in _banks,
+        #: first address, words, first cycle, step, write, instruction).
+        self._by_slice: Dict[Tuple[int, int], List[Tuple[int, int, int, int, int, bool, int]]] = {}
         self._entries: Dict[str, Dict[str, int]] = {}
         # Per MEM slice: cycle -> (bank read, bank written) on that cycle.
         self._slice_use: Dict[Tuple[int, int], Dict[int, Tuple[Optional[int], Optional[int]]]] = {}
@@ -281,6 +284,9 @@ class Builder:
         del self._swrites[nw:]
         del self._sreads[nr:]
         del self._banks[nb:]
+        for acc in self._by_slice.values():
+            while acc and acc[-1][0] >= nb:
+                acc.pop()
         while len(self._journal) > nj:
             use, cycle, old = self._journal.pop()
             if old == "lands":
@@ -426,6 +432,27 @@ class Builder:
                 plan.append((port, issue, n, d, addr0, strm, sl))
         return plan
 
+    def _data_order(self, hemi: int, plan: List[Tuple[str, int, int, int, int, int, int]],
+                    write: bool) -> Optional[str]:
+        """Placement order is data order: a read must see every write placed before it
+        (it issues on or after the word lands), and a write must land after every
+        access placed before it. Returns the first earlier instruction this plan would
+        overtake (gathers and scatters, whose addresses are data, are not checked)."""
+        lat_w = self.lat["mem_write"]
+        for _q, t, n, d, addr0, _strm, sl in plan:
+            for _i, a0, n2, t2, d2, w2, ident in self._by_slice.get((hemi, sl), ()):
+                if not (write or w2):
+                    continue
+                lo, hi = max(a0, addr0), min(a0 + n2, addr0 + n) - 1
+                for a in (lo, hi) if lo <= hi else ():
+                    # Cycle our access of word a happens (a write: lands), and theirs.
+                    ours = t + (a - addr0) * d + (lat_w if write else 0)
+                    theirs = t2 + (a - a0) * d2 + (lat_w if w2 else 0)
+                    # A write landing on cycle c is seen by a read issued on c.
+                    if (ours <= theirs) if write else (ours < theirs):
+                        return self._text[ident]
+        return None
+
     def _mark(self, hemi: int, sl: int, issue: int, n: int, d: int, addr0: int, write: bool) -> None:
         use = self._slice_use.setdefault((hemi, sl), {})
         for k in range(n):
@@ -478,17 +505,22 @@ class Builder:
             key = ref + origin if west else ref - origin
             plan = self._plan(jobs, hemi, lambda sl, key=key: key - positions[sl] if west else key + positions[sl],
                               False, stride)
-            if plan is not None or not search:
+            early = None if plan is None else self._data_order(hemi, plan, False)
+            if (plan is not None and early is None) or not search:
                 break
             ref += 1
         if plan is None:
             raise ScheduleError(f"cannot read '{tensor.name}' with step 0 at position {origin} on cycle {ref}: "
                                 f"a MEM port or the slice's read is taken then (or it would start before cycle 0)")
+        if early is not None:
+            raise ScheduleError(f"the read of '{tensor.name}' on cycle {ref} would read words before "
+                                f"'{early}' (placed earlier) has written them", early)
         fid = self._new_flow(f"the read of '{tensor.name}'")
         for q, issue, n, d, addr0, strm, sl in plan:
             ident = self.place(q, issue, "read", [addr0, _stream_operand(strm, west)], n - 1, d)
             self._mark(hemi, sl, issue, n, d, addr0, False)
             self._banks.append((hemi, sl, issue, n, d, addr0, False, ident))
+            self._by_slice.setdefault((hemi, sl), []).append((len(self._banks) - 1, addr0, n, issue, d, False, ident))
             self._stream_write(strm, 1, west, positions[sl], issue + self.lat["mem_read"], n, d, ident, fid)
         return Flow(stream, nb * spread, west, key, origin, steps, stride, tensor.dtype, spread, fid)
 
@@ -515,11 +547,16 @@ class Builder:
         if plan is None:
             raise ScheduleError(f"cannot write '{tensor.name}' when the data arrives: a MEM port or the slice's "
                                 f"write is taken then, or a read of the same bank")
+        early = self._data_order(hemi, plan, True)
+        if early is not None:
+            raise ScheduleError(f"the write of '{tensor.name}' would land before '{early}' (placed earlier) has "
+                                f"read or written the same words", early)
         last = 0
         for q, t, n, d, addr0, strm, sl in plan:
             ident = self.place(q, t, "write", [addr0, _stream_operand(strm, flow.west)], n - 1, d)
             self._mark(hemi, sl, t, n, d, addr0, True)
             self._banks.append((hemi, sl, t, n, d, addr0, True, ident))
+            self._by_slice.setdefault((hemi, sl), []).append((len(self._banks) - 1, addr0, n, t, d, True, ident))
             self._stream_read(flow, cfg.mem_position(hemi, sl), t, n, d, ident, [strm])
             last = max(last, t + (n - 1) * d + self.lat["mem_write"])
         return last

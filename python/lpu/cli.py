@@ -165,7 +165,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     c = model.config
     sys.stderr.write(f"{c.n_layers} layers, dim {c.dim}, {c.n_heads} heads ({c.n_kv_heads} kv) of {c.head_dim}, "
                      f"ffn {c.hidden_dim}, vocab {c.vocab_size}; compiling for {args.config}\n")
-    gen = Generator(model, config=_config(args.config), max_seq=args.max_seq, progress=print_progress)
+    gen = Generator(model, config=_config(args.config), max_seq=args.max_seq, progress=print_progress,
+                    weights=args.weights)
     gen.chip_model.trace_next = args.trace
     sys.stderr.write(f"ready in {time.perf_counter() - t0:.1f} s: {gen.chip_model.program.instruction_count:,} "
                      f"instructions per decode step\n")
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--config", default="tsp_v1", help="chip preset")
     s.add_argument("--max-seq", type=int, default=None, help="positions in the on-chip KV cache (<= 320)")
+    s.add_argument("--weights", choices=["float16", "int8"], default="float16",
+                   help="MXM weights: fp16, or int8 with per-channel scales (activations quantised on chip)")
     s.add_argument("--trace", metavar="FILE.json", help="write a Chrome trace of the first decode step")
     s.set_defaults(func=cmd_generate)
 

@@ -15,7 +15,7 @@ kernels write, so sums over lanes are unaffected; max/min reductions mask them.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,12 +24,14 @@ from ..builder import AluOut, Builder, Flow
 from ..errors import LpuError
 from .reduce import allreduce, constants_for
 
-__all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "softmax", "argmax", "const_rows", "retry"]
+__all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "quantize", "softmax", "argmax", "const_rows",
+           "retry"]
 
 Value = Union[Flow, AluOut]
 
 
-def const_rows(b: Builder, name: str, row: np.ndarray, n: int, dtype: str = "float32", hemi: str = "E") -> Tensor:
+def const_rows(b: Builder, name: str, row: np.ndarray, n: int, dtype: str = "float32", hemi: str = "E",
+               apart_from: Sequence[Tensor] = ()) -> Tensor:
     """A constant tensor holding the same vector `n` times (read once per input vector)."""
     key = f"_const_{name}_{n}_{dtype}_{hemi}"
     for t in b._tensors:
@@ -40,7 +42,7 @@ def const_rows(b: Builder, name: str, row: np.ndarray, n: int, dtype: str = "flo
     full[: len(row)] = row
     if len(row) == 1:
         full[:] = row[0]
-    return b.constant(key, np.tile(full, (n, 1)).astype(dtype), dtype, hemi=hemi)
+    return b.constant(key, np.tile(full, (n, 1)).astype(dtype), dtype, hemi=hemi, apart_from=list(apart_from))
 
 
 def _vectors(t: Tensor, lanes: int) -> int:
@@ -179,6 +181,56 @@ def rmsnorm(b: Builder, x: Tensor, g: Tensor, out: Tensor, *, eps: float = 1e-5,
     y = b.vxm("mul", xs, rs)
     gs = b.read(g, stream=4, arrive=(b.vxm_pos, y.cycle), stride=2)
     return _write(b, _cast_to(b, b.vxm("mul", y, gs), "float32", out), out)
+
+
+def quantize(b: Builder, x: Tensor, xq: Tensor, scale: Tensor, *, valid: Optional[int] = None,
+             start: int = 0) -> int:
+    """Symmetric int8 quantisation of all of `x` (float32 or float16, any number of
+    vectors) with one scale, for an int8 matmul: m = max |x| (at least 2^-100, so zeros
+    stay zeros), ``scale`` = m / 127 in every lane of its first vector (float32), and
+    ``xq`` = x * 127 / m rounded to nearest (ties to even), saturating, as int8;
+    127 / m is 127 * rsqrt(m)^2. With ``valid``, only lanes below it count towards m
+    (the others may hold anything; their xq lanes are then meaningless)."""
+    kt = _vectors(x, b.lanes)
+    if x.dtype not in ("float32", "float16") or xq.dtype != "int8" or xq.vectors(b.lanes) != kt:
+        raise LpuError(f"quantize: '{x.name}' must be float32/float16 and '{xq.name}' int8 of the same size")
+    c127 = const_rows(b, "q127", [127.0], 1)
+    inv127 = const_rows(b, "q1_127", [1.0 / 127.0], 1)
+    tiny = const_rows(b, "q_tiny", [2.0 ** -100], 1)
+    consts = constants_for(b, "max", "float32") + [c127, inv127, tiny]
+    t = _start(b, [x] + consts, start)
+    vxm = b.vxm_pos
+
+    def wide(v: Value) -> Value:
+        return b.vxm("cast", v, dtype="float16", to="float32") if x.dtype == "float16" else v
+
+    delay = b.lat["vxm_cast"] if x.dtype == "float16" else 0
+    # |x| of the tiles, two cycles apart so one ALU can take their maximum in order.
+    if valid is None:
+        xs = b.read(x, stream=0, arrive=(vxm, t), stride=2, search=True)
+        a = b.vxm("abs", wide(xs))
+    else:
+        keep = const_rows(b, f"q_valid{valid}", (np.arange(b.lanes) < valid).astype(float), kt,
+                          hemi=x.hemi, apart_from=[x])
+
+        def first(t: int) -> Value:
+            xs = b.read(x, stream=0, arrive=(vxm, t), stride=2)
+            ks = b.read(keep, stream=4, arrive=(vxm, xs.at(vxm) + delay), stride=2)
+            return b.vxm("abs", b.vxm("mul", wide(xs), ks))
+
+        a = retry(b, "quantize", t, first)
+    m = allreduce(b, b.scan("max", a) if kt > 1 else a, "max")
+    m = b.vxm("max", m, b.read(tiny, stream=24, arrive=(vxm, m.cycle)))
+    sc = b.vxm("mul", m, b.read(inv127, stream=24, arrive=(vxm, m.cycle)))
+    _write(b, sc, scale, stream=8)
+    r = b.vxm("rsqrt", m)
+    rr = b.vxm("mul", r, r)
+    k = b.vxm("mul", rr, b.read(c127, stream=28, arrive=(vxm, rr.cycle)))
+    ks = b.hold(k, kt)
+    xs = b.read(x, stream=0, arrive=(vxm, ks.cycle - delay), stride=2)
+    y = b.vxm("mul", wide(xs), ks)
+    q = b.vxm("cast", y, dtype="float32", to="int8", sat=True, stream=12, west=xq.hemi == "W")
+    return b.write(q, xq)
 
 
 def softmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:

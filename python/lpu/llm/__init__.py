@@ -32,7 +32,22 @@ __all__ = [
     "Sampler",
     "bundled_path",
     "load_bundled",
+    "Generator",
+    "ChipModel",
 ]
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # generate and onchip import this package, so they load on first use (no cycle).
+    if name == "Generator":
+        from .generate import Generator
+
+        return Generator
+    if name == "ChipModel":
+        from .onchip import ChipModel
+
+        return ChipModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def bundled_path() -> Path:

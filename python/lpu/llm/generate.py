@@ -84,7 +84,7 @@ class Generator:
 
     def __init__(self, model: Union[Model, str, "os.PathLike[str]", None] = None, *,
                  config: Optional[ChipConfig] = None, max_seq: Optional[int] = None,
-                 progress: Optional[Progress] = None):
+                 progress: Optional[Progress] = None, weights: str = "float16"):
         if model is None:
             from . import load_bundled
 
@@ -93,7 +93,7 @@ class Generator:
             model = load(model)
         self.model = model
         self.tokenizer = model.tokenizer
-        self.chip_model = ChipModel(model, config, max_seq=max_seq, progress=progress)
+        self.chip_model = ChipModel(model, config, max_seq=max_seq, progress=progress, weights=weights)
         self.stats = GenerationStats()
         self.tail = ""
 

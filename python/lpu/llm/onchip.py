@@ -25,8 +25,9 @@ from .._core import Chip, ChipConfig, Program, RunStatus
 from ..builder import Builder
 from ..errors import LpuError
 from ..kernels import attention as A
-from ..kernels.matmul import Weights, load_weights, matmul
-from ..kernels.vector import argmax, binary, rmsnorm, swiglu
+from .._core import Tensor
+from ..kernels.matmul import Weights, dequant_epilogue, load_weights, matmul
+from ..kernels.vector import argmax, binary, quantize, rmsnorm, swiglu
 from ..layout import read_tensor, write_tensor
 from .weights import Model
 
@@ -51,29 +52,35 @@ class StepInfo:
         return self.cycles / self.clock_hz
 
 
-def _sram_need(model: Model, lanes: int) -> int:
-    """Bytes the fp16 weights need on chip (rows padded to 16, columns to lanes)."""
-    c = model.config
+def _sram_need(model: Model, lanes: int, weight_bytes: int) -> int:
+    """Bytes the weights need on chip (rows padded to 16, columns to lanes)."""
     total = 0
-    for name, arr in model.weights.items():
-        if arr.ndim == 2 and not (name == "output" and c.tie_embeddings and False):
+    for arr in model.weights.values():
+        if arr.ndim == 2:
             rows, cols = arr.shape
-            total += 2 * (-(-cols // 16) * 16) * (-(-rows // lanes) * lanes)
+            total += weight_bytes * (-(-cols // 16) * 16) * (-(-rows // lanes) * lanes)
         else:
             total += 4 * (-(-arr.size // lanes) * lanes)
     return total
 
 
 def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq: Optional[int] = None,
-                  progress: Optional[Progress] = None) -> "tuple[Program, Dict[str, int]]":
-    """Build the decode-step program of `model` for a chip (default ``tsp_v1``)."""
+                  progress: Optional[Progress] = None, weights: str = "float16") -> "tuple[Program, Dict[str, int]]":
+    """Build the decode-step program of `model` for a chip (default ``tsp_v1``).
+
+    ``weights="int8"`` quantises every matrix per output channel (symmetric, scales
+    kept in fp32) and each matmul's input vector on the chip (one scale per vector), so
+    the MXM multiplies int8 by int8 into exact int32 sums, dequantised on the way out.
+    """
     cfg = config or ChipConfig("tsp_v1")
     c = model.config
     lanes = cfg.lanes
-    need = _sram_need(model, lanes)
+    if weights not in ("float16", "int8"):
+        raise LpuError(f"weights must be 'float16' or 'int8', not {weights!r}")
+    need = _sram_need(model, lanes, 1 if weights == "int8" else 2)
     if need > cfg.sram_bytes * 0.9:
         raise _core.CapacityError(
-            f"the model needs about {need / 2**20:.1f} MiB of SRAM for its fp16 weights alone; "
+            f"the model needs about {need / 2**20:.1f} MiB of SRAM for its {weights} weights alone; "
             f"the chip ({cfg.name}) has {cfg.sram_bytes / 2**20:.1f} MiB"
         )
     S = min(max_seq or c.max_seq_len, lanes)
@@ -90,7 +97,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     note("weights", 0, steps)
 
     def W(name: str, w: np.ndarray) -> Weights:
-        return load_weights(b, name, w, "float16", hemi="W")
+        return load_weights(b, name, w, weights, hemi="W")
 
     layers = []
     for i in range(c.n_layers):
@@ -121,29 +128,44 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     h = b.scratch("hidden", "float16", (F,), hemi="E")
     logits = b.output("logits", "float32", (V,), hemi="E")
     nxt = b.output("argmax", "int32", (1,), hemi="E")
+    int8 = weights == "int8"
+    if int8:
+        row_scale = b.scratch("act_scale", "float32", (1, lanes), hemi="E")
+        quantized = {name: b.scratch(f"{name}_q", "int8", tuple(t.shape), hemi="E") for name, t in
+                     (("xn", xn), ("attn_heads", yh), ("hidden", h))}
+
+    def mm(xin: Tensor, w: Weights, out: Tensor, t: int) -> int:
+        if not int8:
+            return matmul(b, xin, w, out, start=t)
+        xq = quantized[xin.name]
+        # attend leaves values in the lanes past each head's hd (multiplied by zero rows).
+        valid = shape.head_dim if xin.name == "attn_heads" else None
+        t = quantize(b, xin, xq, row_scale, valid=valid, start=t)
+        return matmul(b, xq, w, out, start=t, epilogue=dequant_epilogue(w, row_scale))
+
     note("schedule", 1, steps)
     t = A.prologue(b, st)
     for i, L in enumerate(layers):
         t = rmsnorm(b, x, L["g_att"], xn, eps=c.norm_eps, start=t)
-        t = matmul(b, xn, L["wq"], q, start=t)
-        t = matmul(b, xn, L["wk"], k, start=t)
-        t = matmul(b, xn, L["wv"], v, start=t)
+        t = mm(xn, L["wq"], q, t)
+        t = mm(xn, L["wk"], k, t)
+        t = mm(xn, L["wv"], v, t)
         t = A.rope(b, st, q, qr, which="q", start=t)
         t = A.rope(b, st, k, kr, which="k", start=t)
         t = A.append(b, st, kr, L["kc"], start=t)
         t = A.append(b, st, v, L["vc"], start=t)
         t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=t)
-        t = matmul(b, yh, L["wo"], o, start=t)
+        t = mm(yh, L["wo"], o, t)
         t = binary(b, "add", x, o, x, start=t)
         t = rmsnorm(b, x, L["g_ffn"], xn, eps=c.norm_eps, start=t)
-        t = matmul(b, xn, L["w1"], g, start=t)
-        t = matmul(b, xn, L["w3"], u, start=t)
+        t = mm(xn, L["w1"], g, t)
+        t = mm(xn, L["w3"], u, t)
         t = swiglu(b, g, u, h, start=t)
-        t = matmul(b, h, L["w2"], o, start=t)
+        t = mm(h, L["w2"], o, t)
         t = binary(b, "add", x, o, x, start=t)
         note("schedule", i + 2, steps)
     t = rmsnorm(b, x, g_fin, xn, eps=c.norm_eps, start=t)
-    t = matmul(b, xn, head, logits, start=t)
+    t = mm(xn, head, logits, t)
     t = argmax(b, logits, nxt, start=t)
     A.advance(b, st, start=t)
     prog = b.build()
@@ -155,9 +177,9 @@ class ChipModel:
     """A model running on an emulated chip, one decode step per call of :meth:`step`."""
 
     def __init__(self, model: Model, config: Optional[ChipConfig] = None, *, max_seq: Optional[int] = None,
-                 progress: Optional[Progress] = None):
+                 progress: Optional[Progress] = None, weights: str = "float16"):
         self.model = model
-        self.program, info = compile_model(model, config, max_seq=max_seq, progress=progress)
+        self.program, info = compile_model(model, config, max_seq=max_seq, progress=progress, weights=weights)
         self.max_seq: int = info["max_seq"]
         self.config = self.program.config
         self.chip = Chip(self.config)
