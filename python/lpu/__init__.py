@@ -24,14 +24,16 @@ from ._core import (
 )
 from . import isa
 from .asm import assemble, assemble_file
-from .errors import AssemblyError, InputError
+from .errors import AssemblyError, IncompleteRunError, InputError, ScheduleError
 from .runner import RunInfo, Runner
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AssemblyError",
+    "IncompleteRunError",
     "InputError",
+    "ScheduleError",
     "RunInfo",
     "Runner",
     "assemble",

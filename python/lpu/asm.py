@@ -527,11 +527,9 @@ class _Asm:
             raise _Err(col, name, "a tensor of this name is already declared")
         try:
             t = Tensor(name, kind, _KINDS_DTYPE[short], shape, hemi, addr, slices, split)
+            _core.check_tensor(self.chip(), t)
         except (LpuError, OverflowError) as e:
             raise _Err(col, name, str(e))
-        problem = _core.check_tensor(self.chip(), t)
-        if problem:
-            raise _Err(col, name, problem)
         data = None
         if "file" in opts or "values" in opts:
             if kind not in ("constant", "scratch", "input"):
@@ -625,8 +623,12 @@ class _Asm:
             if at < q.cursor:
                 raise _Err(col, f"@{at}", f"cycle {at} is already past: queue {q.name} is busy until cycle {q.cursor}")
             gap = at - q.cursor
+            most = (1 << 32) - 1  # cycles one NOP can wait
+            if len(q.words) - (-gap // most) > self.chip().instruction_capacity:
+                raise _Err(col, f"@{at}", f"cycle {at} is out of reach: the NOPs to wait for it exceed the "
+                           "instruction memory")
             while gap > 0:
-                n = min(gap, (1 << 32) - 1)
+                n = min(gap, most)
                 self.emit(q, isa.encode("nop", [n]), "nop", [n], col)
                 gap -= n
         try:

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _core, isa
 from ._core import ChipConfig, Program, Tensor
-from .errors import LpuError, ScheduleError
+from .errors import InputError, ScheduleError
 from .layout import check_array
 
 __all__ = ["Builder", "Flow", "AluOut", "Allocator", "ScheduleError"]
@@ -46,13 +46,13 @@ _HEMI = {"W": 0, "E": 1, 0: 0, 1: 1}
 def _dt(name: str) -> str:
     name = _SHORT.get(name, name)
     if name not in _DT_CODE:
-        raise LpuError(f"unknown dtype '{name}'")
+        raise InputError(f"unknown dtype '{name}'")
     return name
 
 
 def _stream_operand(index: int, west: bool) -> int:
     if not 0 <= index < 32:
-        raise LpuError(f"stream {index} does not exist (0..31)")
+        raise InputError(f"stream {index} does not exist (0..31)")
     return index + (32 if west else 0)
 
 
@@ -169,7 +169,7 @@ class Allocator:
         return h, chosen, start
 
 
-def _capacity(cfg: ChipConfig, dtype: str, shape: Sequence[int], planes: int, words: int) -> LpuError:
+def _capacity(cfg: ChipConfig, dtype: str, shape: Sequence[int], planes: int, words: int) -> _core.CapacityError:
     return _core.CapacityError(
         f"no room for a {dtype} tensor of shape {tuple(shape)}: it needs {planes} slices with "
         f"{words} free words each ({planes * words * cfg.lanes:,} bytes); the chip has "
@@ -226,13 +226,11 @@ class Builder:
         dtype = _dt(dtype)
         h = None if hemi is None else _HEMI[hemi]
         if any(t.name == name for t in self._tensors):
-            raise LpuError(f"tensor '{name}' already exists")
+            raise InputError(f"tensor '{name}' already exists")
         avoid = [(_HEMI[t.hemi], s) for t in apart_from for s in t.slices]
         hh, sl, a = self.alloc.place(dtype, shape, h, slices, addr, split, avoid)
         t = Tensor(name, kind, dtype, list(shape), "WE"[hh], a, sl, split)
-        problem = _core.check_tensor(self.config, t)
-        if problem:
-            raise LpuError(f"tensor '{name}': {problem}")
+        _core.check_tensor(self.config, t)
         if data is not None:
             arr = check_array(t, data)
             self._inits.extend(_core.pack_tensor(self.config, t, arr.reshape(-1).view(np.uint8)))
@@ -312,7 +310,7 @@ class Builder:
               stride: int = 1) -> int:
         """Put an instruction (optionally repeated) on a queue at a cycle; returns its id."""
         if queue not in self._queue_names:
-            raise LpuError(f"no queue named '{queue}'")
+            raise InputError(f"no queue named '{queue}'")
         if cycle < 0:
             raise ScheduleError(f"{mnemonic} on {queue} would have to issue at cycle {cycle}, before the program starts")
         if repeat > 0 and stride < 1:
@@ -390,7 +388,7 @@ class Builder:
                       ident: int, fid: int) -> None:
         for s in range(base, base + width):
             if not 0 <= s < 32:
-                raise LpuError(f"stream group {base}..{base + width - 1} runs past stream 31")
+                raise InputError(f"stream group {base}..{base + width - 1} runs past stream 31")
             self._swrites.append((s, west, pos, cycle, count, stride, ident, fid))
 
     def _stream_read(self, flow: Flow, pos: int, cycle: int, count: int, stride: int, ident: int,
@@ -480,9 +478,9 @@ class Builder:
         total = tensor.vectors(self.lanes)
         first, count = vectors if vectors is not None else (0, total)
         if first < 0 or count < 1 or first + count > total:
-            raise LpuError(f"vectors {first}..{first + count} are outside tensor '{tensor.name}' ({total} vectors)")
+            raise InputError(f"vectors {first}..{first + count} are outside tensor '{tensor.name}' ({total} vectors)")
         if count % spread:
-            raise LpuError(f"{count} vectors do not fill steps of {spread}")
+            raise InputError(f"{count} vectors do not fill steps of {spread}")
         steps = count // spread
         hemi = _HEMI[tensor.hemi]
         jobs: Dict[int, List[Tuple[int, int, int]]] = {}
@@ -500,7 +498,7 @@ class Builder:
         elif at is not None:
             ref = at
         else:
-            raise LpuError("read needs at= or arrive=")
+            raise InputError("read needs at= or arrive=")
         for _ in range(1 << 16):
             key = ref + origin if west else ref - origin
             plan = self._plan(jobs, hemi, lambda sl, key=key: key - positions[sl] if west else key + positions[sl],
@@ -530,13 +528,13 @@ class Builder:
         cfg = self.config
         nb = _BYTES[tensor.dtype]
         if nb != flow.bytes or flow.spread != 1:
-            raise LpuError(f"a {flow.dtype} flow cannot be written to {tensor.dtype} tensor '{tensor.name}'")
+            raise InputError(f"a {flow.dtype} flow cannot be written to {tensor.dtype} tensor '{tensor.name}'")
         total = tensor.vectors(self.lanes)
         first = vectors[0] if vectors is not None else 0
         if vectors is not None and vectors[1] != flow.count:
-            raise LpuError(f"the flow has {flow.count} vectors, not {vectors[1]}")
+            raise InputError(f"the flow has {flow.count} vectors, not {vectors[1]}")
         if first < 0 or first + flow.count > total:
-            raise LpuError(f"writing {flow.count} vectors at {first} does not fit tensor '{tensor.name}' ({total})")
+            raise InputError(f"writing {flow.count} vectors at {first} does not fit tensor '{tensor.name}' ({total})")
         hemi = _HEMI[tensor.hemi]
         jobs: Dict[int, List[Tuple[int, int, int]]] = {}
         for i in range(flow.count):
@@ -567,7 +565,7 @@ class Builder:
         is gathered from its own slice as the map passes it)."""
         hemi = _HEMI[tensor.hemi]
         if tensor.split != 1:
-            raise LpuError(f"gather needs a tensor with split=1; '{tensor.name}' has {tensor.split}")
+            raise InputError(f"gather needs a tensor with split=1; '{tensor.name}' has {tensor.split}")
         n, d = map_flow.count, map_flow.stride
         fid = self._new_flow(f"the gather from '{tensor.name}'")
         for b in range(_BYTES[tensor.dtype]):
@@ -593,7 +591,7 @@ class Builder:
         direction and diagonal). Returns the cycle the last word lands."""
         hemi = _HEMI[tensor.hemi]
         if tensor.split != 1 or _BYTES[tensor.dtype] != flow.bytes:
-            raise LpuError(f"scatter of a {flow.dtype} flow into '{tensor.name}' ({tensor.dtype}, split "
+            raise InputError(f"scatter of a {flow.dtype} flow into '{tensor.name}' ({tensor.dtype}, split "
                            f"{tensor.split}) is not possible")
         n, d = flow.count, flow.stride
         last = 0
@@ -675,11 +673,11 @@ class Builder:
         ins = isa.instruction(op)
         lat = ins.latency_cycles(self.config)
         if lat != isa.instruction("copy").latency_cycles(self.config):
-            raise LpuError(f"scan needs an op as fast as copy; {op} is not")
+            raise InputError(f"scan needs an op as fast as copy; {op} is not")
         if x.stride != lat:
             raise ScheduleError(f"scan with {op} needs vectors every {lat} cycles; the series has stride {x.stride}")
         if x.count < 2:
-            raise LpuError("scan needs at least two vectors")
+            raise InputError("scan needs at least two vectors")
         dt = _dt(dtype or x.dtype)
         t = self._when(x)
         end = t + (x.count - 1) * x.stride
@@ -710,7 +708,7 @@ class Builder:
         """Keep one vector available for `count` steps: an ALU copies it, then copies its
         own result every `copy`-latency cycles. Returns that series (chainable)."""
         if x.count != 1:
-            raise LpuError("hold takes one vector")
+            raise InputError("hold takes one vector")
         lat = isa.instruction("copy").latency_cycles(self.config)
         t = self._when(x)
         if alu is None:
@@ -772,7 +770,7 @@ class Builder:
         """``lw`` every step of a weight-row flow (16 streams per step: 16 int8 rows or
         8 fp16 rows) into a plane's weight buffer; returns the cycle of the last lw."""
         if rows.width != 16:
-            raise LpuError(f"lw takes 16 streams per step; the flow has {rows.width}")
+            raise InputError(f"lw takes 16 streams per step; the flow has {rows.width}")
         pos = self.mxm_pos(plane)
         t = rows.at(pos)
         dt = _DT_CODE[rows.dtype]

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__, isa
 from ._core import ChipConfig, Program, RunStatus
-from .errors import LpuError
+from .errors import InputError, LpuError
 
 __all__ = ["main"]
 
@@ -65,7 +65,7 @@ def _parse_inputs(items: Sequence[str]) -> Dict[str, np.ndarray]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise LpuError(f"--input takes NAME=FILE.npy, not '{item}'")
+            raise InputError(f"--input takes NAME=FILE.npy, not '{item}'")
         name, path = item.split("=", 1)
         out[name] = np.load(path, allow_pickle=False)
     return out
@@ -117,7 +117,7 @@ def _window(text: Optional[str]) -> Optional[Tuple[int, int]]:
     try:
         a, b = (int(v) for v in text.split(":"))
     except ValueError:
-        raise LpuError(f"--trace-window takes FIRST:END cycles, e.g. 0:5000 (got {text!r})") from None
+        raise InputError(f"--trace-window takes FIRST:END cycles, e.g. 0:5000 (got {text!r})") from None
     return a, b
 
 

@@ -1,16 +1,16 @@
 """The exception hierarchy. Every error lpu raises is an :class:`LpuError`.
 
 The classes raised by the native core (``ConfigError``, ``ProgramFormatError``,
-``CapacityError``, ``FaultError``) are defined there; the ones raised by Python code
+``CapacityError``, ``FaultError``, ``InputError``) are defined there; the ones raised by Python code
 are defined here under the same base.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-from ._core import CapacityError, ConfigError, FaultError, LpuError, ProgramFormatError
+from ._core import CapacityError, ConfigError, FaultError, InputError, LpuError, ProgramFormatError
 
 __all__ = [
     "LpuError",
@@ -22,6 +22,7 @@ __all__ = [
     "SourceError",
     "ScheduleError",
     "InputError",
+    "IncompleteRunError",
 ]
 
 
@@ -60,5 +61,16 @@ class ScheduleError(LpuError):
         super().__init__(message)
 
 
-class InputError(LpuError, ValueError):
-    """A runner input with the wrong name, dtype or shape."""
+
+class IncompleteRunError(LpuError):
+    """A call that runs the chip to the end (``Runner``, ``generate``) saw it stop early.
+
+    ``status`` is the :class:`RunStatus` it stopped with (a cycle limit or a breakpoint)
+    and ``cycle`` the cycle reached; the chip is left as it stopped, so it can be
+    inspected or resumed with ``Chip.run``.
+    """
+
+    def __init__(self, what: str, status: Any, cycle: int):
+        self.status = status
+        self.cycle = cycle
+        super().__init__(f"{what} did not finish: stopped with {status} at cycle {cycle}")

@@ -9,7 +9,7 @@ import os
 from typing import Union
 
 from ._core import Chip
-from .errors import LpuError
+from .errors import InputError
 
 __all__ = ["save_plot"]
 
@@ -25,9 +25,9 @@ def save_plot(chip: Chip, path: Union[str, "os.PathLike[str]"], bins: int = 200)
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise LpuError("the utilisation plot needs matplotlib: pip install 'lpu[plot]'") from e
+        raise ImportError("the utilisation plot needs matplotlib: pip install 'lpu[plot]'") from e
     if chip.cycles == 0:
-        raise LpuError("nothing to plot: the chip has not run")
+        raise InputError("nothing to plot: the chip has not run")
     tl = chip.timeline(bins)
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     for unit in UNITS:

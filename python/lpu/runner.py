@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from ._core import Chip, Program, RunStatus
-from .errors import InputError, LpuError
+from .errors import IncompleteRunError, InputError
 from .layout import read_tensor, write_tensor
 
 __all__ = ["Runner", "RunInfo"]
@@ -89,9 +89,7 @@ class Runner:
         if status == RunStatus.FAULT:
             self.chip.raise_for_fault()  # raises FaultError with cycle, queue and instruction
         if status != RunStatus.HALTED:
-            raise LpuError(
-                f"the program did not finish: stopped with {status} at cycle {self.chip.cycle}"
-            )
+            raise IncompleteRunError("the program", status, self.chip.cycle)
         stats = self.chip.stats()
         self.last = RunInfo(stats["cycles"], stats["clock_hz"], stats)
         return {name: read_tensor(self.chip, t) for name, t in self.outputs.items()}

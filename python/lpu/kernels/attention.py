@@ -36,7 +36,7 @@ import numpy as np
 
 from .._core import Tensor
 from ..builder import AluOut, Builder, Flow, _stream_operand
-from ..errors import LpuError
+from ..errors import CapacityError, InputError, LpuError, ScheduleError
 from .vector import retry
 
 __all__ = [
@@ -139,13 +139,13 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
     S = shape.max_seq
     hd = shape.head_dim
     if S > lanes or S % 8:
-        raise LpuError(f"max_seq {S} must be a multiple of 8 and at most {lanes} (one tile of positions)")
+        raise InputError(f"max_seq {S} must be a multiple of 8 and at most {lanes} (one tile of positions)")
     if hd % 2 or lanes % hd or shape.n_heads % shape.n_kv_heads:
-        raise LpuError(f"head_dim {hd} must be even and divide {lanes}; n_heads a multiple of n_kv_heads")
+        raise InputError(f"head_dim {hd} must be even and divide {lanes}; n_heads a multiple of n_kv_heads")
     if shape.n_heads > lanes:
-        raise LpuError(f"at most {lanes} heads")
+        raise InputError(f"at most {lanes} heads")
     if cfg.mem_slices < 18:
-        raise LpuError("decode attention needs at least 18 MEM slices per hemisphere")
+        raise CapacityError("decode attention needs at least 18 MEM slices per hemisphere")
     qt, kvt = shape.tiles(shape.q_dim, lanes), shape.tiles(shape.kv_dim, lanes)
     cq, sq = rope_tables(shape, qt * lanes, 1.0 / np.sqrt(hd))
     ck, sk = rope_tables(shape, kvt * lanes, 1.0)
@@ -344,7 +344,7 @@ def _alongside(b: Builder, value: AluOut, tensor: Tensor, stream: int, count: in
             continue
         held = b.hold(value, count + k)
         return f, AluOut(held.alu, at, count, lat, held.dtype)
-    raise LpuError(f"no free cycle to read '{tensor.name}'")
+    raise ScheduleError(f"no free cycle to read '{tensor.name}'")
 
 
 def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Tensor], out: Tensor, *,
@@ -358,7 +358,7 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
     vxm, sxm = b.vxm_pos, b.sxm_pos("W")
     pp = b.mxm_pos(plane)
     if plane >= b.config.mxm_planes // 2:
-        raise LpuError("attend runs on a West plane")
+        raise InputError("attend runs on a West plane")
     # 1. Each query head into its kv head's lanes of that kv tile (SXM shift), masked, fp16.
     end = start
     for h in range(H):

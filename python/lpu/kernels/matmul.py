@@ -29,7 +29,7 @@ import numpy as np
 
 from .._core import Tensor
 from ..builder import Builder, Flow
-from ..errors import LpuError
+from ..errors import CapacityError, InputError, LpuError
 
 __all__ = ["Weights", "load_weights", "matmul", "quantize_per_channel", "weight_tiles", "dequant_epilogue"]
 
@@ -107,7 +107,7 @@ def load_weights(b: Builder, name: str, w: np.ndarray, dtype: str = "float16", *
     planes = list(range(half)) if hemi == "W" else list(range(half, cfg.mxm_planes))
     w = np.asarray(w)
     if w.ndim != 2:
-        raise LpuError(f"weights '{name}' must be a K x N matrix, got shape {w.shape}")
+        raise InputError(f"weights '{name}' must be a K x N matrix, got shape {w.shape}")
     scales = None
     if dtype == "int8":
         q, sc = quantized if quantized is not None else quantize_per_channel(w)
@@ -121,7 +121,7 @@ def load_weights(b: Builder, name: str, w: np.ndarray, dtype: str = "float16", *
     elif dtype == "float16":
         data, split = w.astype(np.float16), 8
     else:
-        raise LpuError(f"MXM weights are int8 or float16, not {dtype}")
+        raise InputError(f"MXM weights are int8 or float16, not {dtype}")
     tiles, rows = [], []
     for j, t in enumerate(weight_tiles(data, cfg.lanes, dtype)):
         per_k, kept = [], []
@@ -173,22 +173,22 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
     lanes = cfg.lanes
     fp16 = w.dtype == "float16"
     if x.dtype != w.dtype:
-        raise LpuError(f"activations '{x.name}' are {x.dtype}; weights '{w.name}' are {w.dtype}")
+        raise InputError(f"activations '{x.name}' are {x.dtype}; weights '{w.name}' are {w.dtype}")
     shape = list(x.shape)
     M = shape[-2] if len(shape) >= 2 else 1
     if x.vectors(lanes) - x_first < w.kt * M or (len(shape) == 3 and shape[0] != w.kt):
-        raise LpuError(f"activations '{x.name}' of shape {shape} do not hold {w.kt} K tiles of {M} rows")
+        raise InputError(f"activations '{x.name}' of shape {shape} do not hold {w.kt} K tiles of {M} rows")
     half = cfg.mxm_planes // 2
     west_planes = w.planes[0] < half
     if (y.hemi == "W") == west_planes:
-        raise LpuError(f"results of the {'West' if west_planes else 'East'} planes leave through the VXM: "
+        raise InputError(f"results of the {'West' if west_planes else 'East'} planes leave through the VXM: "
                        f"put '{y.name}' in the other hemisphere")
     toward = west_planes  # flows towards the planes go west for West planes
     stride = 4 if fp16 else 1
     spread = 8 if fp16 else 16
     kp = w.tiles[0].shape[0]
     if M > cfg.mxm_acc_slots // 2:
-        raise LpuError(f"{M} activation rows exceed half the {cfg.mxm_acc_slots} accumulator slots")
+        raise CapacityError(f"{M} activation rows exceed half the {cfg.mxm_acc_slots} accumulator slots")
     wbus, obus = _Bus(toward), _Bus(not toward)
     planes = {p: _PlaneState(buf_read={}) for p in w.planes}
     end = start
@@ -244,7 +244,7 @@ def dequant_epilogue(w: Weights, row_scale: Optional[Tensor] = None) -> Epilogue
     through the VXM. ``row_scale`` is a float32 tensor of shape (M, lanes) holding each
     activation row's scale in every lane (dynamic activation quantisation)."""
     if w.scales is None:
-        raise LpuError(f"weights '{w.name}' have no scales")
+        raise InputError(f"weights '{w.name}' have no scales")
     scales = w.scales
 
     def epi(b: Builder, acc: Flow, j: int) -> Flow:
@@ -252,7 +252,7 @@ def dequant_epilogue(w: Weights, row_scale: Optional[Tensor] = None) -> Epilogue
         f = b.vxm("cast", acc, dtype="int32", to="float32")  # chained in the ALU
         s = b.read(scales, stream=12, vectors=(j, 1), arrive=(b.vxm_pos, f.cycle))
         if acc.count > 1:
-            raise LpuError("dequant_epilogue handles one activation row per tile")
+            raise InputError("dequant_epilogue handles one activation row per tile")
         if row_scale is None:
             return b.vxm("mul", f, s, stream=28, west=acc.west)
         g = b.vxm("mul", f, s)

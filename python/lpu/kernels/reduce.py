@@ -20,7 +20,7 @@ import numpy as np
 
 from .._core import Tensor
 from ..builder import AluOut, Builder, Flow
-from ..errors import LpuError
+from ..errors import InputError
 
 __all__ = ["allreduce", "reduce_levels"]
 
@@ -93,9 +93,9 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     The input must reach the VXM no earlier than the constants it needs (see
     :func:`constants_for`)."""
     if op not in ("add", "max", "min"):
-        raise LpuError(f"allreduce supports add, max and min, not {op}")
+        raise InputError(f"allreduce supports add, max and min, not {op}")
     if x.count != 1:
-        raise LpuError("allreduce takes one vector")
+        raise InputError("allreduce takes one vector")
     dtype = x.dtype
     levels = reduce_levels(b.lanes)
     vxm = b.vxm_pos

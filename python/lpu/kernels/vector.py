@@ -21,7 +21,7 @@ import numpy as np
 
 from .._core import Tensor
 from ..builder import AluOut, Builder, Flow
-from ..errors import LpuError
+from ..errors import InputError, LpuError, ScheduleError
 from .reduce import allreduce, constants_for
 
 __all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "quantize", "softmax", "argmax", "const_rows",
@@ -73,7 +73,7 @@ def _cast_to(b: Builder, v: Value, dtype: str, out: Tensor, stream: int = 12) ->
 def binary(b: Builder, op: str, x: Tensor, y: Tensor, out: Tensor, *, start: int = 0) -> int:
     """out = op(x, y) lane by lane (add, sub, mul, max, min, ...)."""
     if x.shape != y.shape or x.dtype != y.dtype:
-        raise LpuError(f"{op}: '{x.name}' and '{y.name}' differ in shape or dtype")
+        raise InputError(f"{op}: '{x.name}' and '{y.name}' differ in shape or dtype")
     t = _start(b, [x, y], start)
 
     def attempt(t: int) -> int:
@@ -97,7 +97,7 @@ def retry(b: Builder, what: str, t: int, attempt) -> int:  # type: ignore[no-unt
             b.rollback(mark)
             last = e
             t += 1
-    raise LpuError(f"{what}: found no cycle where its reads and writes are free (last problem: {last})")
+    raise ScheduleError(f"{what}: found no cycle where its reads and writes are free (last problem: {last})")
 
 
 def unary(b: Builder, op: str, x: Tensor, out: Tensor, *, start: int = 0) -> int:
@@ -165,7 +165,7 @@ def rmsnorm(b: Builder, x: Tensor, g: Tensor, out: Tensor, *, eps: float = 1e-5,
     n = x.shape[-1]
     kt = _vectors(x, b.lanes)
     if len(x.shape) != 1 or x.dtype != "float32":
-        raise LpuError("rmsnorm takes one float32 vector")
+        raise InputError("rmsnorm takes one float32 vector")
     inv_n = const_rows(b, "inv_n", [1.0 / n], 1)
     eps_t = const_rows(b, f"eps{eps!r}", [eps], 1)
     consts = constants_for(b, "add", "float32") + [inv_n, eps_t]
@@ -193,7 +193,7 @@ def quantize(b: Builder, x: Tensor, xq: Tensor, scale: Tensor, *, valid: Optiona
     (the others may hold anything; their xq lanes are then meaningless)."""
     kt = _vectors(x, b.lanes)
     if x.dtype not in ("float32", "float16") or xq.dtype != "int8" or xq.vectors(b.lanes) != kt:
-        raise LpuError(f"quantize: '{x.name}' must be float32/float16 and '{xq.name}' int8 of the same size")
+        raise InputError(f"quantize: '{x.name}' must be float32/float16 and '{xq.name}' int8 of the same size")
     c127 = const_rows(b, "q127", [127.0], 1)
     inv127 = const_rows(b, "q1_127", [1.0 / 127.0], 1)
     tiny = const_rows(b, "q_tiny", [2.0 ** -100], 1)
@@ -238,7 +238,7 @@ def softmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
     exp, and multiply by rsqrt(sum)^2 (no divide on the chip)."""
     n = x.shape[-1]
     if n > b.lanes or x.dtype != "float32":
-        raise LpuError(f"softmax rows must be float32 and fit one vector of {b.lanes} lanes")
+        raise InputError(f"softmax rows must be float32 and fit one vector of {b.lanes} lanes")
     rows = _vectors(x, b.lanes)
     valid = const_rows(b, f"valid{n}", (np.arange(b.lanes) < n).astype(float), 1)
     consts = constants_for(b, "max", "float32", n) + constants_for(b, "add", "float32") + [valid]
@@ -268,7 +268,7 @@ def argmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
     n = x.shape[-1]
     kt = _vectors(x, b.lanes)
     if len(x.shape) != 1 or x.dtype != "float32":
-        raise LpuError("argmax takes one float32 vector")
+        raise InputError("argmax takes one float32 vector")
     lanes = b.lanes
     pad = np.zeros(kt * lanes)
     pad[n:] = -np.inf
@@ -304,7 +304,7 @@ def argmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
             b.rollback(mark)
             t += 1
     if m is None:
-        raise LpuError("argmax: no free cycle for its reads")
+        raise ScheduleError("argmax: no free cycle for its reads")
 
     def phase2(delay: int) -> int:
         # The smallest index whose value equals the maximum: index where equal, else 2^24.

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping
 
+from ..errors import InputError
+
 __all__ = ["ModelConfig"]
 
 
@@ -47,30 +49,30 @@ class ModelConfig:
         for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"ModelConfig.{name} must be an int, got {value!r}")
+                raise InputError(f"ModelConfig.{name} must be an int, got {value!r}")
             if value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be positive, got {value}")
+                raise InputError(f"ModelConfig.{name} must be positive, got {value}")
         if self.head_dim is None or (self.head_dim == 0 and not isinstance(self.head_dim, bool)):
             if self.dim % self.n_heads != 0:
-                raise ValueError(
+                raise InputError(
                     f"ModelConfig: dim ({self.dim}) is not divisible by n_heads ({self.n_heads}); "
                     "give head_dim explicitly"
                 )
             object.__setattr__(self, "head_dim", self.dim // self.n_heads)
         if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim <= 0:
-            raise ValueError(f"ModelConfig.head_dim must be a positive int, got {self.head_dim!r}")
+            raise InputError(f"ModelConfig.head_dim must be a positive int, got {self.head_dim!r}")
         if self.head_dim % 2 != 0:
-            raise ValueError(f"ModelConfig.head_dim must be even for RoPE, got {self.head_dim}")
+            raise InputError(f"ModelConfig.head_dim must be even for RoPE, got {self.head_dim}")
         if self.n_heads % self.n_kv_heads != 0:
-            raise ValueError(
+            raise InputError(
                 f"ModelConfig: n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
             )
         eps = float(self.norm_eps)
         if not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"ModelConfig.norm_eps must be a positive finite number, got {self.norm_eps!r}")
+            raise InputError(f"ModelConfig.norm_eps must be a positive finite number, got {self.norm_eps!r}")
         theta = float(self.rope_theta)
         if not (math.isfinite(theta) and theta > 0):
-            raise ValueError(f"ModelConfig.rope_theta must be a positive finite number, got {self.rope_theta!r}")
+            raise InputError(f"ModelConfig.rope_theta must be a positive finite number, got {self.rope_theta!r}")
         object.__setattr__(self, "norm_eps", eps)
         object.__setattr__(self, "rope_theta", theta)
         object.__setattr__(self, "tie_embeddings", bool(self.tie_embeddings))
@@ -119,31 +121,31 @@ class ModelConfig:
 
         def need(key: str) -> Any:
             if key not in cfg or cfg[key] is None:
-                raise ValueError(f"HF config: required field {key!r} is missing")
+                raise InputError(f"HF config: required field {key!r} is missing")
             return cfg[key]
 
         model_type = cfg.get("model_type", "llama")
         if model_type != "llama":
-            raise ValueError(f"HF config: model_type {model_type!r} is not supported (only 'llama')")
+            raise InputError(f"HF config: model_type {model_type!r} is not supported (only 'llama')")
         act = cfg.get("hidden_act", "silu")
         if act not in ("silu", "swish"):
-            raise ValueError(f"HF config: hidden_act {act!r} is not supported (only 'silu')")
+            raise InputError(f"HF config: hidden_act {act!r} is not supported (only 'silu')")
         for flag in ("attention_bias", "mlp_bias"):
             if cfg.get(flag):
-                raise ValueError(f"HF config: {flag}=true is not supported")
+                raise InputError(f"HF config: {flag}=true is not supported")
 
         theta: Any = None
         rope_params = cfg.get("rope_parameters")
         if isinstance(rope_params, Mapping):
             rope_type = rope_params.get("rope_type", rope_params.get("type", "default"))
             if rope_type not in (None, "default"):
-                raise ValueError(f"HF config: rope_parameters.rope_type {rope_type!r} is not supported")
+                raise InputError(f"HF config: rope_parameters.rope_type {rope_type!r} is not supported")
             theta = rope_params.get("rope_theta")
         scaling = cfg.get("rope_scaling")
         if isinstance(scaling, Mapping):
             rope_type = scaling.get("rope_type", scaling.get("type", "default"))
             if rope_type not in (None, "default"):
-                raise ValueError(f"HF config: rope_scaling {rope_type!r} is not supported")
+                raise InputError(f"HF config: rope_scaling {rope_type!r} is not supported")
             if theta is None:
                 theta = scaling.get("rope_theta")
         if theta is None:

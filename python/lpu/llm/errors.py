@@ -4,12 +4,10 @@ from __future__ import annotations
 
 __all__ = ["ModelFormatError"]
 
-# The base class lives on one line so that it can later become ``lpu.LpuError``
-# (e.g. ``_Base = LpuError``) without touching anything else.
-_Base = ValueError
+from ..errors import LpuError
 
 
-class ModelFormatError(_Base):
+class ModelFormatError(LpuError, ValueError):
     """A model or tokenizer file is missing, truncated or does not match its config.
 
     The message always names the offending file and, where there is one, the

@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from .._core import ChipConfig
-from ..errors import LpuError
+from ..errors import CapacityError, InputError
 from .onchip import ChipModel, Progress, StepInfo
 from .sampling import Sampler, validate_params
 from .weights import Model, load
@@ -113,20 +113,20 @@ class Generator:
         """
         validate_params(temperature, top_k, top_p)
         if max_new_tokens < 0:
-            raise ValueError("max_new_tokens must be >= 0")
+            raise InputError("max_new_tokens must be >= 0")
         ids: List[int]
         if token_ids is not None:
             ids = [int(t) for t in token_ids]
         elif prompt is not None:
             if self.tokenizer is None:
-                raise LpuError("this model has no tokenizer: pass token_ids instead of a prompt")
+                raise InputError("this model has no tokenizer: pass token_ids instead of a prompt")
             ids = self.tokenizer.encode(prompt, bos=True)
         else:
-            raise ValueError("give a prompt or token_ids")
+            raise InputError("give a prompt or token_ids")
         if not ids:
-            raise ValueError("the prompt is empty")
+            raise InputError("the prompt is empty")
         if len(ids) + max_new_tokens > self.max_seq:
-            raise LpuError(f"{len(ids)} prompt tokens + {max_new_tokens} new ones exceed the "
+            raise CapacityError(f"{len(ids)} prompt tokens + {max_new_tokens} new ones exceed the "
                            f"{self.max_seq} positions of the on-chip KV cache")
         sampler = Sampler(temperature, top_k, top_p, seed) if temperature > 0 else None
         decoder = self.tokenizer.stream_decoder() if self.tokenizer is not None else None

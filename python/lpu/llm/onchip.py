@@ -23,7 +23,7 @@ import numpy as np
 from .. import _core
 from .._core import Chip, ChipConfig, Program, RunStatus
 from ..builder import Builder
-from ..errors import LpuError
+from ..errors import CapacityError, IncompleteRunError, InputError
 from ..kernels import attention as A
 from .._core import Tensor
 from ..kernels.matmul import Weights, dequant_epilogue, load_weights, matmul
@@ -76,7 +76,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     c = model.config
     lanes = cfg.lanes
     if weights not in ("float16", "int8"):
-        raise LpuError(f"weights must be 'float16' or 'int8', not {weights!r}")
+        raise InputError(f"weights must be 'float16' or 'int8', not {weights!r}")
     need = _sram_need(model, lanes, 1 if weights == "int8" else 2)
     if need > cfg.sram_bytes * 0.9:
         raise _core.CapacityError(
@@ -86,7 +86,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     S = min(max_seq or c.max_seq_len, lanes)
     S -= S % 8
     if S < 8:
-        raise LpuError("max_seq must be at least 8")
+        raise InputError("max_seq must be at least 8")
     shape = A.AttentionShape(c.n_heads, c.n_kv_heads, c.head_dim, S, c.rope_theta)
     b = Builder(cfg)
     b.meta["model"] = model.source or "model"
@@ -202,9 +202,9 @@ class ChipModel:
     def step(self, token: int) -> np.ndarray:
         """Run one decode step for `token` at the current position; returns the logits."""
         if self.pos >= self.max_seq:
-            raise LpuError(f"the sequence is full: the on-chip KV cache holds {self.max_seq} positions")
+            raise CapacityError(f"the sequence is full: the on-chip KV cache holds {self.max_seq} positions")
         if not 0 <= token < self._emb.shape[0]:
-            raise LpuError(f"token id {token} is outside the vocabulary of {self._emb.shape[0]}")
+            raise InputError(f"token id {token} is outside the vocabulary of {self._emb.shape[0]}")
         t0 = time.perf_counter()
         self.chip.reset(keep_sram=True)
         write_tensor(self.chip, self._x, self._emb[token])
@@ -216,7 +216,7 @@ class ChipModel:
         if status == RunStatus.FAULT:
             self.chip.raise_for_fault()
         if status != RunStatus.HALTED:
-            raise LpuError(f"the decode step stopped with {status} at cycle {self.chip.cycle}")
+            raise IncompleteRunError("the decode step", status, self.chip.cycle)
         logits = read_tensor(self.chip, self._logits)
         stats = self.chip.stats()
         self.last = StepInfo(stats["cycles"], stats["clock_hz"], time.perf_counter() - t0, stats["macs_fp16"],

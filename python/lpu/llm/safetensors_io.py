@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import InputError
 from .errors import ModelFormatError
 
 __all__ = [
@@ -208,7 +209,7 @@ def write_safetensors(
             so that ``transformers`` accepts the file).
     """
     if dtype not in ("F32", "F16", "BF16"):
-        raise ValueError(f"write_safetensors: dtype must be F32, F16 or BF16, got {dtype!r}")
+        raise InputError(f"write_safetensors: dtype must be F32, F16 or BF16, got {dtype!r}")
     header: Dict[str, Any] = {"__metadata__": dict(metadata) if metadata is not None else {"format": "pt"}}
     blobs = []
     offset = 0

@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["sample", "argmax_first", "probabilities", "make_rng", "validate_params", "Sampler"]
 
 
@@ -35,21 +37,21 @@ def make_rng(seed: int) -> np.random.Generator:
 def validate_params(temperature: float, top_k: int, top_p: float) -> None:
     """Raise ``ValueError`` unless ``temperature >= 0``, ``top_k >= 0`` (int) and ``0 < top_p <= 1``."""
     if not (isinstance(temperature, (int, float, np.floating)) and np.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        raise InputError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise ValueError(f"top_k must be an int >= 0 (0 disables it), got {top_k!r}")
+        raise InputError(f"top_k must be an int >= 0 (0 disables it), got {top_k!r}")
     if not (isinstance(top_p, (int, float, np.floating)) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (1 disables it), got {top_p!r}")
+        raise InputError(f"top_p must be in (0, 1] (1 disables it), got {top_p!r}")
 
 
 def _check_logits(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits)
     if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"logits must be a non-empty 1-D array, got shape {x.shape}")
+        raise InputError(f"logits must be a non-empty 1-D array, got shape {x.shape}")
     if np.isnan(x).any():
-        raise ValueError("logits contain NaN")
+        raise InputError("logits contain NaN")
     if not np.isfinite(x.max()):
-        raise ValueError("logits have no finite maximum (all -inf, or +inf present)")
+        raise InputError("logits have no finite maximum (all -inf, or +inf present)")
     return x
 
 
@@ -62,7 +64,7 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, 
     """The float64 distribution that :func:`sample` draws from (``temperature > 0``)."""
     validate_params(temperature, top_k, top_p)
     if temperature == 0:
-        raise ValueError("probabilities() needs temperature > 0 (temperature 0 is greedy)")
+        raise InputError("probabilities() needs temperature > 0 (temperature 0 is greedy)")
     x = _check_logits(logits).astype(np.float64)
     z = (x - x.max()) / float(temperature)
     p = np.exp(z)
@@ -107,7 +109,7 @@ def sample(
     if temperature == 0:
         return argmax_first(logits)
     if rng is None:
-        raise ValueError("sample() with temperature > 0 needs rng (e.g. lpu.llm.sampling.make_rng(seed))")
+        raise InputError("sample() with temperature > 0 needs rng (e.g. lpu.llm.sampling.make_rng(seed))")
     p = probabilities(logits, temperature, top_k, top_p)
     cdf = np.cumsum(p)
     u = rng.random() * cdf[-1]

@@ -31,6 +31,7 @@ try:  # Python >= 3.8
 except ImportError:  # pragma: no cover
     Protocol = object  # type: ignore[assignment,misc]
 
+from ..errors import InputError
 from .errors import ModelFormatError
 
 __all__ = [
@@ -137,7 +138,7 @@ class _BytesTokenizerBase:
 
     def _check_id(self, token: int) -> None:
         if not 0 <= token < self.vocab_size:
-            raise ValueError(f"token id {token} is outside the vocabulary (0..{self.vocab_size - 1})")
+            raise InputError(f"token id {token} is outside the vocabulary (0..{self.vocab_size - 1})")
 
 
 # --------------------------------------------------------------------------- byte-level
@@ -155,7 +156,7 @@ def byte_vocab_pieces(vocab_size: int = 256 + BYTE_OFFSET) -> List[bytes]:
     ``<pad_N>``.
     """
     if vocab_size < 256 + BYTE_OFFSET:
-        raise ValueError(f"a byte-level vocabulary needs at least 259 ids, got {vocab_size}")
+        raise InputError(f"a byte-level vocabulary needs at least 259 ids, got {vocab_size}")
     pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"]
     for b in range(256):
         pieces.append(bytes([b]) if 0x20 <= b < 0x7F else b"<0x%02X>" % b)
@@ -178,7 +179,7 @@ class ByteTokenizer(_BytesTokenizerBase):
 
     def __init__(self, vocab_size: int = 256 + BYTE_OFFSET, dummy_prefix: bool = True) -> None:
         if vocab_size < 256 + BYTE_OFFSET:
-            raise ValueError(f"ByteTokenizer needs vocab_size >= 259, got {vocab_size}")
+            raise InputError(f"ByteTokenizer needs vocab_size >= 259, got {vocab_size}")
         self.vocab_size = int(vocab_size)
         self.dummy_prefix = bool(dummy_prefix)
         self.bos_id = BOS_ID
@@ -266,7 +267,7 @@ def write_tokenizer_bin(
     if scores is None:
         scores = [0.0] * len(pieces)
     if len(scores) != len(pieces):
-        raise ValueError(f"write_tokenizer_bin: {len(pieces)} pieces but {len(scores)} scores")
+        raise InputError(f"write_tokenizer_bin: {len(pieces)} pieces but {len(scores)} scores")
     if max_token_length is None:
         max_token_length = max((len(p) for p in pieces), default=0)
     out = bytearray(struct.pack("<I", max_token_length))
@@ -297,9 +298,9 @@ class Llama2cTokenizer(_BytesTokenizerBase):
     def __init__(self, pieces: Sequence[bytes], scores: Sequence[float], max_token_length: Optional[int] = None,
                  source: str = "<memory>") -> None:
         if len(pieces) != len(scores):
-            raise ValueError(f"Llama2cTokenizer: {len(pieces)} pieces but {len(scores)} scores")
+            raise InputError(f"Llama2cTokenizer: {len(pieces)} pieces but {len(scores)} scores")
         if len(pieces) < BYTE_OFFSET:
-            raise ValueError("Llama2cTokenizer: the vocabulary needs at least the 3 control tokens")
+            raise InputError("Llama2cTokenizer: the vocabulary needs at least the 3 control tokens")
         self.pieces: List[bytes] = [bytes(p) for p in pieces]
         self.scores: List[float] = [float(s) for s in scores]
         self.vocab_size = len(self.pieces)
@@ -334,7 +335,7 @@ class Llama2cTokenizer(_BytesTokenizerBase):
         if text:
             space = self._lookup.get(b" ")
             if space is None:
-                raise ValueError(f"{self.source}: the vocabulary has no ' ' piece, needed for the dummy prefix")
+                raise InputError(f"{self.source}: the vocabulary has no ' ' piece, needed for the dummy prefix")
             ids.append(space)
         for ch in text:
             cp = ch.encode("utf-8")

@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import InputError
 from .config import ModelConfig
 from .errors import ModelFormatError
 from .safetensors_io import read_safetensors, write_safetensors
@@ -498,11 +499,11 @@ def save_llama2c(model: Model, path: PathLike, tokenizer_path: Optional[PathLike
     model.validate()
     c = model.config
     if c.head_dim * c.n_heads != c.dim:
-        raise ValueError(f"llama2.c needs head_dim == dim / n_heads; got head_dim {c.head_dim}, dim {c.dim}, n_heads {c.n_heads}")
+        raise InputError(f"llama2.c needs head_dim == dim / n_heads; got head_dim {c.head_dim}, dim {c.dim}, n_heads {c.n_heads}")
     if c.rope_theta != 10000.0:
-        raise ValueError(f"llama2.c's run.c hard-codes rope_theta = 10000, model has {c.rope_theta}")
+        raise InputError(f"llama2.c's run.c hard-codes rope_theta = 10000, model has {c.rope_theta}")
     if abs(c.norm_eps - 1e-5) > 1e-12:
-        raise ValueError(f"llama2.c's run.c hard-codes norm_eps = 1e-5, model has {c.norm_eps}")
+        raise InputError(f"llama2.c's run.c hard-codes norm_eps = 1e-5, model has {c.norm_eps}")
     pieces_scores = None
     if tokenizer_path is not None:
         tok = model.tokenizer
@@ -511,7 +512,7 @@ def save_llama2c(model: Model, path: PathLike, tokenizer_path: Optional[PathLike
         elif isinstance(tok, Llama2cTokenizer):
             pieces_scores = (tok.pieces, tok.scores)
         else:
-            raise ValueError(f"cannot write a tokenizer.bin for tokenizer {tok!r}")
+            raise InputError(f"cannot write a tokenizer.bin for tokenizer {tok!r}")
     w = model.weights
     L = c.n_layers
     hd = c.head_dim

@@ -412,6 +412,13 @@ impl ChipConfig {
         2 * self.mem_slices as u64 * self.addresses as u64 * self.lanes() as u64
     }
 
+    /// Instructions the chip can hold, all queues together. Instructions are 8 bytes;
+    /// the real chip keeps them in MEM slices reserved for the purpose, and we allow as
+    /// much as 8 slices of one hemisphere (no public source gives the split).
+    pub fn instruction_capacity(&self) -> u64 {
+        self.addresses as u64 * self.lanes() as u64
+    }
+
     /// Number of stream-register positions from the west edge to the east edge.
     pub fn positions(&self) -> u32 {
         // C2C, MXM planes, SXM, MEM slices per side, plus the VXM in the middle.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod fuzz;
 pub mod isa;
 pub mod mxm;
 pub mod numerics;

@@ -115,9 +115,10 @@ impl TensorDesc {
 pub fn vectors_for(shape: &[u64], lanes: usize) -> u64 {
     let (rows, cols) = match shape.split_last() {
         None => (1, 1),
-        Some((last, lead)) => (lead.iter().product::<u64>(), *last),
+        Some((last, lead)) => (lead.iter().fold(1u64, |a, &d| a.saturating_mul(d)), *last),
     };
-    rows * cols.div_ceil(lanes as u64)
+    // Saturating: an absurd shape must fail the capacity check, not wrap around.
+    rows.saturating_mul(cols.div_ceil(lanes as u64))
 }
 
 /// Where each queue starts for one named entry point (queues not listed start at 0).
@@ -753,7 +754,14 @@ pub fn check_init(cfg: &ChipConfig, init: &SramInit) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a tensor is not valid on a chip: its placement, then whether it fits.
 pub fn check_tensor(cfg: &ChipConfig, t: &TensorDesc) -> Result<(), String> {
+    check_placement(cfg, t)?;
+    check_fits(cfg, t)
+}
+
+/// Whether a tensor's name, shape and placement make sense on a chip.
+pub fn check_placement(cfg: &ChipConfig, t: &TensorDesc) -> Result<(), String> {
     let l = &t.layout;
     if t.name.is_empty() {
         return Err("empty name".into());
@@ -785,6 +793,12 @@ pub fn check_tensor(cfg: &ChipConfig, t: &TensorDesc) -> Result<(), String> {
     if t.shape.contains(&0) {
         return Err("shape has a zero dimension".into());
     }
+    Ok(())
+}
+
+/// Whether a validly placed tensor fits in its slices' addresses.
+pub fn check_fits(cfg: &ChipConfig, t: &TensorDesc) -> Result<(), String> {
+    let l = &t.layout;
     let words = t.vectors(cfg.lanes()).div_ceil(l.split as u64);
     if l.addr as u64 + words > cfg.addresses as u64 {
         return Err(format!(
@@ -1213,5 +1227,6 @@ mod tests {
         assert_eq!(vectors_for(&[5], 320), 1);
         assert_eq!(vectors_for(&[321], 320), 2);
         assert_eq!(vectors_for(&[3, 2, 640], 320), 12);
+        assert_eq!(vectors_for(&[1 << 40, 1 << 40, 640], 320), u64::MAX);
     }
 }

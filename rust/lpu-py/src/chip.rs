@@ -1,8 +1,8 @@
 //! `Chip` for Python: runs release the GIL and check for Ctrl-C between slices.
 
 use crate::config::ChipConfig;
-use crate::program::{device_bytes, hemi_arg, Program, Tensor};
-use crate::{load_error, ConfigError, FaultError, LpuError};
+use crate::program::{device_bytes, hemi_arg, tensor_ok, Program, Tensor};
+use crate::{input_error, load_error, ConfigError, FaultError};
 use lpu_core::config::ChipConfig as CoreConfig;
 use lpu_core::dtype::DType;
 use lpu_core::engine::{
@@ -128,7 +128,7 @@ pub struct Chip {
 fn fault_kind(name: &str) -> PyResult<FaultKind> {
     FaultKind::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-        LpuError::new_err(format!(
+        input_error(format!(
             "unknown fault kind '{name}' (one of {})",
             names.join(", ")
         ))
@@ -169,29 +169,20 @@ impl Chip {
     fn check_word(&self, hemi: u8, slice: u16, addr: u32, count: u32) -> PyResult<()> {
         let c = self.inner.config();
         if slice as u32 >= c.mem_slices {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "slice {slice} does not exist (0..{})",
                 c.mem_slices
             )));
         }
         if addr as u64 + count as u64 > c.addresses as u64 {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "addresses {addr}..{} run past the slice's {} words",
                 addr as u64 + count as u64,
                 c.addresses
             )));
         }
-        let _ = hemi;
-        Ok(())
-    }
-
-    fn tensor_fits(&self, t: &Tensor) -> PyResult<()> {
-        let p = lpu_core::program::Program {
-            tensors: vec![t.inner.clone()],
-            ..lpu_core::program::Program::new(self.inner.config().clone())
-        };
-        if let Some(problem) = p.check().into_iter().next() {
-            return Err(LpuError::new_err(problem));
+        if hemi > 1 {
+            return Err(input_error(format!("hemisphere {hemi} does not exist")));
         }
         Ok(())
     }
@@ -280,18 +271,18 @@ impl Chip {
     ) -> PyResult<RunStatus> {
         let Some(path) = trace else {
             if trace_window.is_some() {
-                return Err(LpuError::new_err("trace_window needs trace=<file>"));
+                return Err(input_error("trace_window needs trace=<file>"));
             }
             return self.run_limited(py, max_cycles);
         };
         let (from, to) = trace_window.unwrap_or((0, u64::MAX));
         if from >= to {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "trace_window ({from}, {to}) is empty: it is (first cycle, end cycle)"
             )));
         }
         if !(ns_per_cycle > 0.0 && ns_per_cycle.is_finite()) {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "ns_per_cycle must be a positive number, not {ns_per_cycle}"
             )));
         }
@@ -366,15 +357,13 @@ impl Chip {
             "warn" => FaultPolicy::Warn,
             "ignore" => FaultPolicy::Ignore,
             _ => {
-                return Err(LpuError::new_err(format!(
+                return Err(input_error(format!(
                     "policy must be error, warn or ignore, not '{policy}'"
                 )))
             }
         };
         if !k.recoverable() && p != FaultPolicy::Error {
-            return Err(LpuError::new_err(format!(
-                "{kind} faults always stop the chip"
-            )));
+            return Err(input_error(format!("{kind} faults always stop the chip")));
         }
         self.inner.set_policy(k, p);
         Ok(())
@@ -482,7 +471,7 @@ impl Chip {
         let lanes = self.inner.config().lanes();
         let d = data.as_slice()?;
         if d.is_empty() || d.len() % lanes != 0 {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "data is {} bytes, not whole {lanes}-byte words",
                 d.len()
             )));
@@ -505,7 +494,7 @@ impl Chip {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let s = parse_stream(stream)?;
         if position >= self.inner.config().positions() {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "position {position} is off the chip (0..{})",
                 self.inner.config().positions()
             )));
@@ -530,7 +519,7 @@ impl Chip {
         tensor: &Tensor,
         data: PyReadonlyArray1<'_, u8>,
     ) -> PyResult<()> {
-        self.tensor_fits(tensor)?;
+        tensor_ok(self.inner.config(), &tensor.inner)?;
         let t = &tensor.inner;
         let d = device_bytes(t, data.as_slice()?)?;
         let chip = &mut self.inner;
@@ -544,7 +533,7 @@ impl Chip {
         py: Python<'py>,
         tensor: &Tensor,
     ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-        self.tensor_fits(tensor)?;
+        tensor_ok(self.inner.config(), &tensor.inner)?;
         let t = &tensor.inner;
         let n = lpu_core::tensor::numel(t);
         let mut out = vec![0u8; n * t.dtype.bytes()];
@@ -682,7 +671,7 @@ impl Chip {
     #[pyo3(signature = (bins = 100))]
     fn timeline<'py>(&self, py: Python<'py>, bins: usize) -> PyResult<Bound<'py, PyDict>> {
         if bins == 0 {
-            return Err(LpuError::new_err("bins must be at least 1"));
+            return Err(input_error("bins must be at least 1"));
         }
         let cycles = self.inner.cycles().max(1);
         let width = cycles.div_ceil(bins as u64).max(1);
@@ -734,12 +723,12 @@ impl Chip {
     fn queue(&self, name: &str) -> PyResult<usize> {
         self.inner
             .queue_index(name)
-            .ok_or_else(|| LpuError::new_err(format!("no queue named '{name}'")))
+            .ok_or_else(|| input_error(format!("no queue named '{name}'")))
     }
 }
 
 fn parse_stream(s: &str) -> PyResult<StreamRef> {
-    let err = || LpuError::new_err(format!("'{s}' is not a stream (write e.g. s5e or s5w)"));
+    let err = || input_error(format!("'{s}' is not a stream (write e.g. s5e or s5w)"));
     let body = s.strip_prefix('s').ok_or_else(err)?;
     let (num, dir) = body.split_at(body.len().saturating_sub(1));
     let index: u32 = num.parse().map_err(|_| err())?;

@@ -108,6 +108,11 @@ impl ChipConfig {
     fn sram_bytes(&self) -> u64 {
         self.inner.sram_bytes()
     }
+    /// Instructions the chip's instruction memory holds, all queues together.
+    #[getter]
+    fn instruction_capacity(&self) -> u64 {
+        self.inner.instruction_capacity()
+    }
     /// Number of stream-register positions from the west edge to the east edge.
     #[getter]
     fn positions(&self) -> u32 {

@@ -1,6 +1,6 @@
 //! The instruction table for Python (`lpu.isa` builds its objects from these tuples).
 
-use crate::LpuError;
+use crate::input_error;
 use lpu_core::dtype::set;
 use lpu_core::isa::{flags, markdown, FieldKind, Instr, Op, TABLE};
 use pyo3::prelude::*;
@@ -48,16 +48,16 @@ fn isa_table() -> Vec<(
 #[pyfunction]
 fn encode(mnemonic: &str, operands: Vec<u32>) -> PyResult<u64> {
     let op = Op::from_mnemonic(mnemonic)
-        .ok_or_else(|| LpuError::new_err(format!("unknown instruction '{mnemonic}'")))?;
+        .ok_or_else(|| input_error(format!("unknown instruction '{mnemonic}'")))?;
     Instr::new(op, &operands)
         .map(|i| i.encode())
-        .map_err(|e| LpuError::new_err(format!("{mnemonic}: {e}")))
+        .map_err(|e| input_error(format!("{mnemonic}: {e}")))
 }
 
 /// Decode an instruction word into (mnemonic, operand values).
 #[pyfunction]
 fn decode(word: u64) -> PyResult<(&'static str, Vec<u32>)> {
-    let i = Instr::decode(word).map_err(|e| LpuError::new_err(e.to_string()))?;
+    let i = Instr::decode(word).map_err(|e| input_error(e.to_string()))?;
     Ok((i.op.mnemonic(), i.operands().to_vec()))
 }
 
@@ -66,7 +66,7 @@ fn decode(word: u64) -> PyResult<(&'static str, Vec<u32>)> {
 fn disassemble_word(word: u64) -> PyResult<String> {
     Instr::decode(word)
         .map(|i| i.disassemble())
-        .map_err(|e| LpuError::new_err(e.to_string()))
+        .map_err(|e| input_error(e.to_string()))
 }
 
 /// Text form of an operand value of a kind ("stream", "src", "dst", "dtype", ...).
@@ -86,7 +86,7 @@ fn kind_by_name(kind: &str) -> PyResult<FieldKind> {
         "dtype" => FieldKind::DType,
         "slot" => FieldKind::Slot,
         "flag" => FieldKind::Flag,
-        _ => return Err(LpuError::new_err(format!("unknown operand kind '{kind}'"))),
+        _ => return Err(input_error(format!("unknown operand kind '{kind}'"))),
     })
 }
 

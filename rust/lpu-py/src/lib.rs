@@ -2,8 +2,10 @@
 //! exceptions and the GIL; all behaviour lives in the core crate.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,6 +46,40 @@ create_exception!(
     "A runtime fault stopped the chip (see .fault for cycle, queue and instruction)."
 );
 
+/// `InputError(LpuError, ValueError)`: a value given to lpu is not valid. It has two
+/// bases so `except ValueError` works too; `create_exception!` makes single-base
+/// classes only, so the class is made once at import with `type()`.
+static INPUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn input_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    INPUT_ERROR
+        .get_or_try_init(py, || {
+            let ns = PyDict::new(py);
+            ns.set_item("__module__", "lpu._core")?;
+            ns.set_item(
+                "__doc__",
+                "A value given to lpu is not valid: a wrong name, dtype, shape, \
+                 queue, stream, address or option.",
+            )?;
+            let bases = (py.get_type::<LpuError>(), py.get_type::<PyValueError>());
+            let t = py
+                .get_type::<PyType>()
+                .call1(("InputError", bases, ns))?
+                .cast_into::<PyType>()?;
+            Ok(t.unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
+/// An `InputError` with this message.
+pub(crate) fn input_error(msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| match input_error_type(py) {
+        Ok(t) => PyErr::from_type(t.clone(), msg),
+        Err(e) => e,
+    })
+}
+
 /// Turn a program-file error into ProgramFormatError with `offset` and `field` attributes.
 pub(crate) fn format_error(py: Python<'_>, e: lpu_core::error::FormatError) -> PyErr {
     let err = ProgramFormatError::new_err(e.to_string());
@@ -80,6 +116,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ProgramFormatError", py.get_type::<ProgramFormatError>())?;
     m.add("CapacityError", py.get_type::<CapacityError>())?;
     m.add("FaultError", py.get_type::<FaultError>())?;
+    m.add("InputError", input_error_type(py)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
     config::register(m)?;
     isa::register(m)?;

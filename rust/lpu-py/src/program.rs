@@ -1,7 +1,7 @@
 //! `Program` and `Tensor` for Python.
 
 use crate::config::ChipConfig;
-use crate::{format_error, LpuError, ProgramFormatError};
+use crate::{format_error, input_error, CapacityError, ProgramFormatError};
 use lpu_core::dtype::DType;
 use lpu_core::isa::Instr;
 use lpu_core::program::{
@@ -17,14 +17,14 @@ fn hemi_index(h: &Bound<'_, PyAny>) -> PyResult<u8> {
         return match s.as_str() {
             "W" | "w" => Ok(0),
             "E" | "e" => Ok(1),
-            _ => Err(LpuError::new_err(format!(
+            _ => Err(input_error(format!(
                 "hemisphere must be 'W' or 'E', not '{s}'"
             ))),
         };
     }
     match h.extract::<u8>() {
         Ok(v) if v <= 1 => Ok(v),
-        _ => Err(LpuError::new_err(
+        _ => Err(input_error(
             "hemisphere must be 'W', 'E', 0 (West) or 1 (East)",
         )),
     }
@@ -61,12 +61,12 @@ impl Tensor {
         split: u16,
     ) -> PyResult<Self> {
         let kind = TensorKind::from_name(kind).ok_or_else(|| {
-            LpuError::new_err(format!(
+            input_error(format!(
                 "tensor kind must be input, output, constant or scratch, not '{kind}'"
             ))
         })?;
         let dtype = DType::from_name(dtype)
-            .ok_or_else(|| LpuError::new_err(format!("unknown dtype '{dtype}'")))?;
+            .ok_or_else(|| input_error(format!("unknown dtype '{dtype}'")))?;
         Ok(Tensor {
             inner: TensorDesc {
                 name,
@@ -129,7 +129,7 @@ impl Tensor {
     /// (slice, address) of byte plane `plane` of vector `vector`.
     fn location(&self, vector: u64, plane: usize) -> PyResult<(u16, u32)> {
         if plane >= self.inner.dtype.bytes() {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "{} has {} byte planes",
                 self.inner.dtype.name(),
                 self.inner.dtype.bytes()
@@ -414,7 +414,7 @@ fn check_code(
     words: Vec<u64>,
 ) -> PyResult<Vec<(usize, String, String)>> {
     let Some(q) = config.inner.queues().into_iter().find(|q| q.name == queue) else {
-        return Err(LpuError::new_err(format!(
+        return Err(input_error(format!(
             "no queue named '{queue}' on {}",
             config.inner.name
         )));
@@ -448,7 +448,7 @@ pub(crate) fn device_bytes<'a>(
     let n = lpu_core::tensor::numel(t);
     if t.dtype == DType::Bf16 {
         if d.len() != 4 * n {
-            return Err(LpuError::new_err(format!(
+            return Err(input_error(format!(
                 "bfloat16 tensor '{}' needs {n} float32 values ({} bytes), got {} bytes",
                 t.name,
                 4 * n,
@@ -466,7 +466,7 @@ pub(crate) fn device_bytes<'a>(
     }
     let need = n * t.dtype.bytes();
     if d.len() != need {
-        return Err(LpuError::new_err(format!(
+        return Err(input_error(format!(
             "tensor '{}' needs {need} bytes, got {}",
             t.name,
             d.len()
@@ -475,10 +475,19 @@ pub(crate) fn device_bytes<'a>(
     Ok(std::borrow::Cow::Borrowed(d))
 }
 
-/// Why a tensor does not fit a chip, or None.
+/// InputError for a tensor placed where it cannot be, CapacityError for one too large.
+pub(crate) fn tensor_ok(cfg: &lpu_core::config::ChipConfig, t: &TensorDesc) -> PyResult<()> {
+    lpu_core::program::check_placement(cfg, t)
+        .map_err(|m| input_error(format!("tensor '{}': {m}", t.name)))?;
+    lpu_core::program::check_fits(cfg, t)
+        .map_err(|m| CapacityError::new_err(format!("tensor '{}': {m}", t.name)))
+}
+
+/// Raise InputError if a tensor is placed where it cannot be, CapacityError if it does
+/// not fit the chip.
 #[pyfunction]
-fn check_tensor(config: &ChipConfig, tensor: &Tensor) -> Option<String> {
-    lpu_core::program::check_tensor(&config.inner, &tensor.inner).err()
+fn check_tensor(config: &ChipConfig, tensor: &Tensor) -> PyResult<()> {
+    tensor_ok(&config.inner, &tensor.inner)
 }
 
 /// SRAM initialisers (hemisphere, slice, address, bytes) holding a tensor's data;
@@ -490,12 +499,7 @@ fn pack_tensor<'py>(
     tensor: &Tensor,
     data: numpy::PyReadonlyArray1<'_, u8>,
 ) -> PyResult<Vec<InitTuple<'py>>> {
-    if let Some(problem) = check_tensor(config, tensor) {
-        return Err(LpuError::new_err(format!(
-            "tensor '{}': {problem}",
-            tensor.inner.name
-        )));
-    }
+    tensor_ok(&config.inner, &tensor.inner)?;
     let t = &tensor.inner;
     let d = device_bytes(t, data.as_slice()?)?;
     let inits = lpu_core::tensor::pack(t, config.inner.lanes(), &d);

@@ -534,17 +534,14 @@ impl Chip {
     }
 
     fn check_capacity(&self, prog: &Program) -> Result<(), CapacityError> {
-        // Instructions are 8 bytes; the real chip keeps them in MEM slices reserved for
-        // the purpose. We allow as much instruction storage as 8 slices of one hemisphere.
-        let limit = 8 * self.cfg.addresses as u64 * self.lanes as u64;
-        let need = 8 * prog.instruction_count() as u64;
+        let limit = self.cfg.instruction_capacity();
+        let need = prog.instruction_count() as u64;
         if need > limit {
             return Err(CapacityError {
                 msg: format!(
-                    "the program has {} instructions ({} bytes); the chip's instruction memory holds {} bytes",
-                    prog.instruction_count(),
-                    need,
-                    limit
+                    "the program has {need} instructions ({} bytes); the chip's instruction memory holds {limit} ({} bytes)",
+                    8 * need,
+                    8 * limit
                 ),
             });
         }
