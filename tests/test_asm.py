@@ -119,3 +119,13 @@ def test_disassembly_reassembles_to_the_identical_binary(prog):
     again = lpu.assemble(text)
     assert again == prog
     assert again.to_bytes() == prog.to_bytes()
+
+
+def test_many_errors_are_all_kept_but_the_message_stays_short():
+    src = ".chip tsp_tiny\n.queue vxm.alu0\n" + "bogus 1\n" * 100
+    with pytest.raises(lpu.AssemblyError) as e:
+        lpu.assemble(src, "many.s")
+    assert len(e.value.errors) == 100 and [x.line for x in e.value.errors] == list(range(3, 103))
+    lines = str(e.value).splitlines()
+    assert lines[0] == "100 errors in assembly:" and lines[-1] == "... and 80 more"
+    assert len(lines) == 22 and lines[1].startswith("many.s:3:1:")

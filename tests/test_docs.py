@@ -51,3 +51,41 @@ def test_builder_doc_example_runs():
     assert blocks
     for code in blocks:
         exec(compile(code, "docs/builder.md", "exec"), {})
+
+
+def _error_sections():
+    with open(os.path.join(ROOT, "docs", "errors.md"), encoding="utf-8") as f:
+        text = f.read()
+    for name, body in re.findall(r"^## `(\w+)`\n(.*?)(?=^## )", text, re.S | re.M):
+        code = re.search(r"```python\n(.*?)```", body, re.S)
+        said = re.search(r"```text\n(.*?)```", body, re.S)
+        yield pytest.param(name, code and code.group(1), said and said.group(1), id=name)
+
+
+@pytest.mark.parametrize("name, code, said", list(_error_sections()))
+def test_errors_doc_example_raises_its_class_with_the_documented_message(name, code, said, tmp_path,
+                                                                          monkeypatch):
+    import lpu.llm
+
+    cls = getattr(lpu, name, None) or getattr(lpu.llm, name)
+    assert issubclass(cls, lpu.LpuError) and cls is not lpu.LpuError
+    assert code and said, f"the {name} section needs an example and its message"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(cls) as e:
+        exec(compile(code, "docs/errors.md", "exec"), {"lpu": lpu})
+    assert type(e.value) is cls
+    assert f"{name}: {e.value}" == said.strip()
+
+
+def test_errors_doc_covers_every_error_class():
+    import lpu.llm
+
+    with open(os.path.join(ROOT, "docs", "errors.md"), encoding="utf-8") as f:
+        text = f.read()
+    classes = {n for n in dir(lpu) if isinstance(getattr(lpu, n), type) and issubclass(getattr(lpu, n), lpu.LpuError)}
+    classes |= {n for n in dir(lpu.llm) if n.endswith("Error")}
+    classes.discard("LpuError")
+    documented = set(re.findall(r"^## `(\w+)`", text, re.M))
+    assert documented == classes
+    table = set(re.findall(r"^\| `(\w+)` \|", text, re.M))
+    assert table == classes

@@ -9,6 +9,7 @@ emulated chip.
 from __future__ import annotations
 
 from ._core import (
+    BusyError,
     CapacityError,
     Chip,
     ChipConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "Runner",
     "assemble",
     "assemble_file",
+    "BusyError",
     "CapacityError",
     "Chip",
     "ChipConfig",

@@ -16,6 +16,7 @@ __all__ = [
     'CapacityError',
     'FaultError',
     'InputError',
+    'BusyError',
     'build_profile',
     'ChipConfig',
     'isa_table',
@@ -53,6 +54,7 @@ class ProgramFormatError(LpuError):
 
 class CapacityError(LpuError): ...
 class InputError(LpuError, ValueError): ...
+class BusyError(LpuError): ...
 
 class FaultError(LpuError):
     fault: Fault

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
-from ._core import CapacityError, ConfigError, FaultError, InputError, LpuError, ProgramFormatError
+from ._core import BusyError, CapacityError, ConfigError, FaultError, InputError, LpuError, ProgramFormatError
 
 __all__ = [
     "LpuError",
@@ -18,6 +18,7 @@ __all__ = [
     "ProgramFormatError",
     "CapacityError",
     "FaultError",
+    "BusyError",
     "AssemblyError",
     "SourceError",
     "ScheduleError",
@@ -42,6 +43,10 @@ class SourceError:
         return f"{where}: {self.message}{shown}"
 
 
+#: How many problems an AssemblyError's message lists (``errors`` has them all).
+SHOWN_ERRORS = 20
+
+
 class AssemblyError(LpuError):
     """Assembly source with errors. ``errors`` lists every problem found, in order."""
 
@@ -49,7 +54,10 @@ class AssemblyError(LpuError):
         self.errors: List[SourceError] = list(errors)
         count = len(self.errors)
         head = f"{count} error{'s' if count != 1 else ''} in assembly:\n"
-        super().__init__(head + "\n".join(str(e) for e in self.errors))
+        shown = [str(e) for e in self.errors[:SHOWN_ERRORS]]
+        if count > SHOWN_ERRORS:  # all of them stay in .errors
+            shown.append(f"... and {count - SHOWN_ERRORS} more")
+        super().__init__(head + "\n".join(shown))
 
 
 class ScheduleError(LpuError):

@@ -10,6 +10,7 @@ from typing import Union
 
 from ._core import Chip
 from .errors import InputError
+from .files import atomic_path
 
 __all__ = ["save_plot"]
 
@@ -39,13 +40,8 @@ def save_plot(chip: Chip, path: Union[str, "os.PathLike[str]"], bins: int = 200)
     ax.set_title(f"{chip.config.name}: utilisation over {chip.cycles:,} cycles")
     ax.legend(loc="upper right", ncol=len(UNITS))
     fig.tight_layout()
-    # Written next to the target and renamed, so a reader never sees half a file.
-    target = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_path
 from .errors import ModelFormatError
 
 __all__ = [
@@ -226,7 +227,7 @@ def write_safetensors(
         blobs.append(raw)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for raw in blobs:

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
     Protocol = object  # type: ignore[assignment,misc]
 
 from ..errors import InputError
+from ..files import atomic_write_bytes
 from .errors import ModelFormatError
 
 __all__ = [
@@ -275,7 +276,7 @@ def write_tokenizer_bin(
         piece = bytes(piece)
         out += struct.pack("<fi", float(score), len(piece))
         out += piece
-    Path(path).write_bytes(bytes(out))
+    atomic_write_bytes(path, bytes(out))
 
 
 class Llama2cTokenizer(_BytesTokenizerBase):

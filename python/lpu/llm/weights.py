@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_path, atomic_write_bytes
 from .config import ModelConfig
 from .errors import ModelFormatError
 from .safetensors_io import read_safetensors, write_safetensors
@@ -363,7 +364,7 @@ def save_hf(model: Model, directory: PathLike, dtype: str = "F32", *, extra_conf
         hf: model.weights[canon] for canon, hf in names.items() if not (canon == "output" and c.tie_embeddings)
     }
     write_safetensors(directory / "model.safetensors", tensors, dtype=dtype)
-    (directory / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_bytes(directory / "config.json", (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
 
 
 # --------------------------------------------------------------------------- llama2.c
@@ -546,7 +547,7 @@ def save_llama2c(model: Model, path: PathLike, tokenizer_path: Optional[PathLike
     ]
     if not c.tie_embeddings:
         parts.append(w["output"])
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header.tobytes())
         for arr in parts:
             f.write(np.ascontiguousarray(arr, dtype="<f4").tobytes())

@@ -2,7 +2,7 @@
 
 use crate::config::ChipConfig;
 use crate::program::{device_bytes, hemi_arg, tensor_ok, Program, Tensor};
-use crate::{input_error, load_error, ConfigError, FaultError};
+use crate::{input_error, load_error, BusyError, ConfigError, FaultError};
 use lpu_core::config::ChipConfig as CoreConfig;
 use lpu_core::dtype::DType;
 use lpu_core::engine::{
@@ -14,6 +14,7 @@ use lpu_core::trace::Recorder;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Issues per GIL-free slice of a run; between slices Python signals (Ctrl-C) are checked.
 const SLICE_ISSUES: u64 = 2_000_000;
@@ -120,9 +121,12 @@ impl Snapshot {
 
 /// One emulated chip. ``Chip()`` is a ``tsp_v1``; ``Chip(ChipConfig("tsp_small"))`` a
 /// small one. Load a Program, then ``run()``, ``step(n)`` or ``run_until(cycle)``.
-#[pyclass(module = "lpu._core")]
+///
+/// Runs release the GIL, so other threads go on meanwhile; a call on a Chip that another
+/// thread is using raises BusyError (the chip sits behind a lock).
+#[pyclass(module = "lpu._core", frozen)]
 pub struct Chip {
-    inner: Core,
+    inner: Mutex<Core>,
 }
 
 fn fault_kind(name: &str) -> PyResult<FaultKind> {
@@ -136,56 +140,41 @@ fn fault_kind(name: &str) -> PyResult<FaultKind> {
 }
 
 impl Chip {
-    fn run_limited(&mut self, py: Python<'_>, until: u64) -> PyResult<RunStatus> {
-        self.run_with(py, until, &mut NoTrace)
+    /// The chip, or BusyError while another thread is using it.
+    fn core(&self) -> PyResult<MutexGuard<'_, Core>> {
+        match self.inner.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::WouldBlock) => Err(BusyError::new_err(
+                "this Chip is in use by another thread (a run, load or tensor copy is in \
+                 progress); give each thread its own Chip",
+            )),
+            // Poisoned only by a panic, which pyo3 already reported as PanicException;
+            // the chip's state is whatever that call left.
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        }
     }
+}
 
-    fn run_with<T: Tracer + Send>(
-        &mut self,
-        py: Python<'_>,
-        until: u64,
-        tracer: &mut T,
-    ) -> PyResult<RunStatus> {
-        loop {
-            let chip = &mut self.inner;
-            let tr = &mut *tracer;
-            let s = py.detach(move || {
-                chip.run_traced(
-                    Limits {
-                        until,
-                        issue_budget: SLICE_ISSUES,
-                    },
-                    tr,
-                )
-            });
-            if s != CoreStatus::Paused {
-                return Ok(s.into());
-            }
-            // The chip stopped between cycles: consistent and resumable.
-            py.check_signals()?;
-        }
+/// An error unless `count` words from `addr` exist in that slice.
+fn check_word(chip: &Core, hemi: u8, slice: u16, addr: u32, count: u32) -> PyResult<()> {
+    let c = chip.config();
+    if slice as u32 >= c.mem_slices {
+        return Err(input_error(format!(
+            "slice {slice} does not exist (0..{})",
+            c.mem_slices
+        )));
     }
-
-    fn check_word(&self, hemi: u8, slice: u16, addr: u32, count: u32) -> PyResult<()> {
-        let c = self.inner.config();
-        if slice as u32 >= c.mem_slices {
-            return Err(input_error(format!(
-                "slice {slice} does not exist (0..{})",
-                c.mem_slices
-            )));
-        }
-        if addr as u64 + count as u64 > c.addresses as u64 {
-            return Err(input_error(format!(
-                "addresses {addr}..{} run past the slice's {} words",
-                addr as u64 + count as u64,
-                c.addresses
-            )));
-        }
-        if hemi > 1 {
-            return Err(input_error(format!("hemisphere {hemi} does not exist")));
-        }
-        Ok(())
+    if addr as u64 + count as u64 > c.addresses as u64 {
+        return Err(input_error(format!(
+            "addresses {addr}..{} run past the slice's {} words",
+            addr as u64 + count as u64,
+            c.addresses
+        )));
     }
+    if hemi > 1 {
+        return Err(input_error(format!("hemisphere {hemi} does not exist")));
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -198,44 +187,53 @@ impl Chip {
         let cfg = config.map(|c| c.inner).unwrap_or_else(CoreConfig::tsp_v1);
         let mut inner = Core::new(cfg).map_err(|e| ConfigError::new_err(e.msg))?;
         inner.set_fast(fast);
-        Ok(Chip { inner })
+        Ok(Chip {
+            inner: Mutex::new(inner),
+        })
     }
 
     /// Whether runs of repeated instructions are issued in batches.
     #[getter]
-    fn fast(&self) -> bool {
-        self.inner.fast()
+    fn fast(&self) -> PyResult<bool> {
+        let c = self.core()?;
+        Ok(c.fast())
     }
 
     /// Issues since load that were done in batches (the rest one by one). Not part of
     /// ``stats()``, which is the same whichever way instructions issue.
     #[getter]
-    fn batched_issues(&self) -> u64 {
-        self.inner.stats().batched
+    fn batched_issues(&self) -> PyResult<u64> {
+        let c = self.core()?;
+        Ok(c.stats().batched)
     }
 
     #[setter]
-    fn set_fast(&mut self, on: bool) {
-        self.inner.set_fast(on);
+    fn set_fast(&self, on: bool) -> PyResult<()> {
+        let mut c = self.core()?;
+        c.set_fast(on);
+        Ok(())
     }
 
     #[getter]
-    fn config(&self) -> ChipConfig {
-        ChipConfig {
-            inner: self.inner.config().clone(),
-        }
+    fn config(&self) -> PyResult<ChipConfig> {
+        let c = self.core()?;
+        Ok(ChipConfig {
+            inner: c.config().clone(),
+        })
     }
 
     /// The loaded program, if any.
     #[getter]
-    fn program(&self) -> Option<Program> {
-        self.inner.program().map(|p| Program { inner: p.clone() })
+    fn program(&self) -> PyResult<Option<Program>> {
+        let c = self.core()?;
+        Ok(c.program().map(|p| Program { inner: p.clone() }))
     }
 
     /// Load a program (built for this chip's config) and prepare to run `entry`.
     #[pyo3(signature = (program, entry = None))]
-    fn load(&mut self, py: Python<'_>, program: &Program, entry: Option<&str>) -> PyResult<()> {
-        let chip = &mut self.inner;
+    fn load(&self, py: Python<'_>, program: &Program, entry: Option<&str>) -> PyResult<()> {
+        let mut c = self.core()?;
+        let chip = &mut *c;
         let prog = program.inner.clone();
         py.detach(move || chip.load(prog, entry))
             .map_err(|e| load_error(py, e))
@@ -245,15 +243,20 @@ impl Chip {
     /// initialisers). With ``keep_sram=True`` SRAM keeps its contents, so the program can
     /// run again on the state the previous run left.
     #[pyo3(signature = (keep_sram = false))]
-    fn reset(&mut self, keep_sram: bool) {
+    fn reset(&self, keep_sram: bool) -> PyResult<()> {
+        let mut c = self.core()?;
         if keep_sram {
-            self.inner.restart();
+            c.restart();
         } else {
-            self.inner.reset();
+            c.reset();
         }
+        Ok(())
     }
 
-    /// Run until the program halts, a breakpoint/watchpoint/fault, or `max_cycles`.
+    /// Run until the program halts, a breakpoint/watchpoint/fault, or `max_cycles` more
+    /// cycles have passed (status CYCLE_LIMIT; `cycle` says where it stopped). The run
+    /// can be resumed by calling `run` again. Ctrl-C stops it between cycles with
+    /// KeyboardInterrupt, leaving the chip consistent and resumable.
     ///
     /// With ``trace="out.json"`` the run also writes a Chrome trace-event file
     /// (Perfetto, chrome://tracing) of the cycles in ``trace_window=(first, end)`` (all by
@@ -262,18 +265,20 @@ impl Chip {
     /// traffic. The timeline shows ``ns_per_cycle`` ns per cycle (1: it reads in cycles).
     #[pyo3(signature = (max_cycles = DEFAULT_MAX_CYCLES, *, trace = None, trace_window = None, ns_per_cycle = 1.0))]
     fn run(
-        &mut self,
+        &self,
         py: Python<'_>,
         max_cycles: u64,
         trace: Option<std::path::PathBuf>,
         trace_window: Option<(u64, u64)>,
         ns_per_cycle: f64,
     ) -> PyResult<RunStatus> {
+        let mut c = self.core()?;
+        let until = c.cycle().saturating_add(max_cycles);
         let Some(path) = trace else {
             if trace_window.is_some() {
                 return Err(input_error("trace_window needs trace=<file>"));
             }
-            return self.run_limited(py, max_cycles);
+            return run_sliced(py, &mut c, until, &mut NoTrace);
         };
         let (from, to) = trace_window.unwrap_or((0, u64::MAX));
         if from >= to {
@@ -287,8 +292,8 @@ impl Chip {
             )));
         }
         let mut rec = Recorder::new(from, to);
-        let status = self.run_with(py, max_cycles, &mut rec)?;
-        let json = rec.to_json(self.inner.config(), self.inner.queues(), ns_per_cycle);
+        let status = run_sliced(py, &mut c, until, &mut rec)?;
+        let json = rec.to_json(c.config(), c.queues(), ns_per_cycle);
         crate::program::atomic_write(&path, json.as_bytes()).map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!(
                 "cannot write the trace to {}: {e}",
@@ -300,48 +305,55 @@ impl Chip {
 
     /// Advance `n` cycles (or less if the program stops first).
     #[pyo3(signature = (n = 1))]
-    fn step(&mut self, py: Python<'_>, n: u64) -> PyResult<RunStatus> {
-        let until = self.inner.cycle().saturating_add(n);
-        self.run_limited(py, until)
+    fn step(&self, py: Python<'_>, n: u64) -> PyResult<RunStatus> {
+        let mut c = self.core()?;
+        let until = c.cycle().saturating_add(n);
+        run_sliced(py, &mut c, until, &mut NoTrace)
     }
 
     /// Run until just before `cycle` executes (or the program stops first).
-    fn run_until(&mut self, py: Python<'_>, cycle: u64) -> PyResult<RunStatus> {
-        self.run_limited(py, cycle)
+    fn run_until(&self, py: Python<'_>, cycle: u64) -> PyResult<RunStatus> {
+        run_sliced(py, &mut *self.core()?, cycle, &mut NoTrace)
     }
 
     /// The next cycle to execute (superlane-0 time).
     #[getter]
-    fn cycle(&self) -> u64 {
-        self.inner.cycle()
+    fn cycle(&self) -> PyResult<u64> {
+        let c = self.core()?;
+        Ok(c.cycle())
     }
 
     /// Cycles the program took so far, including the last superlane's skew.
     #[getter]
-    fn cycles(&self) -> u64 {
-        self.inner.cycles()
+    fn cycles(&self) -> PyResult<u64> {
+        let c = self.core()?;
+        Ok(c.cycles())
     }
 
     #[getter]
-    fn halted(&self) -> bool {
-        self.inner.halted()
+    fn halted(&self) -> PyResult<bool> {
+        let c = self.core()?;
+        Ok(c.halted())
     }
 
     /// The fault that stopped the chip, or None.
     #[getter]
-    fn fault(&self) -> Option<Fault> {
-        self.inner.fault().map(Fault::from)
+    fn fault(&self) -> PyResult<Option<Fault>> {
+        let c = self.core()?;
+        Ok(c.fault().map(Fault::from))
     }
 
     /// Faults recorded under the "warn" policy.
     #[getter]
-    fn warnings(&self) -> Vec<Fault> {
-        self.inner.warnings().iter().map(Fault::from).collect()
+    fn warnings(&self) -> PyResult<Vec<Fault>> {
+        let c = self.core()?;
+        Ok(c.warnings().iter().map(Fault::from).collect())
     }
 
     /// Raise FaultError if a fault stopped the chip.
     fn raise_for_fault(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(f) = self.inner.fault() {
+        let c = self.core()?;
+        if let Some(f) = c.fault() {
             let err = FaultError::new_err(f.to_string());
             let _ = err.value(py).setattr("fault", Fault::from(f));
             return Err(err);
@@ -350,7 +362,8 @@ impl Chip {
     }
 
     /// Set what a fault kind does: "error" (stop), "warn" (record, go on) or "ignore".
-    fn set_fault_policy(&mut self, kind: &str, policy: &str) -> PyResult<()> {
+    fn set_fault_policy(&self, kind: &str, policy: &str) -> PyResult<()> {
+        let mut c = self.core()?;
         let k = fault_kind(kind)?;
         let p = match policy {
             "error" => FaultPolicy::Error,
@@ -365,74 +378,75 @@ impl Chip {
         if !k.recoverable() && p != FaultPolicy::Error {
             return Err(input_error(format!("{kind} faults always stop the chip")));
         }
-        self.inner.set_policy(k, p);
+        c.set_policy(k, p);
         Ok(())
     }
 
     /// The policy of each fault kind.
-    fn fault_policies(&self) -> Vec<(&'static str, &'static str)> {
-        FaultKind::ALL
+    fn fault_policies(&self) -> PyResult<Vec<(&'static str, &'static str)>> {
+        let c = self.core()?;
+        Ok(FaultKind::ALL
             .iter()
             .map(|k| {
-                let p = match self.inner.policy(*k) {
+                let p = match c.policy(*k) {
                     FaultPolicy::Error => "error",
                     FaultPolicy::Warn => "warn",
                     FaultPolicy::Ignore => "ignore",
                 };
                 (k.name(), p)
             })
-            .collect()
+            .collect())
     }
 
     /// Stop before instruction `index` of `queue` issues.
-    fn add_breakpoint(&mut self, queue: &str, index: usize) -> PyResult<()> {
-        let q = self.queue(queue)?;
-        self.inner.add_breakpoint(q, index);
+    fn add_breakpoint(&self, queue: &str, index: usize) -> PyResult<()> {
+        let mut c = self.core()?;
+        let q = queue_of(&c, queue)?;
+        c.add_breakpoint(q, index);
         Ok(())
     }
 
-    fn remove_breakpoint(&mut self, queue: &str, index: usize) -> PyResult<bool> {
-        let q = self.queue(queue)?;
-        Ok(self.inner.remove_breakpoint(q, index))
+    fn remove_breakpoint(&self, queue: &str, index: usize) -> PyResult<bool> {
+        let mut c = self.core()?;
+        let q = queue_of(&c, queue)?;
+        Ok(c.remove_breakpoint(q, index))
     }
 
     /// Stop when a write to this SRAM word lands: the run returns WATCHPOINT with
     /// ``cycle`` = the landing cycle (the word already holds the new value); running on
     /// continues from that cycle.
-    fn add_watchpoint(&mut self, hemi: &Bound<'_, PyAny>, slice: u16, addr: u32) -> PyResult<()> {
+    fn add_watchpoint(&self, hemi: &Bound<'_, PyAny>, slice: u16, addr: u32) -> PyResult<()> {
+        let mut c = self.core()?;
         let h = hemi_arg(hemi)?;
-        self.check_word(h, slice, addr, 1)?;
-        self.inner.add_watchpoint(h, slice, addr);
+        check_word(&c, h, slice, addr, 1)?;
+        c.add_watchpoint(h, slice, addr);
         Ok(())
     }
 
-    fn remove_watchpoint(
-        &mut self,
-        hemi: &Bound<'_, PyAny>,
-        slice: u16,
-        addr: u32,
-    ) -> PyResult<bool> {
-        Ok(self.inner.remove_watchpoint(hemi_arg(hemi)?, slice, addr))
+    fn remove_watchpoint(&self, hemi: &Bound<'_, PyAny>, slice: u16, addr: u32) -> PyResult<bool> {
+        let mut c = self.core()?;
+        Ok(c.remove_watchpoint(hemi_arg(hemi)?, slice, addr))
     }
 
     /// The (hemisphere, slice, address) whose write stopped the last run, if any.
     #[getter]
-    fn watch_hit(&self) -> Option<(&'static str, u16, u32)> {
-        self.inner
-            .watch_hit()
-            .map(|(h, s, a)| (lpu_core::config::HEMISPHERES[h as usize], s, a))
+    fn watch_hit(&self) -> PyResult<Option<(&'static str, u16, u32)>> {
+        let c = self.core()?;
+        Ok(c.watch_hit()
+            .map(|(h, s, a)| (lpu_core::config::HEMISPHERES[h as usize], s, a)))
     }
 
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            inner: self.inner.snapshot(),
-            cycle: self.inner.cycle(),
-        }
+    fn snapshot(&self) -> PyResult<Snapshot> {
+        let c = self.core()?;
+        Ok(Snapshot {
+            inner: c.snapshot(),
+            cycle: c.cycle(),
+        })
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) -> PyResult<()> {
-        self.inner
-            .restore(&snapshot.inner)
+    fn restore(&self, snapshot: &Snapshot) -> PyResult<()> {
+        let mut c = self.core()?;
+        c.restore(&snapshot.inner)
             .map_err(|e| ConfigError::new_err(e.msg))
     }
 
@@ -446,12 +460,13 @@ impl Chip {
         addr: u32,
         count: u32,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.core()?;
         let h = hemi_arg(hemi)?;
-        self.check_word(h, slice, addr, count)?;
-        let lanes = self.inner.config().lanes();
+        check_word(&c, h, slice, addr, count)?;
+        let lanes = c.config().lanes();
         let mut v = vec![0u8; count as usize * lanes];
         for (i, w) in v.chunks_mut(lanes).enumerate() {
-            self.inner.read_word(h, slice, addr + i as u32, w);
+            c.read_word(h, slice, addr + i as u32, w);
         }
         readonly(
             PyArray1::from_vec(py, v).into_any(),
@@ -461,14 +476,15 @@ impl Chip {
 
     /// Write SRAM words (host access, not timed). `data` is uint8 of shape (n, lanes) or (lanes,).
     fn write_sram(
-        &mut self,
+        &self,
         hemi: &Bound<'_, PyAny>,
         slice: u16,
         addr: u32,
         data: PyReadonlyArray1<'_, u8>,
     ) -> PyResult<()> {
+        let mut c = self.core()?;
         let h = hemi_arg(hemi)?;
-        let lanes = self.inner.config().lanes();
+        let lanes = c.config().lanes();
         let d = data.as_slice()?;
         if d.is_empty() || d.len() % lanes != 0 {
             return Err(input_error(format!(
@@ -477,9 +493,9 @@ impl Chip {
             )));
         }
         let n = (d.len() / lanes) as u32;
-        self.check_word(h, slice, addr, n)?;
+        check_word(&c, h, slice, addr, n)?;
         for (i, w) in d.chunks(lanes).enumerate() {
-            self.inner.write_word(h, slice, addr + i as u32, w);
+            c.write_word(h, slice, addr + i as u32, w);
         }
         Ok(())
     }
@@ -492,14 +508,15 @@ impl Chip {
         stream: &str,
         position: u32,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let c = self.core()?;
         let s = parse_stream(stream)?;
-        if position >= self.inner.config().positions() {
+        if position >= c.config().positions() {
             return Err(input_error(format!(
                 "position {position} is off the chip (0..{})",
-                self.inner.config().positions()
+                c.config().positions()
             )));
         }
-        match self.inner.stream_value(s, position) {
+        match c.stream_value(s, position) {
             None => Ok(None),
             Some(v) => {
                 let lanes = v.len();
@@ -514,15 +531,16 @@ impl Chip {
     /// Write a tensor's data into SRAM. `data` is the raw little-endian element bytes of
     /// a C-ordered array of the tensor's shape (for bfloat16: float32 values, rounded).
     fn write_tensor(
-        &mut self,
+        &self,
         py: Python<'_>,
         tensor: &Tensor,
         data: PyReadonlyArray1<'_, u8>,
     ) -> PyResult<()> {
-        tensor_ok(self.inner.config(), &tensor.inner)?;
+        let mut c = self.core()?;
+        tensor_ok(c.config(), &tensor.inner)?;
         let t = &tensor.inner;
         let d = device_bytes(t, data.as_slice()?)?;
-        let chip = &mut self.inner;
+        let chip = &mut *c;
         py.detach(|| lpu_core::tensor::write_tensor(chip, t, &d));
         Ok(())
     }
@@ -533,11 +551,12 @@ impl Chip {
         py: Python<'py>,
         tensor: &Tensor,
     ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-        tensor_ok(self.inner.config(), &tensor.inner)?;
+        let c = self.core()?;
+        tensor_ok(c.config(), &tensor.inner)?;
         let t = &tensor.inner;
         let n = lpu_core::tensor::numel(t);
         let mut out = vec![0u8; n * t.dtype.bytes()];
-        let chip = &self.inner;
+        let chip = &*c;
         py.detach(|| lpu_core::tensor::read_tensor(chip, t, &mut out));
         if t.dtype == DType::Bf16 {
             out = out
@@ -553,9 +572,10 @@ impl Chip {
     /// Counters since load: per-unit instructions, busy cycles and utilisation, SRAM and
     /// stream traffic, MACs, cycles and the predicted time at the configured clock.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
-        let cfg = self.inner.config();
-        let cycles = self.inner.cycles();
+        let c = self.core()?;
+        let s = c.stats();
+        let cfg = c.config();
+        let cycles = c.cycles();
         let d = PyDict::new(py);
         d.set_item("cycles", cycles)?;
         d.set_item("clock_hz", cfg.clock_hz)?;
@@ -577,7 +597,7 @@ impl Chip {
         }
         d.set_item("units", units)?;
         let queues = PyDict::new(py);
-        for (q, n) in self.inner.queues().iter().zip(&s.per_queue) {
+        for (q, n) in c.queues().iter().zip(&s.per_queue) {
             if *n > 0 {
                 queues.set_item(&q.name, *n)?;
             }
@@ -603,10 +623,11 @@ impl Chip {
 
     /// A utilisation table of the run so far: per-unit issues and busy cycles, MACs per
     /// cycle against the MXM peak, SRAM and stream traffic against theirs.
-    fn report(&self) -> String {
-        let s = self.inner.stats();
-        let cfg = self.inner.config();
-        let cycles = self.inner.cycles();
+    fn report(&self) -> PyResult<String> {
+        let c = self.core()?;
+        let s = c.stats();
+        let cfg = c.config();
+        let cycles = c.cycles();
         let per = |x: f64| if cycles > 0 { x / cycles as f64 } else { 0.0 };
         let pct = |x: f64, peak: f64| if peak > 0.0 { 100.0 * x / peak } else { 0.0 };
         let lanes = cfg.lanes() as f64;
@@ -663,20 +684,21 @@ impl Chip {
             group(s.stream_writes),
             group(stream_peak as u64)
         );
-        out
+        Ok(out)
     }
 
     /// Busy fraction of each unit over time: ``bins`` equal spans of the run, as arrays
     /// keyed by unit name, plus ``"cycles"``: the first cycle of each bin.
     #[pyo3(signature = (bins = 100))]
     fn timeline<'py>(&self, py: Python<'py>, bins: usize) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.core()?;
         if bins == 0 {
             return Err(input_error("bins must be at least 1"));
         }
-        let cycles = self.inner.cycles().max(1);
+        let cycles = c.cycles().max(1);
         let width = cycles.div_ceil(bins as u64).max(1);
         let n = cycles.div_ceil(width) as usize;
-        let s = self.inner.stats();
+        let s = c.stats();
         let d = PyDict::new(py);
         let starts: Vec<u64> = (0..n as u64).map(|i| i * width).collect();
         d.set_item("cycles", PyArray1::from_vec(py, starts))?;
@@ -693,37 +715,61 @@ impl Chip {
     }
 
     /// Reset the counters of `stats()`.
-    fn clear_stats(&mut self) {
-        self.inner.clear_stats();
+    fn clear_stats(&self) -> PyResult<()> {
+        let mut c = self.core()?;
+        c.clear_stats();
+        Ok(())
     }
 
     /// (next instruction index, instruction count, parked in sync) of a queue.
     fn queue_state(&self, queue: &str) -> PyResult<(usize, usize, bool)> {
-        let q = self.queue(queue)?;
-        Ok(self.inner.queue_state(q))
+        let c = self.core()?;
+        let q = queue_of(&c, queue)?;
+        Ok(c.queue_state(q))
     }
 
-    fn __repr__(&self) -> String {
-        format!(
+    fn __repr__(&self) -> PyResult<String> {
+        let c = self.core()?;
+        Ok(format!(
             "Chip('{}', cycle={}, {})",
-            self.inner.config().name,
-            self.inner.cycle(),
-            if self.inner.fault().is_some() {
+            c.config().name,
+            c.cycle(),
+            if c.fault().is_some() {
                 "faulted"
-            } else if self.inner.halted() {
+            } else if c.halted() {
                 "halted"
             } else {
                 "running"
             }
-        )
+        ))
     }
 }
 
-impl Chip {
-    fn queue(&self, name: &str) -> PyResult<usize> {
-        self.inner
-            .queue_index(name)
-            .ok_or_else(|| input_error(format!("no queue named '{name}'")))
+/// The index of the queue called `name`.
+fn queue_of(c: &Core, name: &str) -> PyResult<usize> {
+    c.queue_index(name)
+        .ok_or_else(|| input_error(format!("no queue named '{name}'")))
+}
+
+/// Run `chip` up to cycle `until` in GIL-free slices, checking for Ctrl-C between them.
+fn run_sliced<T: Tracer + Send>(
+    py: Python<'_>,
+    chip: &mut Core,
+    until: u64,
+    tracer: &mut T,
+) -> PyResult<RunStatus> {
+    loop {
+        let (c, tr) = (&mut *chip, &mut *tracer);
+        let limits = Limits {
+            until,
+            issue_budget: SLICE_ISSUES,
+        };
+        let s = py.detach(move || c.run_traced(limits, tr));
+        if s != CoreStatus::Paused {
+            return Ok(s.into());
+        }
+        // The chip stopped between cycles: consistent and resumable.
+        py.check_signals()?;
     }
 }
 

@@ -41,6 +41,12 @@ create_exception!(
 );
 create_exception!(
     _core,
+    BusyError,
+    LpuError,
+    "The Chip is in use by another thread (each thread needs its own Chip)."
+);
+create_exception!(
+    _core,
     FaultError,
     LpuError,
     "A runtime fault stopped the chip (see .fault for cycle, queue and instruction)."
@@ -116,6 +122,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ProgramFormatError", py.get_type::<ProgramFormatError>())?;
     m.add("CapacityError", py.get_type::<CapacityError>())?;
     m.add("FaultError", py.get_type::<FaultError>())?;
+    m.add("BusyError", py.get_type::<BusyError>())?;
     m.add("InputError", input_error_type(py)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
     config::register(m)?;
