@@ -122,3 +122,34 @@ def test_chip_api_with_bad_arguments(method, args):
         assert type(e) is not lpu.LpuError, f"{method}{tuple(args)} raised the bare base class: {e}"
     except (TypeError, OverflowError):
         pass  # Python's own argument conversion
+
+
+ARG = st.one_of(st.integers(-5, 1 << 40), st.sampled_from(["W", "E", "x", "int8", "input", "nope", "", "s3e"]),
+                st.lists(st.integers(-2, 70), max_size=4))
+PROGRAM = lpu.assemble(".chip tsp_tiny\n.input x i8 [2,16] hemi=W addr=0 slices=0\n.queue mem.W0.0\nread 0, s0e\n")
+
+
+@FUZZ
+@given(st.sampled_from(["config", "config_kw", "tensor", "program_tensor", "encode", "decode", "instruction",
+                        "mem_position", "mxm_position", "disassemble"]),
+       st.lists(ARG, max_size=8))
+def test_other_api_with_bad_arguments(what, args):
+    calls = {
+        "config": lambda *a: lpu.ChipConfig(*a[:1]),
+        "config_kw": lambda *a: lpu.ChipConfig("tsp_tiny", **{k: v for k, v in zip(
+            ["mem_slices", "addresses", "superlanes", "streams", "mxm_planes"], a)}),
+        "tensor": lambda *a: lpu.Tensor(*a),
+        "program_tensor": lambda *a: PROGRAM.tensor(*a[:1]),
+        "encode": lambda *a: lpu.isa.encode(*a[:2]),
+        "decode": lambda *a: lpu.isa.decode(*a[:1]),
+        "instruction": lambda *a: lpu.isa.instruction(*a[:1]),
+        "mem_position": lambda *a: PROGRAM.config.mem_position(*a[:2]),
+        "mxm_position": lambda *a: PROGRAM.config.mxm_position(*a[:1]),
+        "disassemble": lambda *a: lpu.isa.disassemble(*a[:1]),
+    }
+    try:
+        calls[what](*args)
+    except lpu.LpuError as e:
+        assert type(e) is not lpu.LpuError, f"{what}{tuple(args)} raised the bare base class: {e}"
+    except (TypeError, OverflowError):
+        pass  # Python's own argument conversion

@@ -50,7 +50,7 @@ def test_metadata_is_consistent():
         assert end <= 64
     assert isa.instruction("exp").large_alu and not isa.instruction("add").large_alu
     assert isa.instruction("ifetch").timing_only and not isa.instruction("send").timing_only
-    with pytest.raises(KeyError):
+    with pytest.raises(lpu.InputError, match="unknown instruction 'frobnicate'"):
         isa.instruction("frobnicate")
 
 

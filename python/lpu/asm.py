@@ -595,7 +595,7 @@ class _Asm:
         mnemonic = m.group(1)
         try:
             ins = isa.instruction(mnemonic)
-        except KeyError:
+        except LpuError:
             raise _Err(col, mnemonic, "unknown instruction (see docs/isa.md)")
         ops_text = body[m.end() :]
         ops_col = col + m.end()

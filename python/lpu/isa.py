@@ -103,8 +103,11 @@ def instructions(unit: Optional[str] = None) -> List[Instruction]:
 
 
 def instruction(mnemonic: str) -> Instruction:
-    """The instruction with this mnemonic; KeyError if there is none."""
-    return _by_mnemonic()[mnemonic]
+    """The instruction with this mnemonic; InputError if there is none."""
+    try:
+        return _by_mnemonic()[mnemonic]
+    except KeyError:
+        raise _core.InputError(f"unknown instruction '{mnemonic}' (see docs/isa.md)") from None
 
 
 def encode(mnemonic: str, operands: Sequence[int]) -> int:

@@ -319,7 +319,12 @@ impl Program {
         self.inner
             .tensor(name)
             .map(|t| Tensor { inner: t.clone() })
-            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(name.to_string()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.inner.tensors.iter().map(|t| t.name.as_str()).collect();
+                input_error(format!(
+                    "no tensor named '{name}'; the program has {names:?}"
+                ))
+            })
     }
 
     /// Entry points: name -> {queue: start index}.
