@@ -39,6 +39,7 @@ def line_of(tokens):
 @example([".chip tsp_tiny", ".queue vxm.alu0", "repeat 3, 1"])
 @example([".chip tsp_tiny", ".const X 99999999999*99999999999", ".queue mem.W0.0", "@X read 0, s0e"])
 @example([".chip tsp_tiny", ".queue mem.W0.0", "@99999999999999999999 read 0, s0e"])  # once: MemoryError
+@example([".queue abc", "@"])  # once: AssertionError
 def test_assembler_never_crashes(lines):
     text = "\n".join(lines)
     try:

@@ -584,7 +584,8 @@ class _Asm:
         at: Optional[int] = None
         if body.startswith("@"):
             m = re.match(r"^@(\S+)\s*", body)
-            assert m
+            if not m:
+                raise _Err(col, "@", "expected a cycle after @ (e.g. @12 read 0, s0e)")
             at = _eval(m.group(1), col + 1, self.consts)
             col += m.end()
             body = body[m.end() :]
