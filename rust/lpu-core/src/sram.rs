@@ -53,11 +53,17 @@ impl Sram {
     }
 
     pub fn write(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
+        self.word_mut(hemi, slice, addr).copy_from_slice(data);
+    }
+
+    /// The word at an address, to write in place (its page is allocated, or copied if
+    /// shared, first).
+    pub fn word_mut(&mut self, hemi: usize, slice: usize, addr: usize) -> &mut [u8] {
         let lanes = self.lanes;
         let i = self.page_index(hemi, slice, addr);
         let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
         let off = (addr % PAGE_WORDS) * lanes;
-        Arc::make_mut(page)[off..off + lanes].copy_from_slice(data);
+        &mut Arc::make_mut(page)[off..off + lanes]
     }
 
     /// Words `addr..addr + n` for some 1 <= n <= max (up to the end of their page), as a

@@ -646,6 +646,17 @@ impl Chip {
             .write(hemi as usize, slice as usize, addr as usize, data);
     }
 
+    /// An SRAM word to write in place (host access, not timed).
+    pub fn word_mut(&mut self, hemi: u8, slice: u16, addr: u32) -> &mut [u8] {
+        self.sram
+            .word_mut(hemi as usize, slice as usize, addr as usize)
+    }
+
+    /// An SRAM word, or None if it was never written (it reads as zero).
+    pub fn word(&self, hemi: u8, slice: u16, addr: u32) -> Option<&[u8]> {
+        self.sram.word(hemi as usize, slice as usize, addr as usize)
+    }
+
     pub fn read_word(&self, hemi: u8, slice: u16, addr: u32, out: &mut [u8]) {
         self.sram
             .read(hemi as usize, slice as usize, addr as usize, out);
