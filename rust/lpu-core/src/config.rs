@@ -360,7 +360,7 @@ impl ChipConfig {
                 self.mem_slices
             ));
         }
-        if !(2..=65536).contains(&self.addresses) || self.addresses % 2 != 0 {
+        if !(2..=65536).contains(&self.addresses) || !self.addresses.is_multiple_of(2) {
             return err(format!(
                 "addresses = {} (must be even, 2..=65536: two banks per slice)",
                 self.addresses

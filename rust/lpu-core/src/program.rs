@@ -736,7 +736,7 @@ pub fn check_init(cfg: &ChipConfig, init: &SramInit) -> Result<(), String> {
             init.slice, cfg.mem_slices
         ));
     }
-    if init.data.is_empty() || init.data.len() % lanes != 0 {
+    if init.data.is_empty() || !init.data.len().is_multiple_of(lanes) {
         return Err(format!(
             "data is {} bytes, not a whole number of {lanes}-byte words",
             init.data.len()

@@ -216,7 +216,7 @@ impl Streams {
         let key0 = Self::key(s, pos, t);
         let (bp, b, i0) = self.bulk_best(s, pos, key0)?;
         let step = b.step as u64;
-        if d % step != 0 {
+        if !d.is_multiple_of(step) {
             return None;
         }
         let every = (d / step) as usize;

@@ -656,7 +656,7 @@ impl Chip {
         }
         let src = StreamRef::from_operand(instr.args[0]).expect("valid");
         let nb = wdt.bytes() as u32;
-        if src.index % nb != 0 || src.index + nb > 32 {
+        if !src.index.is_multiple_of(nb) || src.index + nb > 32 {
             return 0;
         }
         let ld = self.queue_index(&format!("mxm{p}.ld"));
@@ -761,7 +761,7 @@ impl Chip {
         let lanes = self.lanes;
         let slots = self.cfg.mxm_acc_slots as u64;
         let dst = StreamRef::from_operand(instr.args[1]).expect("valid");
-        if dst.index % 4 != 0 {
+        if !dst.index.is_multiple_of(4) {
             return 0;
         }
         // An abc not yet issued could still change a slot we read.

@@ -15,7 +15,7 @@ struct Bulk {
 
 impl Bulk {
     fn index(&self, t: u64) -> Option<usize> {
-        (t >= self.t0 && (t - self.t0) % self.d == 0)
+        (t >= self.t0 && (t - self.t0).is_multiple_of(self.d))
             .then(|| ((t - self.t0) / self.d) as usize)
             .filter(|i| *i < self.planes[0].n)
     }

@@ -1521,7 +1521,7 @@ impl Chip {
                     }
                 }
                 let src = StreamRef::from_operand(a[0]).expect("validated stream operand");
-                if src.index as usize % dt.bytes() != 0 {
+                if !(src.index as usize).is_multiple_of(dt.bytes()) {
                     let msg = format!("fp16 activations need an even stream, not s{}", src.index);
                     self.raise(ctx, FaultKind::BadOperand, msg);
                     return;
