@@ -87,17 +87,10 @@ impl Weights {
         self.packed = vnni::Packed::new(self);
     }
 
-    /// `m` activation vectors through the array: `fill(i, x)` writes vector i (K values,
-    /// exact in fp32) into `x`; row i of `acc` (M x N, raw bits of the slots: int32 or
-    /// fp32) becomes the result of `abc`, added to its value when `accumulate`, else
-    /// replacing it.
-    pub fn apply(
-        &self,
-        m: usize,
-        fill: impl Fn(usize, &mut [f32]),
-        acc: &mut [u32],
-        accumulate: bool,
-    ) {
+    /// `m` activation vectors through the array; row i of `acc` (M x N, raw bits of the
+    /// slots: int32 or fp32) becomes the result of `abc`, added to its value when
+    /// `accumulate`, else replacing it.
+    pub fn apply(&self, m: usize, x: Activations<'_>, acc: &mut [u32], accumulate: bool) {
         let n = self.n;
         let k = self.w.len() / n;
         // Scratch buffers kept per thread: megabytes each, used on every batch.
@@ -105,11 +98,7 @@ impl Weights {
             static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
         }
         SCRATCH.with(|cell| {
-            let (x, y) = &mut *cell.borrow_mut();
-            x.resize(m * k, 0.0);
-            for (i, row) in x.chunks_mut(k).enumerate() {
-                fill(i, row);
-            }
+            let (xf, y) = &mut *cell.borrow_mut();
             y.clear();
             if accumulate && !self.int8 {
                 // The fp32 sum continues from the slot's value.
@@ -117,21 +106,22 @@ impl Weights {
             } else {
                 y.resize(m * n, 0.0);
             }
-            let product = |xs: &[f32], ys: &mut [f32]| match &self.packed {
-                Some(p) => p.gemm(xs, ys),
-                None => gemm(&self.w, n, xs, ys),
-            };
-            let threads = threads().min(m / ROWS_PER_THREAD).max(1);
-            if threads == 1 {
-                product(x, y);
-            } else {
-                // Rows are independent, so splitting them cannot change a bit.
-                let per = m.div_ceil(threads);
-                std::thread::scope(|s| {
-                    for (xs, ys) in x.chunks(per * k).zip(y.chunks_mut(per * n)) {
-                        s.spawn(move || product(xs, ys));
+            match (&self.packed, x) {
+                (Some(p), Activations::Int8(rows)) => p.product(m, rows, y),
+                (_, x) => {
+                    xf.resize(m * k, 0.0);
+                    for (i, row) in xf.chunks_mut(k).enumerate() {
+                        match x {
+                            Activations::Int8(rows) => {
+                                for (v, b) in row.iter_mut().zip(rows(i)) {
+                                    *v = *b as i8 as f32;
+                                }
+                            }
+                            Activations::Values(fill) => fill(i, row),
+                        }
                     }
-                });
+                    par_rows(xf, k, y, n, |xs, ys| gemm(&self.w, n, xs, ys));
+                }
             }
             for (a, v) in acc.iter_mut().zip(y.iter()) {
                 *a = if self.int8 {
@@ -153,6 +143,39 @@ impl Weights {
             }
         });
     }
+}
+
+/// Activation vectors for [`Weights::apply`].
+#[derive(Clone, Copy)]
+pub enum Activations<'a> {
+    /// int8 vectors as raw bytes: row i is `rows(i)` (K bytes).
+    Int8(&'a (dyn Fn(usize) -> &'a [u8] + Sync)),
+    /// Values exact in fp32 (fp16 activations): `fill(i, row)` writes row i.
+    Values(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+/// `f` over matching blocks of rows of `a` (rows of `a_row`) and `b` (rows of `b_row`),
+/// on several threads when there are enough rows. Rows are independent, so splitting
+/// them cannot change a bit.
+fn par_rows<A: Sync, B: Send>(
+    a: &[A],
+    a_row: usize,
+    b: &mut [B],
+    b_row: usize,
+    f: impl Fn(&[A], &mut [B]) + Sync,
+) {
+    let m = b.len() / b_row.max(1);
+    let threads = threads().min(m / ROWS_PER_THREAD).max(1);
+    if threads == 1 {
+        return f(a, b);
+    }
+    let per = m.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (xs, ys) in a.chunks(per * a_row).zip(b.chunks_mut(per * b_row)) {
+            let f = &f;
+            s.spawn(move || f(xs, ys));
+        }
+    });
 }
 
 fn threads() -> usize {
@@ -263,36 +286,41 @@ mod vnni {
             Some(Packed { n, k, kq, w, bias })
         }
 
-        /// y (M x N) = x (M x K, int8 values exact in fp32) times the weights; y's old
+        /// y (M x N) = x (M int8 vectors, row i = `rows(i)`) times the weights; y's old
         /// values are ignored (int8 accumulation is done by the caller, in int32).
-        pub fn gemm(&self, x: &[f32], y: &mut [f32]) {
-            let (n, k, kq) = (self.n, self.k, self.kq);
-            let m = y.len() / n;
-            assert!(x.len() == m * k && y.len() == m * n);
-            // Kept per thread: megabytes, used on every batch.
+        pub fn product<'a>(
+            &self,
+            m: usize,
+            rows: &(dyn Fn(usize) -> &'a [u8] + Sync),
+            y: &mut [f32],
+        ) {
+            let (n, kq) = (self.n, self.kq);
+            assert!(y.len() == m * n);
             thread_local! {
                 static XU: std::cell::RefCell<Vec<u8>> = Default::default();
             }
             XU.with(|cell| {
                 let xu = &mut *cell.borrow_mut();
-                // Unsigned activations, each row padded to whole groups of 4 (whatever
-                // the padding holds meets zero weights).
+                // Unsigned activations (x + 128 is the byte with its top bit flipped),
+                // each row padded to whole groups of 4 (the padding meets zero weights).
                 xu.resize(m * kq * 4, 0);
-                for (row, xr) in xu.chunks_mut(kq * 4).zip(x.chunks(k)) {
-                    for (u, v) in row.iter_mut().zip(xr) {
-                        *u = (*v as i32 + 128) as u8;
+                for (i, row) in xu.chunks_mut(kq * 4).enumerate() {
+                    for (u, b) in row.iter_mut().zip(&rows(i)[..self.k]) {
+                        *u = b ^ 0x80;
                     }
                 }
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Packed` exists only where `available()` found AVX-512 F, BW
-                // and VNNI on this CPU (see `new`), which is all the kernel's target
-                // features require; the kernel touches memory only through checked
-                // slices.
-                unsafe {
-                    x86::gemm(self, xu, y)
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("packed weights are only made on x86_64")
+                super::par_rows(xu, kq * 4, y, n, |xs, ys| {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `Packed` exists only where `available()` found AVX-512 F,
+                    // BW and VNNI on this CPU (see `new`), which is all the kernel's
+                    // target features require; the kernel touches memory only through
+                    // checked slices.
+                    unsafe {
+                        x86::gemm(self, xs, ys)
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!("packed weights are only made on x86_64")
+                });
             })
         }
     }
@@ -424,12 +452,8 @@ mod tests {
             naive(&w, n, &x, &mut want);
             let wts = Weights::new(false, n, w);
             let mut got: Vec<u32> = vec![0.5f32.to_bits(); m * n];
-            wts.apply(
-                m,
-                |i, r| r.copy_from_slice(&x[i * k..(i + 1) * k]),
-                &mut got,
-                true,
-            );
+            let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * k..(i + 1) * k]);
+            wts.apply(m, Activations::Values(&fill), &mut got, true);
             assert!(
                 got.iter().zip(&want).all(|(g, w)| *g == w.to_bits()),
                 "{m}x{n}"
@@ -452,19 +476,20 @@ mod tests {
             };
             let w: Vec<f32> = (0..n * n).map(|_| next()).collect();
             let x: Vec<f32> = (0..m * n).map(|_| next()).collect();
-            let wts = Weights::new(true, n, w.clone());
-            assert_eq!(wts.packed.is_some(), vnni::available(), "{m}x{n}");
+            let bytes: Vec<u8> = x.iter().map(|v| *v as i8 as u8).collect();
+            let rows = |i: usize| &bytes[i * n..(i + 1) * n];
             let mut want = vec![0f32; m * n];
             gemm(&w, n, &x, &mut want);
-            let mut got: Vec<u32> = vec![7; m * n];
-            wts.apply(
-                m,
-                |i, r| r.copy_from_slice(&x[i * n..(i + 1) * n]),
-                &mut got,
-                true,
-            );
-            for (g, w) in got.iter().zip(&want) {
-                assert_eq!(*g as i32, 7 + *w as i32, "{m}x{n}");
+            let mut wts = Weights::new(true, n, w.clone());
+            assert_eq!(wts.packed.is_some(), vnni::available(), "{m}x{n}");
+            // With the integer kernel (where the CPU has it), then with the fp32 one.
+            for _ in 0..2 {
+                let mut got: Vec<u32> = vec![7; m * n];
+                wts.apply(m, Activations::Int8(&rows), &mut got, true);
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(*g as i32, 7 + *w as i32, "{m}x{n}");
+                }
+                wts.packed = None;
             }
         }
     }
@@ -473,7 +498,8 @@ mod tests {
     fn int8_extremes_are_exact() {
         let k = 320;
         let w = Weights::new(true, k, vec![-128.0; k * k]);
-        let x = |_: usize, r: &mut [f32]| r.fill(-128.0);
+        let row = vec![0x80u8; k]; // -128
+        let x = Activations::Int8(&|_| &row[..]);
         let mut y = vec![5u32; k];
         w.apply(1, x, &mut y, true);
         assert!(y.iter().all(|v| *v == 320 * 16384 + 5));
@@ -486,21 +512,13 @@ mod tests {
         // inf * 0 and inf - inf give the canonical quiet NaN on every platform.
         let w = Weights::new(false, 2, vec![f32::INFINITY, 1.0, 1.0, 0.0]);
         let mut y = vec![0u32; 2];
-        w.apply(
-            1,
-            |_, r| r.copy_from_slice(&[0.0, f32::NEG_INFINITY]),
-            &mut y,
-            false,
-        );
+        let x = |_: usize, r: &mut [f32]| r.copy_from_slice(&[0.0, f32::NEG_INFINITY]);
+        w.apply(1, Activations::Values(&x), &mut y, false);
         assert_eq!(y, vec![crate::numerics::F32_NAN; 2]);
         let w = Weights::new(false, 1, vec![f32::INFINITY, 1.0]);
         let mut y = vec![0u32; 1];
-        w.apply(
-            1,
-            |_, r| r.copy_from_slice(&[1.0, f32::NEG_INFINITY]),
-            &mut y,
-            false,
-        );
+        let x = |_: usize, r: &mut [f32]| r.copy_from_slice(&[1.0, f32::NEG_INFINITY]);
+        w.apply(1, Activations::Values(&x), &mut y, false);
         assert_eq!(y[0], crate::numerics::F32_NAN);
     }
 
@@ -510,7 +528,12 @@ mod tests {
         let w = Weights::new(false, 1, vec![1.0; 4]);
         let x = [1.0f32, 2f32.powi(-24), 2f32.powi(-24), 2f32.powi(-24)];
         let mut y = vec![0u32; 1];
-        w.apply(1, |_, r| r.copy_from_slice(&x), &mut y, false);
+        w.apply(
+            1,
+            Activations::Values(&|_: usize, r: &mut [f32]| r.copy_from_slice(&x)),
+            &mut y,
+            false,
+        );
         assert_eq!(f32::from_bits(y[0]), 1.0);
     }
 }

@@ -17,6 +17,7 @@
 use super::latch::Latch;
 use super::*;
 use crate::isa::flags;
+use crate::mxm::Activations;
 use crate::streams::Rows;
 
 /// Fewest re-issues worth a batch.
@@ -706,17 +707,17 @@ impl Chip {
         // The activations, exact in fp32.
         let planes = self.stream_refs(src, nb, pos, run, k);
         let f16 = crate::numerics::f16_table();
-        let x = |j: usize, xs: &mut [f32]| {
-            if float {
-                let (lo, hi) = (planes[0][j], planes[1][j]);
-                for (i, v) in xs.iter_mut().enumerate() {
-                    *v = f16[(lo[i] as u16 | (hi[i] as u16) << 8) as usize];
-                }
-            } else {
-                for (v, b) in xs.iter_mut().zip(planes[0][j]) {
-                    *v = *b as i8 as f32;
-                }
+        let fp16 = |j: usize, xs: &mut [f32]| {
+            let (lo, hi) = (planes[0][j], planes[1][j]);
+            for (i, v) in xs.iter_mut().enumerate() {
+                *v = f16[(lo[i] as u16 | (hi[i] as u16) << 8) as usize];
             }
+        };
+        let int8 = |j: usize| planes[0][j];
+        let x = if float {
+            Activations::Values(&fp16)
+        } else {
+            Activations::Int8(&int8)
         };
         self.planes[p]
             .weights

@@ -18,6 +18,7 @@ use crate::config::{ChipConfig, QueueInfo, QueueKind};
 use crate::dtype::DType;
 use crate::error::{CapacityError, LoadError};
 use crate::isa::{FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE};
+use crate::mxm::Activations;
 use crate::program::Program;
 use crate::sram::Sram;
 use crate::streams::Streams;
@@ -1558,14 +1559,17 @@ impl Chip {
                 s.ready = ctx.done;
                 s.issued = ctx.t;
                 let sa = &self.sa;
-                let x = |_: usize, row: &mut [f32]| {
+                let fp16 = |_: usize, row: &mut [f32]| {
                     for (k, v) in row.iter_mut().enumerate() {
-                        *v = if float {
-                            crate::numerics::f16_to_f32(sa[k] as u16 | (sa[lanes + k] as u16) << 8)
-                        } else {
-                            sa[k] as i8 as f32
-                        };
+                        *v =
+                            crate::numerics::f16_to_f32(sa[k] as u16 | (sa[lanes + k] as u16) << 8);
                     }
+                };
+                let int8 = |_: usize| &sa[..lanes];
+                let x = if float {
+                    Activations::Values(&fp16)
+                } else {
+                    Activations::Int8(&int8)
                 };
                 plane.weights.apply(1, x, &mut s.data, accumulate);
                 if float {
