@@ -11,7 +11,9 @@
 //!
 //! Both run on one fp32 kernel. For fp16 that is the definition. For int8 it is exact:
 //! a product is at most 2^14 in magnitude, so every partial sum of at most 1024 of them
-//! is an integer below 2^24, which fp32 represents exactly, in any order.
+//! is an integer below 2^24, which fp32 represents exactly, in any order. Where the CPU
+//! has integer dot-product instructions, int8 runs on those instead (`vnni`), with the
+//! same integer results.
 
 use multiversion::multiversion;
 
