@@ -142,7 +142,7 @@ def test_sync_after_delivery_deadlocks():
 
 def test_two_notifies_release_two_syncs():
     n = h.lat(CFG, "icu_notify")
-    extra = f"""
+    extra = """
 .queue vxm.alu1
     @1 notify
     @30 notify

@@ -225,7 +225,7 @@ def test_mem_ports_read_and_write_in_one_cycle_on_different_banks():
     p.tensor("input", "x", "i8", [rows, LANES], "W", [2], addr=0)
     p.tensor("output", "y", "i8", [rows, LANES], "W", [2], addr=half)
     p.tensor("output", "z", "i8", [rows, LANES], "W", [0], addr=0)
-    pos2, pos0 = h.mem_pos(CFG, "W", 2), h.mem_pos(CFG, "W", 0)
+    pos2 = h.mem_pos(CFG, "W", 2)
     r = p.read("W", 2, 0, "s0e", 8, pos2, repeat=rows - 1)  # lands at W2 on cycle 8
     # W0 writes it (it travels east from W2 to W0).
     p.write("W", 0, 0, "s0e", 8, pos2, repeat=rows - 1)

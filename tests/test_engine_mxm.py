@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import enginehelp as h
-from enginehelp import mxm_prog, ref_fp16, ref_int8, run_mxm, weight_inputs
+from enginehelp import MxmProg, mxm_prog, ref_fp16, ref_int8, run_mxm, weight_inputs
 
 COVERS = {"lw", "iw", "abc", "acc", "read", "write", "repeat"}
 

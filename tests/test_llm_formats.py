@@ -20,7 +20,6 @@ from lpu.llm import (
     ModelConfig,
     ModelFormatError,
     load,
-    load_hf,
     load_llama2c,
     save_hf,
     save_llama2c,

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import __version__, isa
-from ._core import ChipConfig, Program, RunStatus
+from ._core import ChipConfig, Program
 from .errors import InputError, LpuError
 
 __all__ = ["main"]

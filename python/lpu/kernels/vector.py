@@ -15,7 +15,7 @@ kernels write, so sums over lanes are unaffected; max/min reductions mask them.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
