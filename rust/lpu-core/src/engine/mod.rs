@@ -552,6 +552,19 @@ impl Chip {
     /// Return to the state right after `load`: SRAM holds only the program's
     /// initialisers, every queue is at its entry point, cycle 0, counters cleared.
     pub fn reset(&mut self) {
+        self.reinit(None);
+    }
+
+    /// Like [`Chip::reset`] but SRAM keeps its current contents: run the program again
+    /// on the state the last run left (a decode step after the previous one).
+    pub fn restart(&mut self) {
+        let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+        self.reinit(Some(sram));
+    }
+
+    /// Back to the state right after `load`, with `sram` as the SRAM if given (else the
+    /// program's initialisers on an empty SRAM).
+    fn reinit(&mut self, sram: Option<Sram>) {
         let fresh = Chip::new(self.cfg.clone()).expect("config was valid");
         let keep_policy = self.policy;
         let fast = self.fast;
@@ -567,17 +580,23 @@ impl Chip {
         self.watchpoints = wps;
         self.code = code;
         self.entry = entry;
-        if let Some(p) = &prog {
-            for init in &p.inits {
-                for (n, word) in init.data.chunks(self.lanes).enumerate() {
-                    self.sram.write(
-                        init.hemi as usize,
-                        init.slice as usize,
-                        init.addr as usize + n,
-                        word,
-                    );
+        match (sram, &prog) {
+            (Some(kept), _) => self.sram = kept,
+            (None, Some(p)) => {
+                for init in &p.inits {
+                    for (n, word) in init.data.chunks(self.lanes).enumerate() {
+                        self.sram.write(
+                            init.hemi as usize,
+                            init.slice as usize,
+                            init.addr as usize + n,
+                            word,
+                        );
+                    }
                 }
             }
+            (None, None) => {}
+        }
+        if let Some(p) = &prog {
             let starts = p
                 .entries
                 .iter()
@@ -595,14 +614,6 @@ impl Chip {
             self.halted = self.active.is_empty();
         }
         self.program = prog;
-    }
-
-    /// Like [`Chip::reset`] but SRAM keeps its current contents: run the program again
-    /// on the state the last run left (a decode step after the previous one).
-    pub fn restart(&mut self) {
-        let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
-        self.reset();
-        self.sram = sram;
     }
 
     pub fn snapshot(&self) -> Snapshot {
