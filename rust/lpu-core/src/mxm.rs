@@ -22,6 +22,8 @@ const ROWS: usize = 6;
 /// Result lanes per block (four AVX-512 or eight AVX2 registers per row; 6 x 4 AVX-512
 /// accumulators leave room for the weights and the broadcast activation).
 const COLS: usize = 64;
+/// Fewest activation rows worth packing int8 weights for the integer kernel.
+const PACK_ROWS: usize = 16;
 /// Fewest activation rows worth a second thread.
 const ROWS_PER_THREAD: usize = 64;
 
@@ -34,8 +36,9 @@ pub struct Weights {
     pub n: usize,
     /// K x N, exact as fp32.
     w: Vec<f32>,
-    /// int8 weights packed for the integer kernel, when the CPU has one.
-    packed: Option<vnni::Packed>,
+    /// int8 weights packed for the integer kernel, when the CPU has one; made on the
+    /// first product with enough rows to pay for the packing (decode steps send one).
+    packed: std::sync::OnceLock<Option<vnni::Packed>>,
 }
 
 impl Weights {
@@ -43,14 +46,12 @@ impl Weights {
     #[cfg(test)]
     pub fn new(int8: bool, n: usize, w: Vec<f32>) -> Self {
         debug_assert!(w.len() / n <= 1024, "int8 exactness needs K <= 1024");
-        let mut wts = Weights {
+        Weights {
             int8,
             n,
             w,
-            packed: None,
-        };
-        wts.packed = vnni::Packed::new(&wts);
-        wts
+            packed: Default::default(),
+        }
     }
 
     /// Install the n x n array held by a plane's weight buffer: row r (of `used` loaded
@@ -60,33 +61,31 @@ impl Weights {
         debug_assert!(n <= 1024, "int8 exactness needs K <= 1024");
         let rb = if int8 { n } else { 2 * n };
         let f16 = crate::numerics::f16_table();
-        let value = |r: usize, c: usize| {
+        // Buffer row r as values, into `out` (lane c of the row to out[c * step]).
+        let convert = |r: usize, out: &mut [f32], step: usize| {
             let row = &buf[r * rb..(r + 1) * rb];
+            let out = out.iter_mut().step_by(step);
             if int8 {
-                row[c] as i8 as f32
+                out.zip(row).for_each(|(o, b)| *o = *b as i8 as f32);
             } else {
-                f16[(row[c] as u16 | (row[n + c] as u16) << 8) as usize]
+                let (lo, hi) = row.split_at(n);
+                out.zip(lo.iter().zip(hi))
+                    .for_each(|(o, (l, h))| *o = f16[(*l as u16 | (*h as u16) << 8) as usize]);
             }
         };
         self.int8 = int8;
         self.n = n;
+        self.w.clear();
         self.w.resize(n * n, 0.0);
-        // Each entry is written once, in array order.
-        for (i, out) in self.w.chunks_mut(n).enumerate() {
+        for r in 0..used {
             if transpose {
-                for (r, o) in out[..used].iter_mut().enumerate() {
-                    *o = value(r, i);
-                }
-                out[used..].fill(0.0);
-            } else if i < used {
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = value(i, c);
-                }
+                // Buffer row r becomes array column r.
+                convert(r, &mut self.w[r..], n);
             } else {
-                out.fill(0.0);
+                convert(r, &mut self.w[r * n..(r + 1) * n], 1);
             }
         }
-        self.packed = vnni::Packed::new(self);
+        self.packed = Default::default();
     }
 
     /// `m` activation vectors through the array; row i of `acc` (M x N, raw bits of the
@@ -108,7 +107,14 @@ impl Weights {
             } else {
                 y.resize(m * n, 0.0);
             }
-            match (&self.packed, x) {
+            // Either kernel gives the same integers, so which one runs may depend on
+            // what came before.
+            let packed = match m >= PACK_ROWS {
+                true => Some(self.packed.get_or_init(|| vnni::Packed::new(self))),
+                false => self.packed.get(),
+            };
+            let packed = packed.and_then(Option::as_ref);
+            match (packed, x) {
                 (Some(p), Activations::Int8(rows)) => p.product(m, rows, y),
                 (_, x) => {
                     xf.resize(m * k, 0.0);
@@ -483,7 +489,8 @@ mod tests {
             let mut want = vec![0f32; m * n];
             gemm(&w, n, &x, &mut want);
             let mut wts = Weights::new(true, n, w.clone());
-            assert_eq!(wts.packed.is_some(), vnni::available(), "{m}x{n}");
+            let packed = wts.packed.get_or_init(|| vnni::Packed::new(&wts));
+            assert_eq!(packed.is_some(), vnni::available(), "{m}x{n}");
             // With the integer kernel (where the CPU has it), then with the fp32 one.
             for _ in 0..2 {
                 let mut got: Vec<u32> = vec![7; m * n];
@@ -491,7 +498,7 @@ mod tests {
                 for (g, w) in got.iter().zip(&want) {
                     assert_eq!(*g as i32, 7 + *w as i32, "{m}x{n}");
                 }
-                wts.packed = None;
+                wts.packed = std::sync::OnceLock::from(None);
             }
         }
     }

@@ -1485,17 +1485,15 @@ impl Chip {
                 let transpose = a[0] != 0;
                 let plane = &mut self.planes[p];
                 let dt = plane.buf_dtype.unwrap_or(DType::I8);
-                let rb = dt.bytes() * lanes;
                 if plane.buf.is_empty() {
                     plane.buf = vec![0u8; 2 * lanes * lanes];
                 }
-                // Rows past the ones loaded since the last install are zero.
+                // Rows past the ones loaded since the last install are zero (install
+                // reads only the loaded ones, so the buffer need not be cleared).
                 let used = plane.buf_rows.min(lanes);
                 plane
                     .weights
                     .install(dt == DType::I8, lanes, &plane.buf, used, transpose);
-                let used = plane.buf_rows;
-                plane.buf[..used * rb].fill(0);
                 plane.buf_rows = 0;
                 plane.buf_dtype = None;
                 plane.w_dtype = Some(dt);
