@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 
 import numpy as np
@@ -75,6 +76,12 @@ def test_errors_doc_example_raises_its_class_with_the_documented_message(name, c
         exec(compile(code, "docs/errors.md", "exec"), {"lpu": lpu})
     assert type(e.value) is cls
     assert f"{name}: {e.value}" == said.strip()
+    # Errors cross process boundaries (multiprocessing pickles them) whole.
+    back = pickle.loads(pickle.dumps(e.value))
+    assert type(back) is cls and str(back) == str(e.value)
+    for attr in ("offset", "field", "fault", "errors", "status", "cycle", "first", "second"):
+        if hasattr(e.value, attr):
+            assert getattr(back, attr) == getattr(e.value, attr), attr
 
 
 def test_errors_doc_covers_every_error_class():

@@ -59,6 +59,9 @@ class AssemblyError(LpuError):
             shown.append(f"... and {count - SHOWN_ERRORS} more")
         super().__init__(head + "\n".join(shown))
 
+    def __reduce__(self) -> Any:
+        return (type(self), (self.errors,))
+
 
 class ScheduleError(LpuError):
     """A program built with the builder has a timing conflict (stream or bank)."""
@@ -67,6 +70,9 @@ class ScheduleError(LpuError):
         self.first = first
         self.second = second
         super().__init__(message)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.first, self.second))
 
 
 
@@ -79,6 +85,10 @@ class IncompleteRunError(LpuError):
     """
 
     def __init__(self, what: str, status: Any, cycle: int):
+        self.what = what
         self.status = status
         self.cycle = cycle
         super().__init__(f"{what} did not finish: stopped with {status} at cycle {cycle}")
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.what, self.status, self.cycle))

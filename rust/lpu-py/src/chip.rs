@@ -13,7 +13,7 @@ use lpu_core::isa::{StreamRef, Unit};
 use lpu_core::trace::Recorder;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyType};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Issues per GIL-free slice of a run; between slices Python signals (Ctrl-C) are checked.
@@ -55,8 +55,8 @@ impl From<CoreStatus> for RunStatus {
 }
 
 /// A runtime fault: what went wrong, on which cycle, queue and instruction.
-#[pyclass(module = "lpu._core", frozen, get_all)]
-#[derive(Clone)]
+#[pyclass(module = "lpu._core", eq, frozen, get_all)]
+#[derive(Clone, PartialEq)]
 pub struct Fault {
     /// Fault kind, e.g. "stream_empty", "stream_conflict", "bank_conflict".
     pub kind: &'static str,
@@ -85,8 +85,64 @@ impl From<&CoreFault> for Fault {
     }
 }
 
+/// How a value is pickled: a callable and its arguments.
+type Reduce<'py, A> = (Bound<'py, PyAny>, A);
+
+#[pymethods]
+impl RunStatus {
+    /// Pickled by name, so it unpickles to the same member.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Reduce<'py, (Bound<'py, PyType>, &'static str)>> {
+        let name = match self {
+            RunStatus::Halted => "HALTED",
+            RunStatus::CycleLimit => "CYCLE_LIMIT",
+            RunStatus::Breakpoint => "BREAKPOINT",
+            RunStatus::Watchpoint => "WATCHPOINT",
+            RunStatus::Fault => "FAULT",
+        };
+        let getattr = py.import("builtins")?.getattr("getattr")?;
+        Ok((getattr, (py.get_type::<RunStatus>(), name)))
+    }
+}
+
 #[pymethods]
 impl Fault {
+    #[new]
+    fn new(
+        kind: &str,
+        cycle: u64,
+        queue: String,
+        index: usize,
+        repeat: u32,
+        instruction: String,
+        message: String,
+    ) -> PyResult<Self> {
+        Ok(Fault {
+            kind: fault_kind(kind)?.name(),
+            cycle,
+            queue,
+            index,
+            repeat,
+            instruction,
+            message,
+        })
+    }
+
+    #[allow(clippy::type_complexity)] // the constructor's arguments, as Python sees them
+    fn __getnewargs__(&self) -> (&'static str, u64, String, usize, u32, String, String) {
+        (
+            self.kind,
+            self.cycle,
+            self.queue.clone(),
+            self.index,
+            self.repeat,
+            self.instruction.clone(),
+            self.message.clone(),
+        )
+    }
+
     fn __str__(&self) -> String {
         let rep = if self.repeat > 0 {
             format!(" (repeat {})", self.repeat)

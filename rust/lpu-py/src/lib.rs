@@ -16,37 +16,37 @@ mod isa;
 mod program;
 
 create_exception!(
-    _core,
+    lpu,
     LpuError,
     PyException,
     "Base class of every error lpu raises."
 );
 create_exception!(
-    _core,
+    lpu,
     ConfigError,
     LpuError,
     "An invalid chip configuration or a program/snapshot for another configuration."
 );
 create_exception!(
-    _core,
+    lpu,
     ProgramFormatError,
     LpuError,
     "A malformed, truncated, damaged or incompatible program file (see .offset and .field)."
 );
 create_exception!(
-    _core,
+    lpu,
     CapacityError,
     LpuError,
     "Something does not fit on the chip (SRAM, instruction memory)."
 );
 create_exception!(
-    _core,
+    lpu,
     BusyError,
     LpuError,
     "The Chip is in use by another thread (each thread needs its own Chip)."
 );
 create_exception!(
-    _core,
+    lpu,
     FaultError,
     LpuError,
     "A runtime fault stopped the chip (see .fault for cycle, queue and instruction)."
@@ -61,7 +61,7 @@ fn input_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     INPUT_ERROR
         .get_or_try_init(py, || {
             let ns = PyDict::new(py);
-            ns.set_item("__module__", "lpu._core")?;
+            ns.set_item("__module__", "lpu")?;
             ns.set_item(
                 "__doc__",
                 "A value given to lpu is not valid: a wrong name, dtype, shape, \
