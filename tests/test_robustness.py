@@ -249,3 +249,43 @@ def test_a_plot_that_fails_mid_write_keeps_the_old_png(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_plot(chip, path)
     assert path.read_bytes() == good and _files(tmp_path) == ["u.png"]
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def test_configs_programs_tensors_and_errors_pickle_for_worker_processes():
+    import pickle
+
+    custom = lpu.ChipConfig("tsp_small", mem_read=7, name="mine")
+    prog = vector_add_program(lpu.ChipConfig("tsp_tiny"), rows=3)
+    for obj in [lpu.ChipConfig(), lpu.ChipConfig("tsp_tiny"), custom, prog.tensors[0], lpu.RunStatus.FAULT]:
+        back = pickle.loads(pickle.dumps(obj))
+        assert type(back) is type(obj) and back == obj
+    assert pickle.loads(pickle.dumps(custom)).name == "mine"
+    back = pickle.loads(pickle.dumps(prog))
+    assert back.to_bytes() == prog.to_bytes()
+    # The unpickled program runs to the same result.
+    x, y = (np.arange(3 * 16, dtype=np.int8).reshape(3, 16) * k for k in (1, 3))
+    assert (lpu.Runner(back)(x=x, y=y)["z"] == lpu.Runner(prog)(x=x, y=y)["z"]).all()
+
+
+def test_a_whole_run_in_a_worker_process_gives_the_same_result():
+    import concurrent.futures
+    import multiprocessing
+
+    prog = vector_add_program(lpu.ChipConfig("tsp_tiny"), rows=4)
+    x = np.arange(4 * 16, dtype=np.int8).reshape(4, 16)
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter, as on macOS/Windows
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        out, cycles = pool.submit(_run_in_worker, prog, x).result(timeout=120)
+        with pytest.raises(lpu.InputError, match="shape"):
+            pool.submit(_run_in_worker, prog, x[:2]).result(timeout=120)
+    here = lpu.Runner(prog)
+    np.testing.assert_array_equal(out, here(x=x, y=x)["z"])
+    assert cycles == here.last.cycles
+
+
+def _run_in_worker(prog, x):
+    run = lpu.Runner(prog)
+    return run(x=x, y=x)["z"], run.last.cycles

@@ -137,6 +137,19 @@ impl ChipConfig {
         self.inner.params()
     }
 
+    /// Pickled as its name and every parameter, on top of any preset.
+    fn __getnewargs_ex__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<((&'static str,), Bound<'py, PyDict>)> {
+        let kw = PyDict::new(py);
+        kw.set_item("name", &self.inner.name)?;
+        for (k, v) in self.inner.params() {
+            kw.set_item(k, v)?;
+        }
+        Ok(((Core::PRESETS[0],), kw))
+    }
+
     /// Position of a MEM slice (hemisphere 0 = West, 1 = East; slice 0 is next to the VXM).
     fn mem_position(&self, hemi: u8, slice: u32) -> PyResult<u32> {
         if hemi > 1 || slice >= self.inner.mem_slices {

@@ -82,6 +82,31 @@ impl Tensor {
             },
         })
     }
+    /// The constructor's arguments, for pickling.
+    #[allow(clippy::type_complexity)]
+    fn __getnewargs__(
+        &self,
+    ) -> (
+        &str,
+        &'static str,
+        &'static str,
+        Vec<u64>,
+        &'static str,
+        u32,
+        Vec<u16>,
+        u16,
+    ) {
+        (
+            &self.inner.name,
+            self.kind(),
+            self.dtype(),
+            self.shape(),
+            self.hemi(),
+            self.addr(),
+            self.slices(),
+            self.split(),
+        )
+    }
     #[getter]
     fn name(&self) -> &str {
         &self.inner.name
@@ -245,6 +270,15 @@ impl Program {
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         let b = py.detach(|| self.inner.to_bytes());
         PyBytes::new(py, &b)
+    }
+
+    /// Pickled as its program file.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+        let from_bytes = py.get_type::<Program>().getattr("from_bytes")?;
+        Ok((from_bytes, (self.to_bytes(py),)))
     }
 
     /// Write the program file atomically (a failed write leaves any old file intact).
