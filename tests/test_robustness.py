@@ -59,7 +59,7 @@ def test_ctrl_c_stops_a_long_run_promptly_and_the_run_resumes_to_the_same_end():
     def press_ctrl_c_once_running():
         while True:
             try:
-                chip.cycle
+                chip.stats()
             except lpu.BusyError:  # the run has started (it holds the chip)
                 _thread.interrupt_main()  # what Ctrl-C does
                 return
@@ -161,14 +161,16 @@ def test_a_chip_busy_in_another_thread_refuses_with_busy_error():
     chip = loaded(prog)
     worker = threading.Thread(target=chip.run)
     worker.start()
-    refused = None
-    while worker.is_alive() and refused is None:
+    refused, seen = None, []
+    while worker.is_alive():
+        seen.append(chip.cycle)  # how far the run has got: never refused
         try:
-            chip.cycle
+            chip.stats()
         except lpu.BusyError as e:
             refused = e
     worker.join()
     assert refused is not None and "another thread" in str(refused)
+    assert seen == sorted(seen) and seen[-1] <= chip.cycle and len(set(seen)) > 1
     # The run in the other thread was not disturbed.
     assert chip.halted and chip.fault is None
     alone = loaded(prog)

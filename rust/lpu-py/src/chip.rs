@@ -14,6 +14,7 @@ use lpu_core::trace::Recorder;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Issues per GIL-free slice of a run; between slices Python signals (Ctrl-C) are checked.
@@ -179,10 +180,13 @@ impl Snapshot {
 /// small one. Load a Program, then ``run()``, ``step(n)`` or ``run_until(cycle)``.
 ///
 /// Runs release the GIL, so other threads go on meanwhile; a call on a Chip that another
-/// thread is using raises BusyError (the chip sits behind a lock).
+/// thread is using raises BusyError (the chip sits behind a lock), except ``cycle``,
+/// which then tells how far the run has got.
 #[pyclass(module = "lpu._core", frozen)]
 pub struct Chip {
     inner: Mutex<Core>,
+    /// The cycle reached, as of the last slice of a run in progress.
+    progress: AtomicU64,
 }
 
 fn fault_kind(name: &str) -> PyResult<FaultKind> {
@@ -245,6 +249,7 @@ impl Chip {
         inner.set_fast(fast);
         Ok(Chip {
             inner: Mutex::new(inner),
+            progress: AtomicU64::new(0),
         })
     }
 
@@ -334,7 +339,7 @@ impl Chip {
             if trace_window.is_some() {
                 return Err(input_error("trace_window needs trace=<file>"));
             }
-            return run_sliced(py, &mut c, until, &mut NoTrace);
+            return run_sliced(py, &mut c, &self.progress, until, &mut NoTrace);
         };
         let (from, to) = trace_window.unwrap_or((0, u64::MAX));
         if from >= to {
@@ -348,7 +353,7 @@ impl Chip {
             )));
         }
         let mut rec = Recorder::new(from, to);
-        let status = run_sliced(py, &mut c, until, &mut rec)?;
+        let status = run_sliced(py, &mut c, &self.progress, until, &mut rec)?;
         let json = rec.to_json(c.config(), c.queues(), ns_per_cycle);
         crate::program::atomic_write(&path, json.as_bytes()).map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!(
@@ -364,19 +369,23 @@ impl Chip {
     fn step(&self, py: Python<'_>, n: u64) -> PyResult<RunStatus> {
         let mut c = self.core()?;
         let until = c.cycle().saturating_add(n);
-        run_sliced(py, &mut c, until, &mut NoTrace)
+        run_sliced(py, &mut c, &self.progress, until, &mut NoTrace)
     }
 
     /// Run until just before `cycle` executes (or the program stops first).
     fn run_until(&self, py: Python<'_>, cycle: u64) -> PyResult<RunStatus> {
-        run_sliced(py, &mut *self.core()?, cycle, &mut NoTrace)
+        run_sliced(py, &mut *self.core()?, &self.progress, cycle, &mut NoTrace)
     }
 
-    /// The next cycle to execute (superlane-0 time).
+    /// The next cycle to execute (superlane-0 time). While another thread runs the chip,
+    /// the cycle its run had reached at its last check for Ctrl-C (for progress displays).
     #[getter]
-    fn cycle(&self) -> PyResult<u64> {
-        let c = self.core()?;
-        Ok(c.cycle())
+    fn cycle(&self) -> u64 {
+        match self.inner.try_lock() {
+            Ok(c) => c.cycle(),
+            Err(TryLockError::WouldBlock) => self.progress.load(Ordering::Relaxed),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().cycle(),
+        }
     }
 
     /// Cycles the program took so far, including the last superlane's skew.
@@ -811,9 +820,11 @@ fn queue_of(c: &Core, name: &str) -> PyResult<usize> {
 fn run_sliced<T: Tracer + Send>(
     py: Python<'_>,
     chip: &mut Core,
+    progress: &AtomicU64,
     until: u64,
     tracer: &mut T,
 ) -> PyResult<RunStatus> {
+    progress.store(chip.cycle(), Ordering::Relaxed);
     loop {
         let (c, tr) = (&mut *chip, &mut *tracer);
         let limits = Limits {
@@ -821,6 +832,7 @@ fn run_sliced<T: Tracer + Send>(
             issue_budget: SLICE_ISSUES,
         };
         let s = py.detach(move || c.run_traced(limits, tr));
+        progress.store(chip.cycle(), Ordering::Relaxed);
         if s != CoreStatus::Paused {
             return Ok(s.into());
         }
