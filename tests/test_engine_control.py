@@ -481,3 +481,14 @@ def test_every_instruction_has_an_engine_test():
     missing = sorted(every - covered)
     assert not missing, f"instructions without an engine test: {missing}"
     assert not covered - every, f"covered names that are not instructions: {sorted(covered - every)}"
+
+
+def test_a_final_nop_does_not_delay_halting():
+    # As docs/timing.md says: halting needs every instruction issued and every result
+    # landed; a NOP's wait only delays what comes after it.
+    for src, cycle in [("nop 100000\n", 1), ("nop 100000\nnop 1\n", 100_001)]:
+        prog = lpu.assemble(".chip tsp_tiny\n.queue vxm.alu0\n" + src)
+        chip = lpu.Chip(prog.config)
+        chip.load(prog)
+        assert chip.run() == lpu.RunStatus.HALTED
+        assert chip.cycle == cycle and chip.cycles == 0
