@@ -12,6 +12,7 @@ import pytest
 import lpu
 from lpu.examples import vector_add_program
 from lpu.files import atomic_path, save_npy
+from lpu.layout import read_tensor
 
 
 def busy_program(pairs: int) -> lpu.Program:
@@ -291,3 +292,15 @@ def test_a_whole_run_in_a_worker_process_gives_the_same_result():
 def _run_in_worker(prog, x):
     run = lpu.Runner(prog)
     return run(x=x, y=x)["z"], run.last.cycles
+
+
+def test_a_runner_call_with_a_bad_input_leaves_the_last_run_in_place():
+    cfg = lpu.ChipConfig("tsp_tiny")
+    run = lpu.Runner(vector_add_program(cfg, rows=2))
+    x = np.ones((2, cfg.lanes), np.int8)
+    z = run(x=x, y=x)["z"]
+    cycle = run.chip.cycle
+    with pytest.raises(lpu.InputError, match="'y' is int8; got an array of float32"):
+        run(x=x * 5, y=x.astype(np.float32))
+    assert run.chip.cycle == cycle
+    np.testing.assert_array_equal(read_tensor(run.chip, run.outputs["z"]), z)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._core import Chip, Program, RunStatus
 from .errors import IncompleteRunError, InputError
-from .layout import read_tensor, write_tensor
+from .layout import check_array, read_tensor, write_tensor
 
 __all__ = ["Runner", "RunInfo"]
 
@@ -77,9 +77,12 @@ class Runner:
             if missing:
                 parts.append(f"missing input(s) {missing}")
             raise InputError(f"{'; '.join(parts)}; the program takes {sorted(self.inputs)}")
+        # Every input is checked before the chip is touched, so a bad one leaves it as
+        # the last run left it.
+        arrays = {name: check_array(self.inputs[name], value) for name, value in inputs.items()}
         self.chip.reset()
-        for name, value in inputs.items():
-            write_tensor(self.chip, self.inputs[name], value)
+        for name, arr in arrays.items():
+            write_tensor(self.chip, self.inputs[name], arr)
         kw: Dict[str, Any] = {}
         if self.max_cycles is not None:
             kw["max_cycles"] = self.max_cycles
