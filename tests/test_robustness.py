@@ -304,3 +304,14 @@ def test_a_runner_call_with_a_bad_input_leaves_the_last_run_in_place():
         run(x=x * 5, y=x.astype(np.float32))
     assert run.chip.cycle == cycle
     np.testing.assert_array_equal(read_tensor(run.chip, run.outputs["z"]), z)
+
+
+def test_a_refused_builder_tensor_takes_no_sram():
+    from lpu.builder import Builder
+
+    cfg = lpu.ChipConfig("tsp_tiny")
+    b, fresh = Builder(cfg), Builder(cfg)
+    with pytest.raises(lpu.InputError, match="shape"):
+        b.tensor("w", "constant", "int8", (4, cfg.lanes), data=np.zeros((3, cfg.lanes), np.int8))
+    placed = b.tensor("w", "constant", "int8", (4, cfg.lanes))
+    assert placed == fresh.tensor("w", "constant", "int8", (4, cfg.lanes))

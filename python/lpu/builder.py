@@ -228,12 +228,19 @@ class Builder:
         if any(t.name == name for t in self._tensors):
             raise InputError(f"tensor '{name}' already exists")
         avoid = [(_HEMI[t.hemi], s) for t in apart_from for s in t.slices]
-        hh, sl, a = self.alloc.place(dtype, shape, h, slices, addr, split, avoid)
-        t = Tensor(name, kind, dtype, list(shape), "WE"[hh], a, sl, split)
-        _core.check_tensor(self.config, t)
-        if data is not None:
-            arr = check_array(t, data)
-            self._inits.extend(_core.pack_tensor(self.config, t, arr.reshape(-1).view(np.uint8)))
+        before = dict(self.alloc.next)
+        try:
+            hh, sl, a = self.alloc.place(dtype, shape, h, slices, addr, split, avoid)
+            t = Tensor(name, kind, dtype, list(shape), "WE"[hh], a, sl, split)
+            _core.check_tensor(self.config, t)
+            inits = []
+            if data is not None:
+                arr = check_array(t, data)
+                inits = _core.pack_tensor(self.config, t, arr.reshape(-1).view(np.uint8))
+        except BaseException:
+            self.alloc.next = before  # a refused tensor takes no SRAM
+            raise
+        self._inits.extend(inits)
         self._tensors.append(t)
         return t
 
