@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import lpu
 
@@ -105,3 +106,12 @@ def test_readme_main_command_with_the_bundled_model():
     r = lpu_cmd(*args[:-1], "24", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.rstrip("\n") == want.rstrip("\n")
+
+
+@pytest.mark.parametrize("option, value, said", [("--max-tokens", "-3", "--max-tokens must be >= 0"),
+                                                 ("--temperature", "nan", "temperature must be"),
+                                                 ("--top-p", "0", "top_p must be in (0, 1]")])
+def test_generate_refuses_bad_options_before_loading_anything(option, value, said):
+    r = lpu_cmd("generate", "--model", "/no/such/model", option, value)
+    # The option is refused first: the missing model is never looked at.
+    assert r.returncode == 1 and said in r.stderr and "loading" not in r.stderr
