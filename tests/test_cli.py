@@ -108,7 +108,7 @@ def test_readme_main_command_with_the_bundled_model():
     assert r.stdout.rstrip("\n") == want.rstrip("\n")
 
 
-@pytest.mark.parametrize("option, value, said", [("--max-tokens", "-3", "--max-tokens must be >= 0"),
+@pytest.mark.parametrize("option, value, said", [("--max-tokens", "-3", "max_new_tokens must be >= 0"),
                                                  ("--temperature", "nan", "temperature must be"),
                                                  ("--top-p", "0", "top_p must be in (0, 1]")])
 def test_generate_refuses_bad_options_before_loading_anything(option, value, said):

@@ -625,7 +625,8 @@ class _Asm:
                 raise _Err(col, f"@{at}", f"cycle {at} is already past: queue {q.name} is busy until cycle {q.cursor}")
             gap = at - q.cursor
             most = (1 << 32) - 1  # cycles one NOP can wait
-            if len(q.words) - (-gap // most) > self.chip().instruction_capacity:
+            nops = -(-gap // most)
+            if len(q.words) + nops > self.chip().instruction_capacity:
                 raise _Err(col, f"@{at}", f"cycle {at} is out of reach: the NOPs to wait for it exceed the "
                            "instruction memory")
             while gap > 0:

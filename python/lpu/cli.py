@@ -156,14 +156,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .llm import load, load_bundled
-    from .llm.generate import Generator
+    from .llm.generate import Generator, check_request
     from .llm.onchip import print_progress
-    from .llm.sampling import validate_params
 
     # Options are checked before the model is loaded and compiled.
-    validate_params(args.temperature, args.top_k, args.top_p)
-    if args.max_tokens < 0:
-        raise InputError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+    check_request(args.max_tokens, args.temperature, args.top_k, args.top_p)
     t0 = time.perf_counter()
     sys.stderr.write(f"loading {'model ' + args.model if args.model else 'the bundled model'}...\n")
     model = load(args.model) if args.model else load_bundled()

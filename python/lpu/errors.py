@@ -75,7 +75,6 @@ class ScheduleError(LpuError):
         return (type(self), (str(self), self.first, self.second))
 
 
-
 class IncompleteRunError(LpuError):
     """A call that runs the chip to the end (``Runner``, ``generate``) saw it stop early.
 

@@ -73,6 +73,13 @@ class GenerationStats:
         return 1.0 / self.chip_seconds_per_token if self.steps else 0.0
 
 
+def check_request(max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+    """Raise InputError for options :meth:`Generator.generate` cannot take."""
+    validate_params(temperature, top_k, top_p)
+    if max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
 class Generator:
     """Generate text with a model whose every decode step runs on the emulated chip.
 
@@ -111,9 +118,7 @@ class Generator:
         tokens are sampled on the host from the chip's logits with a generator seeded
         by `seed` (top_k 0 and top_p 1 switch those filters off).
         """
-        validate_params(temperature, top_k, top_p)
-        if max_new_tokens < 0:
-            raise InputError("max_new_tokens must be >= 0")
+        check_request(max_new_tokens, temperature, top_k, top_p)
         ids: List[int]
         if token_ids is not None:
             ids = [int(t) for t in token_ids]

@@ -79,7 +79,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         raise InputError(f"weights must be 'float16' or 'int8', not {weights!r}")
     need = _sram_need(model, lanes, 1 if weights == "int8" else 2)
     if need > cfg.sram_bytes * 0.9:
-        raise _core.CapacityError(
+        raise CapacityError(
             f"the model needs about {need / 2**20:.1f} MiB of SRAM for its {weights} weights alone; "
             f"the chip ({cfg.name}) has {cfg.sram_bytes / 2**20:.1f} MiB"
         )

@@ -75,14 +75,23 @@ impl Weights {
         };
         self.int8 = int8;
         self.n = n;
-        self.w.clear();
         self.w.resize(n * n, 0.0);
-        for r in 0..used {
-            if transpose {
+        // Each entry is written once: the loaded rows (or columns), then zeros.
+        if transpose {
+            for row in self.w.chunks_mut(n) {
+                row[used..].fill(0.0);
+            }
+            for r in 0..used {
                 // Buffer row r becomes array column r.
                 convert(r, &mut self.w[r..], n);
-            } else {
-                convert(r, &mut self.w[r * n..(r + 1) * n], 1);
+            }
+        } else {
+            for (r, row) in self.w.chunks_mut(n).enumerate() {
+                if r < used {
+                    convert(r, row, 1);
+                } else {
+                    row.fill(0.0);
+                }
             }
         }
         self.packed = Default::default();
@@ -109,9 +118,10 @@ impl Weights {
             }
             // Either kernel gives the same integers, so which one runs may depend on
             // what came before.
-            let packed = match m >= PACK_ROWS {
-                true => Some(self.packed.get_or_init(|| vnni::Packed::new(self))),
-                false => self.packed.get(),
+            let packed = if m >= PACK_ROWS {
+                Some(self.packed.get_or_init(|| vnni::Packed::new(self)))
+            } else {
+                self.packed.get()
             };
             let packed = packed.and_then(Option::as_ref);
             match (packed, x) {
