@@ -20,12 +20,10 @@ from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from .. import _core
-from .._core import Chip, ChipConfig, Program, RunStatus
+from .._core import Chip, ChipConfig, Program, RunStatus, Tensor
 from ..builder import Builder
 from ..errors import CapacityError, IncompleteRunError, InputError
 from ..kernels import attention as A
-from .._core import Tensor
 from ..kernels.matmul import Weights, dequant_epilogue, load_weights, matmul
 from ..kernels.vector import argmax, binary, quantize, rmsnorm, swiglu
 from ..layout import read_tensor, write_tensor
