@@ -125,6 +125,12 @@ def test_eight_full_size_chips_fit_in_modest_memory():
     assert all(c.config.sram_bytes == 220 * 2**20 for c in chips)
 
 
+def test_the_native_allocator_keeps_freed_memory_between_runs():
+    # Set (through mimalloc's option API) when lpu._core is imported: a run's freed
+    # buffers are reused by the next run instead of coming back as fresh zeroed pages.
+    assert lpu._core.allocator_purge_delay() == 1000
+
+
 # -- threads -----------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ __all__ = [
     'InputError',
     'BusyError',
     'build_profile',
+    'allocator_purge_delay',
     'ChipConfig',
     'isa_table',
     'encode',
@@ -60,6 +61,7 @@ class FaultError(LpuError):
     fault: Fault
 
 def build_profile() -> str: ...
+def allocator_purge_delay() -> int: ...
 def isa_table() -> List[
     Tuple[str, str, int, List[Tuple[str, str, int]], Optional[str], List[str], bool, bool, str]
 ]: ...

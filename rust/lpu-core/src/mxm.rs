@@ -60,19 +60,6 @@ impl Weights {
     pub fn install(&mut self, int8: bool, n: usize, buf: &[u8], used: usize, transpose: bool) {
         debug_assert!(n <= 1024, "int8 exactness needs K <= 1024");
         let rb = if int8 { n } else { 2 * n };
-        let f16 = crate::numerics::f16_table();
-        // Buffer row r as values, into `out` (lane c of the row to out[c * step]).
-        let convert = |r: usize, out: &mut [f32], step: usize| {
-            let row = &buf[r * rb..(r + 1) * rb];
-            let out = out.iter_mut().step_by(step);
-            if int8 {
-                out.zip(row).for_each(|(o, b)| *o = *b as i8 as f32);
-            } else {
-                let (lo, hi) = row.split_at(n);
-                out.zip(lo.iter().zip(hi))
-                    .for_each(|(o, (l, h))| *o = f16[(*l as u16 | (*h as u16) << 8) as usize]);
-            }
-        };
         self.int8 = int8;
         self.n = n;
         self.w.resize(n * n, 0.0);
@@ -81,14 +68,18 @@ impl Weights {
             for row in self.w.chunks_mut(n) {
                 row[used..].fill(0.0);
             }
+            let mut col = vec![0f32; n];
             for r in 0..used {
                 // Buffer row r becomes array column r.
-                convert(r, &mut self.w[r..], n);
+                widen_row(int8, &buf[r * rb..(r + 1) * rb], &mut col);
+                for (w, v) in self.w[r..].iter_mut().step_by(n).zip(&col) {
+                    *w = *v;
+                }
             }
         } else {
             for (r, row) in self.w.chunks_mut(n).enumerate() {
                 if r < used {
-                    convert(r, row, 1);
+                    widen_row(int8, &buf[r * rb..(r + 1) * rb], row);
                 } else {
                     row.fill(0.0);
                 }
@@ -175,6 +166,29 @@ pub enum Activations<'a> {
 /// `f` over matching blocks of rows of `a` (rows of `a_row`) and `b` (rows of `b_row`),
 /// on several threads when there are enough rows. Rows are independent, so splitting
 /// them cannot change a bit.
+/// One weight-buffer row as values: int8 bytes, or fp16 as two byte planes (low bytes
+/// then high bytes), widened exactly; compiled to vector code, since every install
+/// widens a whole plane of weights.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn widen_row(int8: bool, row: &[u8], out: &mut [f32]) {
+    if int8 {
+        out.iter_mut()
+            .zip(row)
+            .for_each(|(o, b)| *o = *b as i8 as f32);
+    } else {
+        let (lo, hi) = row.split_at(out.len());
+        for ((o, l), h) in out.iter_mut().zip(lo).zip(hi) {
+            *o = f32::from_bits(crate::numerics::f16_to_f32_bits(
+                *l as u16 | (*h as u16) << 8,
+            ));
+        }
+    }
+}
+
 fn par_rows<A: Sync, B: Send>(
     a: &[A],
     a_row: usize,

@@ -42,6 +42,50 @@ pub fn f16_table() -> &'static [f32; 65536] {
     })
 }
 
+/// fp16 → f32 in integer steps and one multiply, for loops the compiler vectorises
+/// (the table is faster one value at a time). Same bits as [`f16_to_f32`], NaN included.
+#[inline(always)]
+pub fn f16_to_f32_bits(h: u16) -> u32 {
+    let em = (h & 0x7fff) as u32;
+    // Exponent and fraction moved to f32's places read as 2^-112 times the value, for
+    // normal and subnormal fp16 alike; the power-of-two scaling is exact.
+    let v = (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits();
+    let r = if em >= 0x7c00 { 0x7f80_0000 } else { v } | ((h as u32 & 0x8000) << 16);
+    if em > 0x7c00 {
+        F32_NAN
+    } else {
+        r
+    }
+}
+
+/// f32 → fp16 with exactly the rounding of [`f64_to_f16`] (every f32 is an f64), in
+/// integer steps and one add so that loops over it vectorise.
+#[inline(always)]
+pub fn f32_to_f16_bits(x: u32, sat: bool) -> u16 {
+    let a = x & 0x7fff_ffff;
+    // Below 2^-14 (fp16 subnormals): adding 0.5, whose last place is fp16's smallest
+    // step 2^-24, rounds to nearest even; the bits above 0.5's count the steps.
+    let sub = (f32::from_bits(a) + 0.5)
+        .to_bits()
+        .wrapping_sub(0x3f00_0000);
+    // Normal: rebias the exponent and round the 13 dropped bits, ties to even (a carry
+    // out of the fraction correctly moves to the next exponent).
+    let norm = a.wrapping_add(0xc800_0fff).wrapping_add((a >> 13) & 1) >> 13;
+    let mut r = if a < 0x3880_0000 { sub } else { norm };
+    // 65520 and more round past the largest finite value 65504.
+    if a >= 0x477f_f000 {
+        r = if sat { 0x7bff } else { 0x7c00 };
+    }
+    if a == 0x7f80_0000 {
+        r = 0x7c00;
+    }
+    r |= (x >> 16) & 0x8000;
+    if a > 0x7f80_0000 {
+        r = F16_NAN as u32;
+    }
+    r as u16
+}
+
 /// Exact value of a bf16 bit pattern (the top half of an f32).
 pub fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
@@ -187,6 +231,56 @@ pub fn f64_to_bits(dt: DType, x: f64, sat: bool) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vectorisable_f16_widening_matches_the_table_for_every_value() {
+        for h in 0..=u16::MAX {
+            assert_eq!(f16_to_f32_bits(h), f16_to_f32(h).to_bits(), "{h:#06x}");
+        }
+    }
+
+    #[test]
+    fn vectorisable_f16_narrowing_rounds_like_the_definition() {
+        let check = |x: u32| {
+            let v = f32::from_bits(x) as f64;
+            for sat in [false, true] {
+                assert_eq!(
+                    f32_to_f16_bits(x, sat),
+                    f64_to_f16(v, sat),
+                    "{x:#010x} sat={sat}"
+                );
+            }
+        };
+        // Every sign, exponent and kept fraction, with the dropped 13 bits at the
+        // rounding boundaries (normal results, overflow, infinities, NaNs).
+        for hi in 0..1u32 << 19 {
+            for lo in [0, 1, 0xfff, 0x1000, 0x1001, 0x1fff] {
+                check(hi << 13 | lo);
+            }
+        }
+        // Subnormal results (and underflow to zero) round at bit 13 to 24 of the
+        // fraction: every exponent there, fractions at a stride that is prime to those
+        // places, plus the halfway points of each place.
+        for e in 0x60u32..=0x71 {
+            for m in (0..1u32 << 23).step_by(61) {
+                check(e << 23 | m);
+                check(0x8000_0000 | e << 23 | m);
+            }
+            for place in 13..24 {
+                let half = 1u32 << (place - 1);
+                for k in [0u32, 1, 2, 3, 0x3ff >> (place - 13)] {
+                    let m = (k << place) & 0x7f_ffff;
+                    for d in [half - 1, half, half + 1] {
+                        check(e << 23 | (m + d));
+                    }
+                }
+            }
+        }
+        // f32 subnormals.
+        for m in (0..1u32 << 23).step_by(4099) {
+            check(m);
+        }
+    }
 
     #[test]
     fn f16_round_trip_every_value() {

@@ -86,6 +86,10 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
             i8_ops(args.op, args.a[0], args.b[0], &mut *out[0]);
             true
         }
+        (Op::Cast, DType::F32) if args.to == DType::F16 => {
+            f32_to_f16_planes(args.a, args.sat, out);
+            true
+        }
         (op, DType::F32) if op != Op::Cast && op != Op::Copy => f32_ops(op, args.a, args.b, out),
         _ => false,
     }
@@ -221,6 +225,29 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
         store_u32(x, c0, out);
     }
     true
+}
+
+/// fp32 → fp16 casts on whole planes (the MXM's fp16 activations), rounded exactly as
+/// the general path's `cast_bits`.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn f32_to_f16_planes(a: &[&[u8]], sat: bool, out: &mut [&mut [u8]]) {
+    const CHUNK: usize = 64;
+    let mut x = [0u32; CHUNK];
+    let (lo, hi) = out.split_at_mut(1);
+    let (lo, hi) = (&mut *lo[0], &mut *hi[0]);
+    for c0 in (0..lo.len()).step_by(CHUNK) {
+        let m = CHUNK.min(lo.len() - c0);
+        load_u32(a, c0, &mut x[..m]);
+        let bytes = lo[c0..c0 + m].iter_mut().zip(&mut hi[c0..c0 + m]);
+        for ((l, h), v) in bytes.zip(&x[..m]) {
+            let r = crate::numerics::f32_to_f16_bits(*v, sat);
+            (*l, *h) = (r as u8, (r >> 8) as u8);
+        }
+    }
 }
 
 /// Elements `at..at + out.len()` of a 4-plane operand, as raw bits.
@@ -449,6 +476,48 @@ mod tests {
             }
         }
         assert_eq!(run1(Op::Add, DType::I8, &[127], &[1]), vec![0x80]);
+    }
+
+    #[test]
+    fn fp16_cast_fast_path_agrees() {
+        // Every fp16 value (exact), halfway points between neighbours (ties), values
+        // just off them, overflow, f32 subnormals and NaNs with payloads and signs.
+        let mut a: Vec<u32> = (0..=u16::MAX)
+            .flat_map(|h| {
+                let v = crate::numerics::f16_to_f32(h).to_bits();
+                [v, v + 0x1000, v + 0xfff, v + 0x1001, v.wrapping_sub(0x1000)]
+            })
+            .collect();
+        a.extend([
+            0x7f80_0001,
+            0xffc0_1234,
+            0x0000_0001,
+            0x8000_0003,
+            0x477f_efff,
+        ]);
+        for sat in [false, true] {
+            let n = a.len();
+            let mut pa = vec![0u8; 4 * n];
+            for (l, x) in a.iter().enumerate() {
+                set_lane_bits(&mut pa, n, 4, l, *x);
+            }
+            let mut out = vec![0u8; 2 * n];
+            execute(
+                &VxmArgs {
+                    op: Op::Cast,
+                    dt: DType::F32,
+                    to: DType::F16,
+                    sat,
+                    a: &planes(&pa, n),
+                    b: &[],
+                },
+                &mut planes_mut(&mut out, n),
+            );
+            for (l, x) in a.iter().enumerate() {
+                let want = cast_bits(DType::F32, DType::F16, sat, *x);
+                assert_eq!(lane_bits(&out, n, 2, l), want, "{x:#010x} sat={sat}");
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,25 @@ use pyo3::types::{PyDict, PyType};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its position in `mi_option_e`, the same in
+/// mimalloc 2 and 3; libmimalloc-sys names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// How long freed memory stays with the allocator before it goes back to the OS (ms).
+/// Runs allocate and free megabytes (batched results, copied SRAM pages); with
+/// mimalloc's default of 10 ms the next run, or the next LLM step, gets that memory
+/// back as fresh pages that the kernel zeroes first (about a tenth of a decode step).
+const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+
+/// The allocator's purge delay in milliseconds (tests check it was set).
+#[pyfunction]
+fn allocator_purge_delay() -> i64 {
+    // SAFETY: mi_option_get reads one entry of mimalloc's option table (option numbers
+    // below _mi_option_last are valid; 15 is). mimalloc documents it as not thread
+    // safe because a first read may initialise the entry from the environment; this
+    // entry was set when the module was initialised, so every later access only reads.
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) as i64 }
+}
+
 mod chip;
 mod config;
 mod isa;
@@ -117,6 +136,14 @@ fn build_profile() -> &'static str {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // SAFETY: mi_option_set stores into mimalloc's option table, which is not
+    // synchronised. This mimalloc is private to this library (statically linked, not
+    // the process allocator), and module initialisation runs under the import lock
+    // before any other code of the library can run in any thread, and before the
+    // library starts threads of its own: nothing else reads or writes the table now.
+    // The option number is valid (see MI_OPTION_PURGE_DELAY).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    m.add_function(wrap_pyfunction!(allocator_purge_delay, m)?)?;
     m.add("LpuError", py.get_type::<LpuError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("ProgramFormatError", py.get_type::<ProgramFormatError>())?;
