@@ -271,13 +271,22 @@ impl Streams {
             };
             let first = ((key0 - b.key0).max(0) + b.step - 1) / b.step;
             let end = ((last - b.key0).div_euclid(b.step) + 1).min(b.rows.n as i64);
+            // off = b.key0 + i * b.step - key0 steps by b.step; track off mod d without
+            // dividing for every i.
+            let (mut off, mut rem) = (b.key0 + first * b.step - key0, 0);
+            rem += off % d;
+            let step_rem = b.step % d;
             for i in first..end.max(first) {
-                let off = b.key0 + i * b.step - key0;
-                if off % d == 0 {
+                if rem == 0 {
                     let j = (off / d) as usize;
                     if dist < best[j].0 {
                         best[j] = (dist, bi, i as usize);
                     }
+                }
+                off += b.step;
+                rem += step_rem;
+                if rem >= d {
+                    rem -= d;
                 }
             }
         }

@@ -514,7 +514,7 @@ impl Chip {
         debug_assert!(ops.iter().flatten().all(|p| p.len() as u64 >= k));
         let mut out = vec![vec![0u8; k as usize * lanes]; ob];
         let none: &[u8] = &[];
-        for j in 0..k as usize {
+        for j in memory_order(&ops[0][0][..k as usize], lanes) {
             let mut a = [none; 4];
             let mut b = [none; 4];
             for (i, o) in ops.iter().enumerate() {
@@ -927,6 +927,20 @@ pub(super) struct BulkWrite {
     segs: Vec<Rows>,
     n: u64,
     done: u64,
+}
+
+/// An order in which to visit the vectors `rows` (all of them, once each) that walks
+/// their memory forwards. A tensor split over p slices reaches the VXM a vector from
+/// each slice in turn, so consecutive operands lie in p different pages; in stride-p
+/// order each page is read from start to end, which the CPU's prefetchers follow
+/// (visiting 26 pages at once, they do not).
+fn memory_order(rows: &[&[u8]], lanes: usize) -> impl Iterator<Item = usize> {
+    let k = rows.len();
+    let next_to = |a: &[u8], b: &[u8]| b.as_ptr() as usize == a.as_ptr() as usize + lanes;
+    let p = (1..k.min(65))
+        .find(|&p| next_to(rows[0], rows[p]))
+        .unwrap_or(1);
+    (0..p).flat_map(move |r| (r..k).step_by(p))
 }
 
 /// Advance an instruction's address and slot operands by `k` (what `repeat` does).
