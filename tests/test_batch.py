@@ -161,3 +161,54 @@ def test_streaming_matmul(dtype):
         np.testing.assert_array_equal(out["y"], want.astype(np.int32))
     else:
         np.testing.assert_allclose(out["y"], want, rtol=1e-3, atol=1e-3)
+
+
+def chain_program(cfg, n, dtype, op):
+    """A running reduction (`scan`: each re-issue takes its own ALU's previous result) and
+    a held vector (`hold`: an ALU copying its own result) feeding a point-wise op."""
+    lat = lpu.isa.instruction("copy").latency_cycles(cfg)
+    b = Builder(cfg)
+    x = b.input("x", dtype, (n, cfg.lanes), hemi="W")
+    w = b.input("w", dtype, (n, cfg.lanes), hemi="W", apart_from=[x])
+    y = b.input("y", dtype, (1, cfg.lanes), hemi="E")
+    red = b.output("red", dtype, (1, cfg.lanes), hemi="E")
+    z = b.output("z", dtype, (n, cfg.lanes), hemi="E", apart_from=[y])
+    t = b.earliest([x, w, y], b.vxm_pos) + 4
+    b.write(b.scan(op, b.read(x, stream=0, arrive=(b.vxm_pos, t), stride=lat), stream=8), red)
+    held = b.hold(b.read(y, stream=4, arrive=(b.vxm_pos, t - lat)), n)
+    b.write(b.vxm(op, b.read(w, stream=12, arrive=(b.vxm_pos, t), stride=lat), held, stream=16), z)
+    return b.build()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 150), st.sampled_from(["float32", "int32", "int8"]), st.sampled_from(["add", "max", "min"]),
+       st.integers(1, 600))
+def test_running_reductions_and_held_vectors(n, dtype, op, stop):
+    cfg = lpu.ChipConfig("tsp_small")
+    prog = chain_program(cfg, n, dtype, op)
+    rng = np.random.default_rng(n)
+    x = rng.integers(-20, 20, (n, cfg.lanes)).astype(dtype)
+    y = rng.integers(-20, 20, (1, cfg.lanes)).astype(dtype)
+    w = rng.integers(-20, 20, (n, cfg.lanes)).astype(dtype)
+    inputs = {"x": x, "w": w, "y": y}
+    batched, out, _ = run_both(prog, inputs)
+    if n >= 16:
+        # More than the 3n + 2 MEM issues: the chained VXM runs were batched too.
+        assert batched > 3 * n + 2
+    f = {"add": np.add, "max": np.maximum, "min": np.minimum}[op]
+    np.testing.assert_array_equal(out["red"][0], f.reduce(x, axis=0, dtype=dtype))
+    np.testing.assert_array_equal(out["z"], f(w, y))
+    run_both(prog, inputs, until=stop)
+
+
+def test_a_broken_chain_faults_the_same():
+    cfg = lpu.ChipConfig("tsp_small")
+    prog = chain_program(cfg, 40, "float32", "add")
+    # Without the scan's first copy, its first re-issue has no result to chain from.
+    lines = prog.disassemble().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.strip().startswith("copy f32, s0"))
+    lines[i] = "    nop 1"
+    bad = lpu.assemble("\n".join(lines))
+    x = np.ones((40, cfg.lanes), np.float32)
+    _, _, fault = run_both(bad, {"x": x, "w": x, "y": x[:1]})
+    assert fault is not None and "chain" in fault

@@ -495,37 +495,68 @@ impl Chip {
         }
         let latch: &Latch = &self.alu_out[alu];
         k = (0..k).find(|j| latch.has(t + j * d + lat)).unwrap_or(k);
+        // An operand that is this ALU's own result (a running reduction, or a value held
+        // by copying it) chains each re-issue to the previous one: with latency d, the
+        // result of re-issue j lands on the cycle re-issue j + 1 reads it. Only the first
+        // such operand must exist now; the batch computes the rest in order.
+        let own = ALU_SRC_BASE + alu as u32;
+        let chain = srcs.contains(&own);
+        if chain && (lat != d || ob != nb) {
+            return 0;
+        }
         // Operands are references into their producers' buffers (SRAM pages, batched
         // results), one list per byte plane.
         let mut ops: Vec<Vec<Vec<&[u8]>>> = Vec::with_capacity(srcs.len());
         for &v in &srcs {
+            let n = if v == own { 1 } else { k as usize };
             let planes = if v >= ALU_SRC_BASE {
-                self.alu_out[(v - ALU_SRC_BASE) as usize].refs(t, d, k as usize, nb, lanes)
+                self.alu_out[(v - ALU_SRC_BASE) as usize].refs(t, d, n, nb, lanes)
             } else {
                 let s = StreamRef::from_operand(v).expect("valid");
                 self.safe_stream_refs(hz, s, nb as u32, pos, run, k)
             };
-            k = k.min(planes[0].len() as u64);
+            if v == own && planes[0].is_empty() {
+                return 0;
+            }
+            if v != own {
+                k = k.min(planes[0].len() as u64);
+            }
             ops.push(planes);
         }
         if k < MIN_BATCH {
             return 0;
         }
-        debug_assert!(ops.iter().flatten().all(|p| p.len() as u64 >= k));
         let mut out = vec![vec![0u8; k as usize * lanes]; ob];
         let none: &[u8] = &[];
-        for j in memory_order(&ops[0][0][..k as usize], lanes) {
+        let order: Box<dyn Iterator<Item = usize>> = if chain {
+            Box::new(0..k as usize)
+        } else {
+            Box::new(memory_order(&ops[0][0][..k as usize], lanes))
+        };
+        for j in order {
+            // This re-issue's result, and (when chained) the previous one's.
+            let mut dst: [&mut [u8]; 4] = Default::default();
+            let mut prev = [none; 4];
+            for (b, p) in out.iter_mut().enumerate() {
+                let (before, from) = p.split_at_mut(j * lanes);
+                dst[b] = &mut from[..lanes];
+                prev[b] = match j {
+                    0 if chain => ops[srcs.iter().position(|v| *v == own).unwrap()][b][0],
+                    0 => none,
+                    _ => &before[(j - 1) * lanes..],
+                };
+            }
             let mut a = [none; 4];
             let mut b = [none; 4];
             for (i, o) in ops.iter().enumerate() {
-                let dst = if i == 0 { &mut a } else { &mut b };
-                for (x, p) in dst.iter_mut().zip(o) {
-                    *x = p[j];
+                let x = if i == 0 { &mut a } else { &mut b };
+                if srcs[i] == own {
+                    x[..nb].copy_from_slice(&prev[..nb]);
+                } else {
+                    for (x, p) in x.iter_mut().zip(o) {
+                        *x = p[j];
+                    }
                 }
-            }
-            let mut dst: [&mut [u8]; 4] = Default::default();
-            for (x, p) in dst.iter_mut().zip(out.iter_mut()) {
-                *x = &mut p[j * lanes..(j + 1) * lanes];
             }
             vxm::execute(
                 &vxm::VxmArgs {
