@@ -1119,32 +1119,50 @@ impl Chip {
         Some(s0)
     }
 
-    /// Read `n` consecutive streams from `base` at `pos` into `out` (plane-major).
-    /// Returns false if the run must stop.
+    /// Read `n` consecutive streams from `base` at `pos` into the operand buffer `which`
+    /// (plane-major). Returns false if the run must stop.
     fn read_group(&mut self, ctx: &Ctx, base: u32, n: usize, pos: u32, which: Which) -> bool {
+        let slot = match which {
+            Which::A => &mut self.sa,
+            Which::B => &mut self.sb,
+        };
+        let mut dst = std::mem::take(slot);
+        let ok = self.read_group_into(ctx, base, n, pos, &mut dst);
+        match which {
+            Which::A => self.sa = dst,
+            Which::B => self.sb = dst,
+        }
+        ok
+    }
+
+    /// [`Chip::read_group`] into `dst` (at least `n` planes long).
+    fn read_group_into(
+        &mut self,
+        ctx: &Ctx,
+        base: u32,
+        n: usize,
+        pos: u32,
+        dst: &mut [u8],
+    ) -> bool {
         let Some(s0) = self.group(ctx, base, n) else {
             return false;
         };
-        for b in 0..n {
+        let lanes = self.lanes;
+        for (b, dst) in dst.chunks_mut(lanes).take(n).enumerate() {
             let s = StreamRef {
                 index: s0.index + b as u32,
                 west: s0.west,
             };
             self.stats.stream_reads += 1;
-            let lanes = self.lanes;
-            let dst: &mut Vec<u8> = match which {
-                Which::A => &mut self.sa,
-                Which::B => &mut self.sb,
-            };
             match self.streams.read_traced(s, pos, ctx.t) {
                 Some((v, writer, landed)) => {
-                    dst[b * lanes..(b + 1) * lanes].copy_from_slice(v);
+                    dst.copy_from_slice(v);
                     if let Some(log) = &mut self.value_log {
                         log.push((writer, landed));
                     }
                 }
                 None => {
-                    dst[b * lanes..(b + 1) * lanes].fill(0);
+                    dst.fill(0);
                     let name = FieldKind::Stream.format(s.operand());
                     if self.raise(
                         ctx,
@@ -1450,7 +1468,21 @@ impl Chip {
         match instr.op {
             Op::Lw => {
                 let dt = DType::from_code(a[0]).expect("validated dtype");
-                if !self.read_group(ctx, a[1], 16, pos, Which::A) {
+                let plane = &mut self.planes[p];
+                if plane.buf.is_empty() {
+                    plane.buf = vec![0u8; 2 * lanes * lanes];
+                }
+                // Row r of type dt = streams r*bytes.. as a plane-major vector. The 16
+                // streams go straight to the buffer rows after the loaded ones (rows past
+                // those are not part of the weights, whatever the checks below find).
+                let start = plane.buf_rows * dt.bytes() * lanes;
+                let mut buf = std::mem::take(&mut plane.buf);
+                let read = match buf.get_mut(start..start + 16 * lanes) {
+                    Some(rows) => self.read_group_into(ctx, a[1], 16, pos, rows),
+                    None => self.read_group(ctx, a[1], 16, pos, Which::A),
+                };
+                self.planes[p].buf = buf;
+                if !read {
                     return;
                 }
                 let plane = &mut self.planes[p];
@@ -1472,13 +1504,6 @@ impl Chip {
                     return;
                 }
                 plane.buf_dtype = Some(dt);
-                if plane.buf.is_empty() {
-                    plane.buf = vec![0u8; 2 * lanes * lanes];
-                }
-                // Row r of type dt = streams r*bytes.. as a plane-major vector.
-                let rb = dt.bytes() * lanes;
-                let start = plane.buf_rows * rb;
-                plane.buf[start..start + 16 * lanes].copy_from_slice(&self.sa[..16 * lanes]);
                 plane.buf_rows += rows;
             }
             Op::Iw => {
