@@ -26,6 +26,9 @@ const COLS: usize = 64;
 const PACK_ROWS: usize = 16;
 /// Fewest activation rows worth a second thread.
 const ROWS_PER_THREAD: usize = 64;
+/// Activation rows widened to fp32 at a time (a multiple of the kernel's 6-row blocks;
+/// 48 x 320 values stay in L1/L2 between widening and use).
+const BLOCK_ROWS: usize = 48;
 
 /// The weights installed in a plane.
 #[derive(Clone, Debug, Default)]
@@ -94,63 +97,83 @@ impl Weights {
     pub fn apply(&self, m: usize, x: Activations<'_>, acc: &mut [u32], accumulate: bool) {
         let n = self.n;
         let k = self.w.len() / n;
-        // Scratch buffers kept per thread: megabytes each, used on every batch.
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
-        }
-        SCRATCH.with(|cell| {
-            let (xf, y) = &mut *cell.borrow_mut();
-            y.clear();
-            if accumulate && !self.int8 {
-                // The fp32 sum continues from the slot's value.
-                y.extend(acc.iter().map(|a| f32::from_bits(*a)));
-            } else {
+        // Either kernel gives the same integers, so which one runs may depend on what
+        // came before.
+        let packed = if m >= PACK_ROWS {
+            Some(self.packed.get_or_init(|| vnni::Packed::new(self)))
+        } else {
+            self.packed.get()
+        };
+        if let (Some(Some(p)), Activations::Int8(rows)) = (packed, x) {
+            // Scratch kept per thread: megabytes, used on every batch.
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<Vec<f32>> = Default::default();
+            }
+            return SCRATCH.with(|cell| {
+                let y = &mut *cell.borrow_mut();
+                y.clear();
                 y.resize(m * n, 0.0);
-            }
-            // Either kernel gives the same integers, so which one runs may depend on
-            // what came before.
-            let packed = if m >= PACK_ROWS {
-                Some(self.packed.get_or_init(|| vnni::Packed::new(self)))
-            } else {
-                self.packed.get()
-            };
-            let packed = packed.and_then(Option::as_ref);
-            match (packed, x) {
-                (Some(p), Activations::Int8(rows)) => p.product(m, rows, y),
-                (_, x) => {
-                    xf.resize(m * k, 0.0);
-                    for (i, row) in xf.chunks_mut(k).enumerate() {
-                        match x {
-                            Activations::Int8(rows) => {
-                                for (v, b) in row.iter_mut().zip(rows(i)) {
-                                    *v = *b as i8 as f32;
-                                }
+                p.product(m, rows, y);
+                store(true, accumulate, acc, y);
+            });
+        }
+        // A block of rows at a time on each thread: activations widened, the sums
+        // started, multiplied and stored while they are in cache.
+        par_rows(acc, n, |i0, accs| {
+            let most = BLOCK_ROWS.min(accs.len() / n);
+            let (mut xf, mut yf) = (vec![0f32; most * k], vec![0f32; most * n]);
+            for (b, ab) in accs.chunks_mut(BLOCK_ROWS * n).enumerate() {
+                let rows = ab.len() / n;
+                let (xs, ys) = (&mut xf[..rows * k], &mut yf[..rows * n]);
+                for (i, row) in xs.chunks_mut(k).enumerate() {
+                    let r = i0 + b * BLOCK_ROWS + i;
+                    match x {
+                        Activations::Int8(rows) => {
+                            for (v, b) in row.iter_mut().zip(rows(r)) {
+                                *v = *b as i8 as f32;
                             }
-                            Activations::Values(fill) => fill(i, row),
                         }
+                        Activations::Values(fill) => fill(r, row),
                     }
-                    par_rows(xf, k, y, n, |xs, ys| gemm(&self.w, n, xs, ys));
                 }
-            }
-            for (a, v) in acc.iter_mut().zip(y.iter()) {
-                *a = if self.int8 {
-                    // Exact integer sum (see above); int32 accumulation wraps like the
-                    // hardware's.
-                    let v = *v as i32;
-                    (if accumulate {
-                        (*a as i32).wrapping_add(v)
-                    } else {
-                        v
-                    }) as u32
-                } else if v.is_nan() {
-                    // The hardware's default NaN differs between platforms (x86 gives
-                    // 0xffc00000 for inf * 0); the bits must not.
-                    crate::numerics::F32_NAN
+                if accumulate && !self.int8 {
+                    // The fp32 sum continues from the slot's value.
+                    for (y, a) in ys.iter_mut().zip(ab.iter()) {
+                        *y = f32::from_bits(*a);
+                    }
                 } else {
-                    v.to_bits()
-                };
+                    ys.fill(0.0);
+                }
+                gemm(&self.w, n, xs, ys);
+                store(self.int8, accumulate, ab, ys);
             }
         });
+    }
+}
+
+/// Sums `y` into the slots' raw bits `acc`: int8 products are exact integers (see
+/// above), accumulated with wrapping like the hardware's int32; fp32 sums are stored
+/// with NaN made canonical (the hardware's default NaN differs between platforms: x86
+/// gives 0xffc00000 for inf * 0; the bits must not).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn store(int8: bool, accumulate: bool, acc: &mut [u32], y: &[f32]) {
+    for (a, v) in acc.iter_mut().zip(y) {
+        *a = if int8 {
+            let v = *v as i32;
+            (if accumulate {
+                (*a as i32).wrapping_add(v)
+            } else {
+                v
+            }) as u32
+        } else if v.is_nan() {
+            crate::numerics::F32_NAN
+        } else {
+            v.to_bits()
+        };
     }
 }
 
@@ -163,17 +186,8 @@ pub enum Activations<'a> {
     Values(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
 }
 
-/// `f` over matching blocks of rows of `a` (rows of `a_row`) and `b` (rows of `b_row`),
-/// on several threads when there are enough rows. Rows are independent, so splitting
-/// them cannot change a bit.
 /// One weight-buffer row as values: int8 bytes, or fp16 as two byte planes (low bytes
-/// then high bytes), widened exactly; compiled to vector code, since every install
-/// widens a whole plane of weights.
-#[multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
-    "x86_64+avx2",
-    "aarch64+neon"
-))]
+/// then high bytes).
 fn widen_row(int8: bool, row: &[u8], out: &mut [f32]) {
     if int8 {
         out.iter_mut()
@@ -181,31 +195,39 @@ fn widen_row(int8: bool, row: &[u8], out: &mut [f32]) {
             .for_each(|(o, b)| *o = *b as i8 as f32);
     } else {
         let (lo, hi) = row.split_at(out.len());
-        for ((o, l), h) in out.iter_mut().zip(lo).zip(hi) {
-            *o = f32::from_bits(crate::numerics::f16_to_f32_bits(
-                *l as u16 | (*h as u16) << 8,
-            ));
-        }
+        widen_f16(lo, hi, out);
     }
 }
 
-fn par_rows<A: Sync, B: Send>(
-    a: &[A],
-    a_row: usize,
-    b: &mut [B],
-    b_row: usize,
-    f: impl Fn(&[A], &mut [B]) + Sync,
-) {
+/// fp16 values given as their low and high bytes, widened exactly to fp32; compiled to
+/// vector code (every weight install and every fp16 activation goes through it).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+pub fn widen_f16(lo: &[u8], hi: &[u8], out: &mut [f32]) {
+    for ((o, l), h) in out.iter_mut().zip(lo).zip(hi) {
+        *o = f32::from_bits(crate::numerics::f16_to_f32_bits(
+            *l as u16 | (*h as u16) << 8,
+        ));
+    }
+}
+
+/// `f(first, rows)` over blocks of the rows of `b` (rows of `b_row`), on several
+/// threads when there are enough rows. Rows are independent, so splitting them cannot
+/// change a bit.
+fn par_rows<B: Send>(b: &mut [B], b_row: usize, f: impl Fn(usize, &mut [B]) + Sync) {
     let m = b.len() / b_row.max(1);
     let threads = threads().min(m / ROWS_PER_THREAD).max(1);
     if threads == 1 {
-        return f(a, b);
+        return f(0, b);
     }
     let per = m.div_ceil(threads);
     std::thread::scope(|s| {
-        for (xs, ys) in a.chunks(per * a_row).zip(b.chunks_mut(per * b_row)) {
+        for (i, ys) in b.chunks_mut(per * b_row).enumerate() {
             let f = &f;
-            s.spawn(move || f(xs, ys));
+            s.spawn(move || f(i * per, ys));
         }
     });
 }
@@ -341,7 +363,9 @@ mod vnni {
                         *u = b ^ 0x80;
                     }
                 }
-                super::par_rows(xu, kq * 4, y, n, |xs, ys| {
+                let xu = &*xu;
+                super::par_rows(y, n, |i0, ys| {
+                    let xs = &xu[i0 * kq * 4..(i0 + ys.len() / n) * kq * 4];
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Packed` exists only where `available()` found AVX-512 F,
                     // BW and VNNI on this CPU (see `new`), which is all the kernel's

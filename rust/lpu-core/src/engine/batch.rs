@@ -737,13 +737,7 @@ impl Chip {
         }
         // The activations, exact in fp32.
         let planes = self.stream_refs(src, nb, pos, run, k);
-        let f16 = crate::numerics::f16_table();
-        let fp16 = |j: usize, xs: &mut [f32]| {
-            let (lo, hi) = (planes[0][j], planes[1][j]);
-            for (i, v) in xs.iter_mut().enumerate() {
-                *v = f16[(lo[i] as u16 | (hi[i] as u16) << 8) as usize];
-            }
-        };
+        let fp16 = |j: usize, xs: &mut [f32]| mxm::widen_f16(planes[0][j], planes[1][j], xs);
         let int8 = |j: usize| planes[0][j];
         let x = if float {
             Activations::Values(&fp16)
@@ -800,47 +794,25 @@ impl Chip {
         let abc = self.queue_index(&format!("mxm{p}.abc"));
         let stop = abc.map_or(u64::MAX, |q| self.first_issue_of(hz, q, &[]));
         let slot0 = instr.args[0] as u64;
-        let mut out = vec![vec![0u8; max_k as usize * lanes]; 4];
-        let mut k = 0;
-        while k < max_k {
+        let mut results = Vec::new();
+        while (results.len() as u64) < max_k {
+            let k = results.len() as u64;
             let tj = t + k * d;
             if tj >= stop {
                 break;
             }
-            let slot = (slot0 + k) % slots;
-            let Some((ready, data)) = self.slot_value(p, slot, tj) else {
-                break;
-            };
-            if tj < ready {
-                break;
+            match self.slot_value(p, (slot0 + k) % slots, tj) {
+                Some((ready, data)) if tj >= ready => results.push(data),
+                _ => break,
             }
-            let row = k as usize * lanes..(k as usize + 1) * lanes;
-            let [p0, p1, p2, p3] = &mut out[..] else {
-                unreachable!("four planes")
-            };
-            let (p0, p1, p2, p3) = (
-                &mut p0[row.clone()],
-                &mut p1[row.clone()],
-                &mut p2[row.clone()],
-                &mut p3[row],
-            );
-            for (l, v) in data.iter().enumerate() {
-                p0[l] = *v as u8;
-                p1[l] = (v >> 8) as u8;
-                p2[l] = (v >> 16) as u8;
-                p3[l] = (v >> 24) as u8;
-            }
-            k += 1;
         }
+        let k = results.len() as u64;
         if k < MIN_BATCH {
             return 0;
         }
-        let planes: Vec<Rows> = out
+        let planes: Vec<Rows> = byte_planes(&results)
             .into_iter()
-            .map(|mut p| {
-                p.truncate(k as usize * lanes);
-                Rows::new(p, lanes)
-            })
+            .map(|p| Rows::new(p, lanes))
             .collect();
         let lat = self.lat[Op::Acc as usize] as u64;
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {
@@ -958,6 +930,25 @@ pub(super) struct BulkWrite {
     segs: Vec<Rows>,
     n: u64,
     done: u64,
+}
+
+/// 32-bit results as four byte planes (plane b holds byte b of every value, row after
+/// row), as they leave on a stream group.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn byte_planes(rows: &[&[u32]]) -> [Vec<u8>; 4] {
+    let n = rows.iter().map(|r| r.len()).sum();
+    let mut out: [Vec<u8>; 4] = Default::default();
+    for (b, plane) in out.iter_mut().enumerate() {
+        plane.reserve_exact(n);
+        for row in rows {
+            plane.extend(row.iter().map(|v| (v >> (8 * b)) as u8));
+        }
+    }
+    out
 }
 
 /// An order in which to visit the vectors `rows` (all of them, once each) that walks

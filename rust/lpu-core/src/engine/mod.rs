@@ -1594,10 +1594,7 @@ impl Chip {
                 s.issued = ctx.t;
                 let sa = &self.sa;
                 let fp16 = |_: usize, row: &mut [f32]| {
-                    for (k, v) in row.iter_mut().enumerate() {
-                        *v =
-                            crate::numerics::f16_to_f32(sa[k] as u16 | (sa[lanes + k] as u16) << 8);
-                    }
+                    mxm::widen_f16(&sa[..lanes], &sa[lanes..2 * lanes], row)
                 };
                 let int8 = |_: usize| &sa[..lanes];
                 let x = if float {
