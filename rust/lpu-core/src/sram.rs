@@ -82,18 +82,21 @@ impl Sram {
         }
     }
 
-    /// Write consecutive words from `addr` (`data` holds them end to end).
-    pub fn write_run(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
+    /// Write the vectors of `rows` to consecutive words from `addr`, a page at a time.
+    pub fn write_rows(&mut self, hemi: usize, slice: usize, addr: usize, rows: &Rows) {
         let lanes = self.lanes;
-        let (mut addr, mut data) = (addr, data);
-        while !data.is_empty() {
-            let i = self.page_index(hemi, slice, addr);
-            let at = addr % PAGE_WORDS;
-            let m = (PAGE_WORDS - at).min(data.len() / lanes);
+        let mut done = 0;
+        while done < rows.n {
+            let a = addr + done;
+            let i = self.page_index(hemi, slice, a);
+            let at = a % PAGE_WORDS;
+            let m = (PAGE_WORDS - at).min(rows.n - done);
             let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
-            Arc::make_mut(page)[at * lanes..(at + m) * lanes].copy_from_slice(&data[..m * lanes]);
-            addr += m;
-            data = &data[m * lanes..];
+            let words = &mut Arc::make_mut(page)[at * lanes..(at + m) * lanes];
+            for (r, word) in words.chunks_mut(lanes).enumerate() {
+                word.copy_from_slice(rows.row(done + r));
+            }
+            done += m;
         }
     }
 

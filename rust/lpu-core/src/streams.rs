@@ -76,6 +76,11 @@ struct Bulk {
 }
 
 impl Bulk {
+    /// Whether some of its keys lie in [lo, hi].
+    fn overlaps(&self, lo: i64, hi: i64) -> bool {
+        self.key0 <= hi && self.key0 + (self.rows.n as i64 - 1) * self.step >= lo
+    }
+
     fn index(&self, key: i64) -> Option<usize> {
         let off = key - self.key0;
         (off >= 0 && off % self.step == 0 && ((off / self.step) as usize) < self.rows.n)
@@ -110,6 +115,9 @@ pub struct Streams {
     bulk: Vec<Vec<Bulk>>,
     /// The first cycle on which some batched values will have left the chip.
     prune_at: u64,
+    /// By stream id, the least and greatest diagonal a one-by-one value was ever put on:
+    /// reads of batched values outside it need not look for one.
+    single_keys: Vec<(i64, i64)>,
     positions: u32,
 }
 
@@ -140,8 +148,15 @@ impl Streams {
             live: 0,
             bulk: vec![Vec::new(); 2 * streams],
             prune_at: u64::MAX,
+            single_keys: vec![(i64::MAX, i64::MIN); 2 * streams],
             positions,
         }
+    }
+
+    /// Whether one-by-one values may lie on diagonals lo..=hi of stream `sid`.
+    fn singles_between(&self, sid: usize, lo: i64, hi: i64) -> bool {
+        let (min, max) = self.single_keys[sid];
+        lo <= max && hi >= min
     }
 
     fn sid(&self, s: StreamRef) -> usize {
@@ -153,15 +168,17 @@ impl Streams {
     pub fn bulk_free(&self, s: StreamRef, pos: u32, first: u64, stride: u64, n: usize) -> bool {
         let key0 = Self::key(s, pos, first);
         let keys = (0..n).map(|k| key0 + (k as u64 * stride) as i64);
+        let last = key0 + (n.saturating_sub(1) as u64 * stride) as i64;
         let sid = self.sid(s);
         !self.bulk[sid]
             .iter()
-            .filter(|o| o.pos == pos)
+            .filter(|o| o.pos == pos && o.overlaps(key0, last))
             .any(|o| keys.clone().any(|key| o.index(key).is_some()))
-            && keys.clone().all(|key| {
-                let bucket = &self.buckets[self.bucket(s, key)];
-                bucket.key != key || bucket.entries.iter().all(|e| e.pos != pos)
-            })
+            && (!self.singles_between(sid, key0, last)
+                || keys.clone().all(|key| {
+                    let bucket = &self.buckets[self.bucket(s, key)];
+                    bucket.key != key || bucket.entries.iter().all(|e| e.pos != pos)
+                }))
     }
 
     /// Register `rows` written on stream `s` at `pos` on cycles `first + k * stride`
@@ -232,7 +249,8 @@ impl Streams {
             }
         }
         // So does a one-by-one writer at or between (it wins a tie of positions).
-        if let Some(j) = (0..m).find(|j| {
+        let singles = m > 0 && self.singles_between(b.sid, key0, key(m - 1));
+        if let Some(j) = (0..m).filter(|_| singles).find(|j| {
             let bucket = &self.buckets[self.bucket(s, key(*j))];
             bucket.key == key(*j)
                 && bucket
@@ -291,11 +309,12 @@ impl Streams {
             }
         }
         let lanes = self.lanes;
+        let singles = self.singles_between(self.sid(s), key0, last);
         let mut out = Vec::with_capacity(k);
         for (j, &(dist, bi, i)) in best.iter().enumerate() {
             let key = key0 + j as i64 * d;
             let bucket = &self.buckets[self.bucket(s, key)];
-            let ring = (bucket.key == key)
+            let ring = (singles && bucket.key == key)
                 .then(|| {
                     bucket
                         .entries
@@ -382,6 +401,9 @@ impl Streams {
     ) -> Result<(), Conflict> {
         let key = Self::key(s, pos, cycle);
         let b = self.bucket(s, key);
+        let sid = self.sid(s);
+        let span = &mut self.single_keys[sid];
+        *span = (span.0.min(key), span.1.max(key));
         if self.buckets[b].key != key {
             // Everything in a reused bucket is on a diagonal no reader can see any more.
             let old = std::mem::take(&mut self.buckets[b].entries);
@@ -393,7 +415,6 @@ impl Streams {
             bucket.key = key;
         }
         let lanes = self.lanes;
-        let sid = self.sid(s);
         let bulk_writer = self.bulk[sid]
             .iter()
             .find(|o| o.pos == pos && o.index(key).is_some())

@@ -902,15 +902,7 @@ impl Chip {
                 let m = (seg.n - i).min((due - w.done) as usize);
                 let (h, sl, addr) = (w.hemi as usize, w.slice as usize, w.addr0 as usize);
                 let part = seg.sub(i, m);
-                match part.contiguous() {
-                    Some(bytes) => self.sram.write_run(h, sl, addr + w.done as usize, bytes),
-                    None => {
-                        for r in 0..m {
-                            self.sram
-                                .write(h, sl, addr + w.done as usize + r, part.row(r));
-                        }
-                    }
-                }
+                self.sram.write_rows(h, sl, addr + w.done as usize, &part);
                 w.done += m as u64;
             }
         }
