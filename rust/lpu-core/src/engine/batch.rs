@@ -209,6 +209,18 @@ impl Chip {
             .map_or(0, |p| p.len() as u64)
     }
 
+    /// How many of `k` reads of streams [s, s+n) at `pos` on `r`'s cycles come before any
+    /// other queue could still put a value there.
+    fn safe_reads(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
+        let (lo, hi) = if s.west { (pos, u32::MAX) } else { (0, pos) };
+        let safe = self.first_stream_landing(hz, s, n, lo, hi);
+        if safe > r.t {
+            k.min((safe - r.t - 1) / r.d + 1)
+        } else {
+            0
+        }
+    }
+
     /// The values of [`Chip::stream_inputs`], one list per stream, all of one length.
     fn safe_stream_refs(
         &self,
@@ -219,13 +231,7 @@ impl Chip {
         r: Run,
         k: u64,
     ) -> Vec<Vec<&[u8]>> {
-        let (lo, hi) = if s.west { (pos, u32::MAX) } else { (0, pos) };
-        let safe = self.first_stream_landing(hz, s, n, lo, hi);
-        let k = if safe > r.t {
-            k.min((safe - r.t - 1) / r.d + 1)
-        } else {
-            0
-        };
+        let k = self.safe_reads(hz, s, n, pos, r, k);
         let mut planes = self.stream_refs(s, n, pos, r, k);
         let m = planes.iter().map(|p| p.len()).min().unwrap_or(0);
         planes.iter_mut().for_each(|p| p.truncate(m));
@@ -420,19 +426,21 @@ impl Chip {
             self.stats.stream_writes += k;
         } else {
             let src = StreamRef::from_operand(instr.args[1]).expect("valid");
-            k = self.stream_inputs(hz, src, 1, pos, run, k);
-            if k < MIN_BATCH {
-                return 0;
-            }
+            k = self.safe_reads(hz, src, 1, pos, run, k);
+            // The values, as views of their writers' buffers where they allow, up to the
+            // first missing one.
             let mut segs = Vec::new();
             let mut j = 0;
             while j < k {
-                let rows = self
-                    .streams
-                    .run(src, pos, run.at(j), d, (k - j) as usize)
-                    .expect("checked present");
+                let Some(rows) = self.streams.run(src, pos, run.at(j), d, (k - j) as usize) else {
+                    break;
+                };
                 j += rows.n as u64;
                 segs.push(rows);
+            }
+            k = j;
+            if k < MIN_BATCH {
+                return 0;
             }
             let lat = self.lat[Op::Write as usize] as u64;
             self.bulk_pending.push(BulkWrite {
