@@ -13,6 +13,8 @@ matmuls), the case is one quarter of it (25,000 vectors) on both sides.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,12 @@ LANES = CFG.lanes
 ROUNDS = 5
 
 
+def settle() -> None:
+    """Let OpenBLAS's worker threads go to sleep: after a numpy matmul they spin for a
+    while, and on a 2-core machine that takes a core from the emulator's threads."""
+    time.sleep(0.5)
+
+
 def loaded(prog: lpu.Program, inputs) -> lpu.Chip:
     chip = lpu.Chip(prog.config)
     chip.load(prog)
@@ -37,6 +45,7 @@ def loaded(prog: lpu.Program, inputs) -> lpu.Chip:
 
 def run_chip(benchmark, chip: lpu.Chip, rounds: int = ROUNDS) -> None:
     """Time chip.run() from the loaded state (SRAM kept between rounds)."""
+    settle()
     benchmark.pedantic(chip.run, setup=lambda: chip.reset(keep_sram=True), rounds=rounds,
                        warmup_rounds=1, iterations=1)
     assert chip.halted and chip.fault is None, chip.fault

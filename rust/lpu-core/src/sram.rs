@@ -108,6 +108,25 @@ impl Sram {
         Arc::make_mut(page)[(addr % PAGE_WORDS) * lanes + lane] = v;
     }
 
+    /// Forget the pages of the slices marked in `which` (by `hemi * slices + slice`).
+    pub fn drop_slices(&mut self, which: &[bool]) {
+        let per = self.pages_per_slice;
+        for (pages, _) in self.pages.chunks_mut(per).zip(which).filter(|(_, w)| **w) {
+            pages.fill(None);
+        }
+    }
+
+    /// Take the pages of the slices marked in `which` from `other`.
+    pub fn move_slices(&mut self, other: &mut Sram, which: &[bool]) {
+        let per = self.pages_per_slice;
+        let slices = self.pages.chunks_mut(per).zip(other.pages.chunks_mut(per));
+        for ((mine, theirs), _) in slices.zip(which).filter(|(_, w)| **w) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m = t.take();
+            }
+        }
+    }
+
     pub fn addresses(&self) -> usize {
         self.addresses
     }

@@ -348,6 +348,9 @@ pub struct Chip {
     planes: Vec<Plane>,
     program: Option<Arc<Program>>,
     code: Vec<Arc<[Instr]>>,
+    /// By hemisphere and slice (`hemi * mem_slices + slice`): no instruction of the
+    /// program reads it (no `read` or `gather`), so a redo never needs its old words.
+    unread: Arc<[bool]>,
     entry: Option<String>,
     q: Vec<QState>,
     active: Vec<usize>,
@@ -406,6 +409,7 @@ impl Chip {
             planes: vec![Plane::default(); planes],
             program: None,
             code: vec![Arc::from(Vec::new()); nq],
+            unread: Arc::from([]),
             entry: None,
             q: vec![QState::default(); nq],
             active: Vec::new(),
@@ -527,6 +531,16 @@ impl Chip {
                 .expect("checked by Program::check");
             code[i] = Arc::from(qc.code.clone());
         }
+        let slices = self.cfg.mem_slices as usize;
+        let mut unread = vec![true; 2 * slices];
+        for (info, code) in self.queues.iter().zip(&code) {
+            if let QueueKind::Mem { hemi, slice, .. } = info.kind {
+                if code.iter().any(|i| matches!(i.op, Op::Read | Op::Gather)) {
+                    unread[hemi as usize * slices + slice as usize] = false;
+                }
+            }
+        }
+        self.unread = unread.into();
         self.code = code;
         self.program = Some(prog);
         self.entry = entry.map(str::to_string);
@@ -572,8 +586,10 @@ impl Chip {
         let wps = std::mem::take(&mut self.watchpoints);
         let prog = self.program.take();
         let code = std::mem::take(&mut self.code);
+        let unread = std::mem::take(&mut self.unread);
         let entry = self.entry.take();
         *self = fresh;
+        self.unread = unread;
         self.policy = keep_policy;
         self.fast = fast;
         self.breakpoints = bps;
@@ -709,10 +725,13 @@ impl Chip {
         let mut base: Option<Box<Chip>> = None;
         let mut status = self.run_inner(limits, tracer, &mut base);
         if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
-            if let Some(b) = base.take() {
+            if let Some(mut b) = base.take() {
                 // Batches had already done issues for cycles after the stop: run the same
                 // stretch again from before the first batch, one issue at a time, so the
-                // chip stops in exactly the state single issues leave.
+                // chip stops in exactly the state single issues leave. Slices the program
+                // never reads were left out of the saved state: the redo writes the same
+                // words again, so they keep what they hold now.
+                b.sram.move_slices(&mut self.sram, &self.unread);
                 *self = *b;
                 self.fast = false;
                 status = self.run_inner(limits, tracer, &mut None);
@@ -827,8 +846,12 @@ impl Chip {
                     s.rep.is_some() || self.code[q].get(s.pc).is_some_and(|i| i.op == Op::Repeat)
                 })
             {
-                // A batch may happen this cycle: keep the state to redo it from if needed.
-                *base = Some(Box::new(self.clone()));
+                // A batch may happen this cycle: keep the state to redo it from if needed,
+                // without the pages of slices no instruction reads (holding those would
+                // make every write to them copy its page).
+                let mut b = Box::new(self.clone());
+                b.sram.drop_slices(&self.unread);
+                *base = Some(b);
             }
             let mut finished = false;
             for &qi in &now {
