@@ -100,12 +100,23 @@ impl Sram {
         }
     }
 
-    /// Write one byte of a word (a scatter lane).
-    pub fn write_byte(&mut self, hemi: usize, slice: usize, addr: usize, lane: usize, v: u8) {
-        let lanes = self.lanes;
-        let i = self.page_index(hemi, slice, addr);
-        let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
-        Arc::make_mut(page)[(addr % PAGE_WORDS) * lanes + lane] = v;
+    /// Write byte `lane` of `data` to that lane of word `addr`, for each (lane, addr) of
+    /// `lanes` (a scatter), looking each page up once per run of lanes on it.
+    pub fn write_lanes(&mut self, hemi: usize, slice: usize, lanes: &[(u32, u32)], data: &[u8]) {
+        let width = self.lanes;
+        let first = self.page_index(hemi, slice, 0);
+        let page_of = move |&(_, addr): &(u32, u32)| first + addr as usize / PAGE_WORDS;
+        let mut k = 0;
+        while k < lanes.len() {
+            let i = page_of(&lanes[k]);
+            let run = lanes[k..].iter().take_while(|l| page_of(l) == i).count();
+            let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * width]));
+            let page = Arc::make_mut(page);
+            for &(lane, addr) in &lanes[k..k + run] {
+                page[(addr as usize % PAGE_WORDS) * width + lane as usize] = data[lane as usize];
+            }
+            k += run;
+        }
     }
 
     /// Forget the pages of the slices marked in `which` (by `hemi * slices + slice`).

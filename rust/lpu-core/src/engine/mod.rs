@@ -916,14 +916,8 @@ impl Chip {
                     }
                 }
                 Some(list) => {
-                    for &(lane, addr) in list {
-                        self.sram.write_byte(
-                            h,
-                            s,
-                            addr as usize,
-                            lane as usize,
-                            w.data[lane as usize],
-                        );
+                    self.sram.write_lanes(h, s, list, &w.data);
+                    for &(_, addr) in list {
                         if self.watchpoints.contains(&(w.hemi, w.slice, addr)) {
                             self.watch_hit = Some((w.hemi, w.slice, addr));
                         }
@@ -1352,10 +1346,11 @@ impl Chip {
                 if instr.op == Op::Gather {
                     self.stats.sram_reads += 1;
                     let mut v = vec![0u8; lanes];
-                    let mut word = vec![0u8; lanes];
                     for (l, &m) in map.iter().enumerate() {
-                        self.sram.read(hemi as usize, slice as usize, m, &mut word);
-                        v[l] = word[l];
+                        v[l] = self
+                            .sram
+                            .word(hemi as usize, slice as usize, m)
+                            .map_or(0, |w| w[l]);
                     }
                     self.write_group(ctx, a[1], 1, pos, ctx.done, &v);
                 } else {
