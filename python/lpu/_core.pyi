@@ -27,6 +27,7 @@ __all__ = [
     'format_operand',
     'isa_markdown',
     'LARGE_ALUS',
+    'STREAMS',
     'ALU_SRC_BASE',
     'DST_NONE',
     'Tensor',
@@ -41,6 +42,7 @@ __all__ = [
     'DEFAULT_MAX_CYCLES',
 ]
 
+STREAMS: int
 ALU_SRC_BASE: int
 DST_NONE: int
 LARGE_ALUS: List[int]

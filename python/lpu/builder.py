@@ -51,9 +51,10 @@ def _dt(name: str) -> str:
 
 
 def _stream_operand(index: int, west: bool) -> int:
-    if not 0 <= index < 32:
-        raise InputError(f"stream {index} does not exist (0..31)")
-    return index + (32 if west else 0)
+    n = _core.STREAMS
+    if not 0 <= index < n:
+        raise InputError(f"stream {index} does not exist (0..{n - 1})")
+    return index + (n if west else 0)
 
 
 @dataclass(frozen=True)

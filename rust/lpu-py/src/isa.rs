@@ -108,6 +108,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|a| *a as u32)
         .collect();
     m.add("LARGE_ALUS", large)?;
+    m.add("STREAMS", lpu_core::isa::STREAMS)?;
     m.add("ALU_SRC_BASE", lpu_core::isa::ALU_SRC_BASE)?;
     m.add("DST_NONE", lpu_core::isa::DST_NONE)?;
     Ok(())

@@ -613,13 +613,14 @@ impl Chip {
         };
         let src = StreamRef::from_operand(src).expect("valid");
         let dst = StreamRef::from_operand(dst).expect("valid");
-        if src.index + n_in > 32 || dst.index + n_out > 32 {
+        let streams = self.cfg.streams;
+        if src.index + n_in > streams || dst.index + n_out > streams {
             return 0;
         }
         let mut k = self.stream_inputs(hz, src, n_in, pos, run, max_k);
         if let Some((m, mn)) = map {
             let m = StreamRef::from_operand(m).expect("valid");
-            if m.index + mn > 32 {
+            if m.index + mn > streams {
                 return 0;
             }
             k = self.stream_inputs(hz, m, mn, pos, run, k);
@@ -696,7 +697,7 @@ impl Chip {
         }
         let src = StreamRef::from_operand(instr.args[0]).expect("valid");
         let nb = wdt.bytes() as u32;
-        if !src.index.is_multiple_of(nb) || src.index + nb > 32 {
+        if !src.index.is_multiple_of(nb) || src.index + nb > self.cfg.streams {
             return 0;
         }
         let ld = self.queue_index(&format!("mxm{p}.ld"));
