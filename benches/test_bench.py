@@ -31,7 +31,7 @@ ROUNDS = 5
 def settle() -> None:
     """Let OpenBLAS's worker threads go to sleep: after a numpy matmul they spin for a
     while, and on a 2-core machine that takes a core from the emulator's threads."""
-    time.sleep(0.5)
+    time.sleep(0.2)
 
 
 def loaded(prog: lpu.Program, inputs) -> lpu.Chip:
