@@ -614,8 +614,8 @@ class _Asm:
                 values.append(_kind_parser(f)(self.subst(tok), c, self.consts))
             except _Err as e:
                 errs.append(e)
-        for e in errs[1:]:
-            self.error(e.col, e.text, e.message)
+        for err in errs[1:]:
+            self.error(err.col, err.text, err.message)
         if errs:
             raise errs[0]
         if at is not None:
@@ -677,10 +677,10 @@ class _Asm:
             seen[key] = line
             inits.append((hemi, slice_, addr, data))
         tensors = []
-        for t, line, data in self.tensors:
+        for t, line, arr in self.tensors:
             tensors.append(t)
-            if data is not None:
-                for hemi, slice_, addr, b in _core.pack_tensor(cfg, t, data.reshape(-1).view(np.uint8)):
+            if arr is not None:
+                for hemi, slice_, addr, b in _core.pack_tensor(cfg, t, arr.reshape(-1).view(np.uint8)):
                     for i in range(0, len(b), cfg.lanes):
                         key = (hemi, slice_, addr + i // cfg.lanes)
                         if key in seen:

@@ -26,7 +26,7 @@ instructions.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -620,6 +620,21 @@ class Builder:
         return last
 
     # -------------------------------------------------------------------- VXM --
+    @overload
+    def vxm(self, op: str, a: Union[Flow, AluOut], b: Union[Flow, AluOut, None] = None, *, stream: int,
+            west: Optional[bool] = None, alu: Optional[int] = None, dtype: Optional[str] = None,
+            to: Optional[str] = None, sat: bool = False) -> Flow: ...
+
+    @overload
+    def vxm(self, op: str, a: Union[Flow, AluOut], b: Union[Flow, AluOut, None] = None, *, stream: None = None,
+            west: Optional[bool] = None, alu: Optional[int] = None, dtype: Optional[str] = None,
+            to: Optional[str] = None, sat: bool = False) -> AluOut: ...
+
+    @overload
+    def vxm(self, op: str, a: Union[Flow, AluOut], b: Union[Flow, AluOut, None] = None, *,
+            stream: Optional[int] = None, west: Optional[bool] = None, alu: Optional[int] = None,
+            dtype: Optional[str] = None, to: Optional[str] = None, sat: bool = False) -> Union[Flow, AluOut]: ...
+
     def vxm(self, op: str, a: Union[Flow, AluOut], b: Union[Flow, AluOut, None] = None, *, stream: Optional[int] = None,
             west: Optional[bool] = None, alu: Optional[int] = None, dtype: Optional[str] = None,
             to: Optional[str] = None, sat: bool = False) -> Union[Flow, AluOut]:
@@ -644,7 +659,9 @@ class Builder:
         if alu is None:
             alu = self.free_alu(t, end, ins.large_alu, self._lands(op, t, count - 1, stride))
         srcs = [self._src(o) for o in operands]
-        out_dt = _dt(to) if op == "cast" else dt
+        if op == "cast" and to is None:
+            raise InputError("cast needs to= (the result type)")
+        out_dt = _dt(to) if op == "cast" and to is not None else dt
         if west is None:
             west = a.west if isinstance(a, Flow) else False
         dst = _core.DST_NONE if stream is None else _stream_operand(stream, west)
@@ -671,6 +688,18 @@ class Builder:
 
     def _src(self, o: Union[Flow, AluOut]) -> int:
         return _core.ALU_SRC_BASE + o.alu if isinstance(o, AluOut) else o.operand()
+
+    @overload
+    def scan(self, op: str, x: Union[Flow, AluOut], *, stream: int, west: Optional[bool] = None,
+             alu: Optional[int] = None, dtype: Optional[str] = None) -> Flow: ...
+
+    @overload
+    def scan(self, op: str, x: Union[Flow, AluOut], *, stream: None = None, west: Optional[bool] = None,
+             alu: Optional[int] = None, dtype: Optional[str] = None) -> AluOut: ...
+
+    @overload
+    def scan(self, op: str, x: Union[Flow, AluOut], *, stream: Optional[int] = None, west: Optional[bool] = None,
+             alu: Optional[int] = None, dtype: Optional[str] = None) -> Union[Flow, AluOut]: ...
 
     def scan(self, op: str, x: Union[Flow, AluOut], *, stream: Optional[int] = None, west: Optional[bool] = None,
              alu: Optional[int] = None, dtype: Optional[str] = None) -> Union[Flow, AluOut]:

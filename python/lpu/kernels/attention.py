@@ -30,6 +30,7 @@ zero rows (see :func:`output_weights`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -276,9 +277,8 @@ def rope(b: Builder, st: DecodeState, x: Tensor, out: Tensor, *, which: str = "q
             y = b.vxm("add", a, b.vxm("mul", px, sin))
             if out.dtype != "float32":
                 y = b.vxm("cast", y, dtype="float32", to=out.dtype)
-            y = b.vxm("copy", y, stream=24, west=out.hemi == "W", dtype=out.dtype)
-            assert isinstance(y, Flow)
-            return b.write(y, out, vectors=(i, 1))
+            yf = b.vxm("copy", y, stream=24, west=out.hemi == "W", dtype=out.dtype)
+            return b.write(yf, out, vectors=(i, 1))
 
         end = max(end, retry(b, "rope", t, attempt))
     return end
@@ -292,7 +292,7 @@ def append(b: Builder, st: DecodeState, x: Tensor, cache: List[Tensor], *, start
     for i, c in enumerate(cache):
         base = next(t for t in b._tensors if t.name == f"{c.name}.base")
         t = b.earliest([x, st.cache_map, base], vxm, end) + 8
-        end = max(end, retry(b, "append", t, lambda t, c=c, i=i, base=base: _append_at(b, st, x, i, c, base, t)))
+        end = max(end, retry(b, "append", t, partial(_append_at, b, st, x, i, c, base)))
     return end
 
 

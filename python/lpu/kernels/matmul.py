@@ -22,7 +22,7 @@ epilogue results 28..31 away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -157,7 +157,7 @@ class _PlaneState:
     abc_last: int = -1
     acc_free: int = 0
     #: Last cycle an acc reads each slot buffer (the next abc into it must come after).
-    buf_read: Optional[Dict[int, int]] = None
+    buf_read: Dict[int, int] = field(default_factory=dict)
 
 
 def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epilogue: Optional[Epilogue] = None,
@@ -190,7 +190,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
     if M > cfg.mxm_acc_slots // 2:
         raise CapacityError(f"{M} activation rows exceed half the {cfg.mxm_acc_slots} accumulator slots")
     wbus, obus = _Bus(toward), _Bus(not toward)
-    planes = {p: _PlaneState(buf_read={}) for p in w.planes}
+    planes = {p: _PlaneState() for p in w.planes}
     end = start
     for j in range(w.nt):
         p = w.planes[j % len(w.planes)]

@@ -14,7 +14,7 @@ Streams used while it runs (West SXM): westward 16..31, eastward 16..31.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union, overload
 
 import numpy as np
 
@@ -81,6 +81,16 @@ def _unit(b: Builder, dtype: str) -> Tensor:
     return b.constant(name, e0.astype(dtype), dtype, hemi="E")
 
 
+@overload
+def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Optional[int] = None,
+              stream: int, west: bool = False) -> Flow: ...
+
+
+@overload
+def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Optional[int] = None,
+              stream: None = None, west: bool = False) -> AluOut: ...
+
+
 def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Optional[int] = None,
               stream: Optional[int] = None, west: bool = False) -> Union[Flow, AluOut]:
     """Reduce one vector over its lanes with ``op`` (add, max, min); every lane of the
@@ -109,6 +119,7 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     assert isinstance(v, Flow)
     if op == "add":
         total = _tree(b, v, "shifts", "add", None, levels, stream=16, last_stream=None)
+        assert isinstance(total, AluOut)
         e0 = b.read(_unit(b, dtype), stream=24, arrive=(vxm, total.cycle))
         lane0 = b.vxm("mul", total, e0, stream=16, west=True)
         return _tree(b, lane0, "shiftn", "add", None, levels, stream=16, last_stream=stream, last_west=west)

@@ -15,7 +15,7 @@ kernels write, so sums over lanes are unaffected; max/min reductions mask them.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -28,20 +28,21 @@ __all__ = ["binary", "unary", "silu", "gelu", "swiglu", "rmsnorm", "quantize", "
            "retry"]
 
 Value = Union[Flow, AluOut]
+T = TypeVar("T")
 
 
-def const_rows(b: Builder, name: str, row: np.ndarray, n: int, dtype: str = "float32", hemi: str = "E",
-               apart_from: Sequence[Tensor] = ()) -> Tensor:
+def const_rows(b: Builder, name: str, row: Union[np.ndarray, Sequence[float]], n: int, dtype: str = "float32",
+               hemi: str = "E", apart_from: Sequence[Tensor] = ()) -> Tensor:
     """A constant tensor holding the same vector `n` times (read once per input vector)."""
     key = f"_const_{name}_{n}_{dtype}_{hemi}"
     for t in b._tensors:
         if t.name == key:
             return t
-    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    vals = np.asarray(row, dtype=np.float64).reshape(-1)
     full = np.zeros(b.lanes)
-    full[: len(row)] = row
-    if len(row) == 1:
-        full[:] = row[0]
+    full[: len(vals)] = vals
+    if len(vals) == 1:
+        full[:] = vals[0]
     return b.constant(key, np.tile(full, (n, 1)).astype(dtype), dtype, hemi=hemi, apart_from=list(apart_from))
 
 
@@ -84,7 +85,7 @@ def binary(b: Builder, op: str, x: Tensor, y: Tensor, out: Tensor, *, start: int
     return retry(b, op, t, attempt)
 
 
-def retry(b: Builder, what: str, t: int, attempt) -> int:  # type: ignore[no-untyped-def]
+def retry(b: Builder, what: str, t: int, attempt: Callable[[int], T]) -> T:
     """Run `attempt(t)`, moving t one cycle later (and undoing the try) until its reads
     and writes find free MEM slots; reads that must meet need tensors in different
     slices (see ``Builder.tensor(apart_from=...)``)."""
@@ -213,7 +214,7 @@ def quantize(b: Builder, x: Tensor, xq: Tensor, scale: Tensor, *, valid: Optiona
         keep = const_rows(b, f"q_valid{valid}", (np.arange(b.lanes) < valid).astype(float), kt,
                           hemi=x.hemi, apart_from=[x])
 
-        def first(t: int) -> Value:
+        def first(t: int) -> AluOut:
             xs = b.read(x, stream=0, arrive=(vxm, t), stride=2)
             ks = b.read(keep, stream=4, arrive=(vxm, xs.at(vxm) + delay), stride=2)
             return b.vxm("abs", b.vxm("mul", wide(xs), ks))
@@ -250,13 +251,13 @@ def softmax(b: Builder, x: Tensor, out: Tensor, *, start: int = 0) -> int:
         x2 = b.read(x, stream=4, vectors=(row, 1), arrive=(b.vxm_pos, m.cycle))
         e = b.vxm("exp", b.vxm("sub", x2, m))
         keep = b.read(valid, stream=8, arrive=(b.vxm_pos, e.cycle))
-        e = b.vxm("mul", e, keep, stream=0, west=False)  # zero the padding lanes
-        s = allreduce(b, e, "add")
+        ez = b.vxm("mul", e, keep, stream=0, west=False)  # zero the padding lanes
+        s = allreduce(b, ez, "add")
         r = b.vxm("rsqrt", s)
         inv = b.vxm("mul", r, r)
         # e is needed again: recompute nothing, fetch it from where it went (an SRAM stash).
         stash = b.scratch(f"_softmax_e_{b._ids}", "float32", (b.lanes,), hemi="E")
-        b.write(e, stash)
+        b.write(ez, stash)
         e2 = b.read(stash, stream=4, arrive=(b.vxm_pos, inv.cycle))
         end = _write(b, b.vxm("mul", e2, inv), out, first=row)
     return end

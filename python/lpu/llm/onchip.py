@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -97,7 +97,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     def W(name: str, w: np.ndarray) -> Weights:
         return load_weights(b, name, w, weights, hemi="W")
 
-    layers = []
+    layers: List[Dict[str, Any]] = []
     for i in range(c.n_layers):
         lw = model.layer(i)
         layers.append({

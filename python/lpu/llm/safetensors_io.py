@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
-from ..files import atomic_path
+from ..files import PathLike, atomic_path
 from .errors import ModelFormatError
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "have_safetensors_package",
 ]
 
-PathLike = Union[str, Path]
 
 # safetensors dtype code -> little-endian numpy dtype (BF16 handled separately)
 _NUMPY_DTYPES: Dict[str, np.dtype] = {

@@ -24,7 +24,7 @@ import codecs
 import re
 import struct
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 try:  # Python >= 3.8
     from typing import Protocol
@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover
     Protocol = object  # type: ignore[assignment,misc]
 
 from ..errors import InputError
-from ..files import atomic_write_bytes
+from ..files import PathLike, atomic_write_bytes
 from .errors import ModelFormatError
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "BYTE_OFFSET",
 ]
 
-PathLike = Union[str, Path]
 
 UNK_ID = 0
 BOS_ID = 1

@@ -34,12 +34,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
-from ..files import atomic_path, atomic_write_bytes
+from ..files import PathLike, atomic_path, atomic_write_bytes
 from .config import ModelConfig
 from .errors import ModelFormatError
 from .safetensors_io import read_safetensors, write_safetensors
@@ -65,7 +65,6 @@ __all__ = [
     "half_to_interleaved",
 ]
 
-PathLike = Union[str, Path]
 
 _LAYER_TENSORS = ("attention_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3")
 _HF_LAYER_NAMES = {
