@@ -166,4 +166,59 @@ mod tests {
         assert_eq!(s.word(1, 43, 8191).unwrap()[0], 9);
         assert_eq!(s.allocated_bytes(), PAGE_WORDS * 320);
     }
+
+    #[test]
+    fn batched_writes_cross_pages_like_single_writes() {
+        let lanes = 8;
+        let (mut a, mut b) = (Sram::new(4, 1024, lanes), Sram::new(4, 1024, lanes));
+        // Every third of 600 vectors (a strided view, as a batch's input), written from
+        // an address that makes the run cross a page boundary.
+        let data: Vec<u8> = (0..600 * lanes).map(|i| (i * 7 % 251) as u8).collect();
+        let rows = Rows {
+            stride: 3 * lanes,
+            n: 200,
+            ..Rows::new(data.clone(), lanes)
+        };
+        let addr = PAGE_WORDS - 50;
+        a.write_rows(1, 2, addr, &rows);
+        for r in 0..200 {
+            b.write(1, 2, addr + r, rows.row(r));
+        }
+        // A scatter whose lanes land on words of two pages.
+        let lanes_at: Vec<(u32, u32)> = (0..lanes as u32)
+            .map(|l| (l, (PAGE_WORDS as u32 - 2) + l % 4))
+            .collect();
+        let word: Vec<u8> = (100..100 + lanes as u8).collect();
+        a.write_lanes(0, 3, &lanes_at, &word);
+        for &(l, at) in &lanes_at {
+            b.word_mut(0, 3, at as usize)[l as usize] = word[l as usize];
+        }
+        for (h, s, at) in [
+            (1, 2, addr),
+            (1, 2, addr + 199),
+            (0, 3, PAGE_WORDS - 2),
+            (0, 3, PAGE_WORDS + 1),
+        ] {
+            assert_eq!(a.word(h, s, at), b.word(h, s, at), "{h} {s} {at}");
+        }
+        assert_eq!(a.allocated_bytes(), b.allocated_bytes());
+    }
+
+    #[test]
+    fn dropped_slices_can_be_handed_back() {
+        let lanes = 8;
+        let mut live = Sram::new(2, 512, lanes);
+        live.write(0, 0, 3, &[1; 8]);
+        live.write(1, 1, 300, &[2; 8]);
+        let mut saved = live.clone();
+        // Slice (1, 1) is left out of the saved copy, then handed back as it is now.
+        let which = [false, false, false, true];
+        saved.drop_slices(&which);
+        assert!(saved.word(1, 1, 300).is_none());
+        live.write(1, 1, 300, &[3; 8]);
+        live.write(0, 0, 3, &[4; 8]);
+        saved.move_slices(&mut live, &which);
+        assert_eq!(saved.word(1, 1, 300), Some(&[3u8; 8][..]));
+        assert_eq!(saved.word(0, 0, 3), Some(&[1u8; 8][..]));
+    }
 }
