@@ -31,7 +31,7 @@ pub fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// The value of every fp16 bit pattern.
-pub fn f16_table() -> &'static [f32; 65536] {
+fn f16_table() -> &'static [f32; 65536] {
     static T: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
     T.get_or_init(|| {
         let mut t = Box::new([0f32; 65536]);
