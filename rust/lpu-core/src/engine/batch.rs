@@ -201,14 +201,6 @@ impl Chip {
         first
     }
 
-    /// How many of `k` reads of streams [s, s+n) at `pos`, on cycles t + j*d, find a value
-    /// that no other queue can still change.
-    fn stream_inputs(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
-        self.safe_stream_refs(hz, s, n, pos, r, k)
-            .first()
-            .map_or(0, |p| p.len() as u64)
-    }
-
     /// How many of `k` reads of streams [s, s+n) at `pos` on `r`'s cycles come before any
     /// other queue could still put a value there.
     fn safe_reads(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
@@ -221,7 +213,8 @@ impl Chip {
         }
     }
 
-    /// The values of [`Chip::stream_inputs`], one list per stream, all of one length.
+    /// The values of the reads [`Chip::safe_reads`] allows, up to the first missing one:
+    /// one list per stream, all of one length.
     fn safe_stream_refs(
         &self,
         hz: &Hazards,
@@ -250,19 +243,6 @@ impl Chip {
                 self.streams.refs(sr, pos, r.t, r.d, k as usize)
             })
             .collect()
-    }
-
-    /// Copy the values of streams [s, s+n) at `pos` on cycle `t` into `out` (plane-major).
-    fn gather_streams(&self, s: StreamRef, n: u32, pos: u32, t: u64, out: &mut [u8]) {
-        let lanes = self.lanes;
-        for b in 0..n as usize {
-            let r = StreamRef {
-                index: s.index + b as u32,
-                west: s.west,
-            };
-            out[b * lanes..(b + 1) * lanes]
-                .copy_from_slice(self.streams.read(r, pos, t).expect("checked present"));
-        }
     }
 
     /// Register results landing on `r`'s cycles on streams [s, s + planes.len()): plane b
@@ -617,45 +597,42 @@ impl Chip {
         if src.index + n_in > streams || dst.index + n_out > streams {
             return 0;
         }
-        let mut k = self.stream_inputs(hz, src, n_in, pos, run, max_k);
-        if let Some((m, mn)) = map {
-            let m = StreamRef::from_operand(m).expect("valid");
-            if m.index + mn > streams {
-                return 0;
+        // The inputs (and the map), as references to the values on their streams.
+        let inp = self.safe_stream_refs(hz, src, n_in, pos, run, max_k);
+        let mut k = inp[0].len() as u64;
+        let maps = match map {
+            Some((m, mn)) => {
+                let m = StreamRef::from_operand(m).expect("valid");
+                if m.index + mn > streams {
+                    return 0;
+                }
+                let refs = self.safe_stream_refs(hz, m, mn, pos, run, k);
+                k = k.min(refs[0].len() as u64);
+                refs
             }
-            k = self.stream_inputs(hz, m, mn, pos, run, k);
-        }
+            None => Vec::new(),
+        };
         let lat = self.lat[instr.op as usize] as u64;
         let other = self.first_stream_landing(hz, dst, n_out, pos, pos);
         while k > 0 && t + (k - 1) * d + lat >= other {
             k -= 1;
         }
-        let mut inp = vec![0u8; n_in as usize * lanes];
-        let mut mapv = vec![0u8; 2 * lanes];
         let mut out = vec![vec![0u8; lanes]; n_out as usize];
         let mut vals = vec![Vec::with_capacity(k as usize * lanes); n_out as usize];
         let mut done = 0;
-        for j in 0..k {
-            let tj = t + j * d;
-            self.gather_streams(src, n_in, pos, tj, &mut inp);
-            let srcs: Vec<&[u8]> = inp.chunks(lanes).collect();
+        for j in 0..k as usize {
+            let srcs: Vec<&[u8]> = inp.iter().map(|p| p[j]).collect();
             match instr.op {
                 Op::Shiftn | Op::Shifts => {
                     sxm::shift(&srcs, &mut out, a[3] as usize, instr.op == Op::Shiftn)
                 }
                 Op::Rotate => sxm::rotate(&srcs, &mut out),
                 Op::Transpose => sxm::transpose(&srcs, &mut out),
+                Op::Distribute => sxm::distribute(&srcs, maps[0][j], &mut out),
                 _ => {
-                    let (m, mn) = map.expect("map");
-                    let m = StreamRef::from_operand(m).expect("valid");
-                    self.gather_streams(m, mn, pos, tj, &mut mapv[..mn as usize * lanes]);
-                    if instr.op == Op::Distribute {
-                        sxm::distribute(&srcs, &mapv[..lanes], &mut out);
-                    } else {
-                        let mp = sxm::map16(&mapv[..lanes], &mapv[lanes..2 * lanes]);
-                        if sxm::permute(&srcs, &mp, &mut out).is_err() {
-                            break; // a fault: leave it to a single issue
-                        }
+                    let mp = sxm::map16(maps[0][j], maps[1][j]);
+                    if sxm::permute(&srcs, &mp, &mut out).is_err() {
+                        break; // a fault: leave it to a single issue
                     }
                 }
             }
@@ -664,6 +641,7 @@ impl Chip {
             }
             done += 1;
         }
+        drop((inp, maps));
         k = done;
         if k < MIN_BATCH {
             return 0;
@@ -702,7 +680,7 @@ impl Chip {
         }
         let ld = self.queue_index(&format!("mxm{p}.ld"));
         let stop = ld.map_or(u64::MAX, |q| self.first_issue_of(hz, q, &[Op::Iw]));
-        let mut k = self.stream_inputs(hz, src, nb, pos, run, max_k);
+        let mut k = self.safe_reads(hz, src, nb, pos, run, max_k);
         while k > 0 && t + (k - 1) * d >= stop {
             k -= 1;
         }
@@ -744,8 +722,13 @@ impl Chip {
             }
             data.truncate(k as usize * lanes);
         }
-        // The activations, exact in fp32.
+        // The activations, up to the first missing one.
         let planes = self.stream_refs(src, nb, pos, run, k);
+        k = k.min(planes.iter().map(|p| p.len() as u64).min().unwrap_or(0));
+        if k < MIN_BATCH {
+            return 0;
+        }
+        data.truncate(k as usize * lanes);
         let fp16 = |j: usize, xs: &mut [f32]| mxm::widen_f16(planes[0][j], planes[1][j], xs);
         let int8 = |j: usize| planes[0][j];
         let x = if float {
