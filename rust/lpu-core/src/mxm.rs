@@ -128,11 +128,7 @@ impl Weights {
                 for (i, row) in xs.chunks_mut(k).enumerate() {
                     let r = i0 + b * BLOCK_ROWS + i;
                     match x {
-                        Activations::Int8(rows) => {
-                            for (v, b) in row.iter_mut().zip(rows(r)) {
-                                *v = *b as i8 as f32;
-                            }
-                        }
+                        Activations::Int8(rows) => widen_row(true, rows(r), row),
                         Activations::Values(fill) => fill(r, row),
                     }
                 }

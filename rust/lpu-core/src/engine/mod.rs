@@ -324,6 +324,15 @@ struct Plane {
     spare: Vec<Vec<u32>>,
 }
 
+impl Plane {
+    /// The weight buffer, allocated on first use: `lanes` rows of up to 2 byte planes.
+    fn ensure_buf(&mut self, lanes: usize) {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 2 * lanes * lanes];
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct BankUse {
     cycle: u64,
@@ -1487,9 +1496,7 @@ impl Chip {
             Op::Lw => {
                 let dt = DType::from_code(a[0]).expect("validated dtype");
                 let plane = &mut self.planes[p];
-                if plane.buf.is_empty() {
-                    plane.buf = vec![0u8; 2 * lanes * lanes];
-                }
+                plane.ensure_buf(lanes);
                 // Row r of type dt = streams r*bytes.. as a plane-major vector. The 16
                 // streams go straight to the buffer rows after the loaded ones (rows past
                 // those are not part of the weights, whatever the checks below find).
@@ -1528,9 +1535,7 @@ impl Chip {
                 let transpose = a[0] != 0;
                 let plane = &mut self.planes[p];
                 let dt = plane.buf_dtype.unwrap_or(DType::I8);
-                if plane.buf.is_empty() {
-                    plane.buf = vec![0u8; 2 * lanes * lanes];
-                }
+                plane.ensure_buf(lanes);
                 // Rows past the ones loaded since the last install are zero (install
                 // reads only the loaded ones, so the buffer need not be cleared).
                 let used = plane.buf_rows.min(lanes);
