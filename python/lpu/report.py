@@ -5,12 +5,9 @@ The plot needs matplotlib (``pip install lpu[plot]``); nothing else here does.
 
 from __future__ import annotations
 
-import os
-from typing import Union
-
 from ._core import Chip
 from .errors import InputError
-from .files import atomic_path
+from .files import PathLike, atomic_path
 
 __all__ = ["save_plot"]
 
@@ -18,7 +15,7 @@ __all__ = ["save_plot"]
 UNITS = ("MEM", "VXM", "MXM", "SXM", "ICU")
 
 
-def save_plot(chip: Chip, path: Union[str, "os.PathLike[str]"], bins: int = 200) -> None:
+def save_plot(chip: Chip, path: PathLike, bins: int = 200) -> None:
     """Save a PNG of each unit's busy fraction over the run, in ``bins`` spans."""
     try:
         import matplotlib

@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ._core import Chip, Program, RunStatus
 from .errors import IncompleteRunError, InputError
+from .files import PathLike
 from .layout import check_array, read_tensor, write_tensor
 
 __all__ = ["Runner", "RunInfo"]
@@ -52,7 +52,7 @@ class Runner:
         chip: Optional[Chip] = None,
         entry: Optional[str] = None,
         max_cycles: Optional[int] = None,
-        trace: Optional[Union[str, "os.PathLike[str]"]] = None,
+        trace: Optional[PathLike] = None,
         trace_window: Optional[Tuple[int, int]] = None,
     ):
         self.program = program

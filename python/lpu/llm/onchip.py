@@ -12,11 +12,10 @@ the VXM towards the East), which is also where the attention kernels want them.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from ..errors import CapacityError, IncompleteRunError, InputError
 from ..kernels import attention as A
 from ..kernels.matmul import Weights, dequant_epilogue, load_weights, matmul
 from ..kernels.vector import argmax, binary, quantize, rmsnorm, swiglu
+from ..files import PathLike
 from ..layout import read_tensor, write_tensor
 from .weights import Model
 
@@ -190,7 +190,7 @@ class ChipModel:
         self.pos = 0
         self.last: Optional[StepInfo] = None
         #: If set, the next step writes a Chrome trace of its run to this file.
-        self.trace_next: Optional[Union[str, "os.PathLike[str]"]] = None
+        self.trace_next: Optional[PathLike] = None
 
     def reset(self) -> None:
         """Start a new sequence (position 0; the cache is overwritten as it goes)."""
