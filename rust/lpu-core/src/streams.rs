@@ -41,6 +41,11 @@ impl Rows {
         &self.data[at..at + self.width]
     }
 
+    /// The buffer from vector `i` to its end.
+    pub fn tail(&self, i: usize) -> &[u8] {
+        &self.data[self.off + i * self.stride..]
+    }
+
     /// Vectors `i..i + m` (sharing the buffer).
     pub fn sub(&self, i: usize, m: usize) -> Rows {
         debug_assert!(i + m <= self.n);
@@ -274,16 +279,28 @@ impl Streams {
     /// cycle the closest writer upstream wins; each batched writer is visited only at
     /// its keys inside the window.
     pub fn refs(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Vec<&[u8]> {
+        self.lookup(s, pos, t, d, k, false)
+    }
+
+    /// [`Streams::refs`], where each value from a batched writer runs on to the end of
+    /// its writer's buffer (the first `lanes` bytes are the value): a caller that finds
+    /// the next value at the next address can take both from the first reference.
+    pub fn tails(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Vec<&[u8]> {
+        self.lookup(s, pos, t, d, k, true)
+    }
+
+    fn lookup(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize, tail: bool) -> Vec<&[u8]> {
         if k == 0 {
             return Vec::new();
         }
         let key0 = Self::key(s, pos, t);
         let last = key0 + ((k as u64 - 1) * d) as i64;
         let d = d as i64;
-        // Per read: (distance, bulk entry, index) of the closest batched writer.
-        let mut best: Vec<(u32, usize, usize)> = vec![(u32::MAX, 0, 0); k];
+        // Per read: the value of the closest batched writer, and its distance.
+        let mut out: Vec<&[u8]> = vec![&[]; k];
+        let mut best = vec![u32::MAX; k];
         let list = &self.bulk[self.sid(s)];
-        for (bi, b) in list.iter().enumerate() {
+        for b in list {
             let Some(dist) = Self::distance(s, pos, b.pos) else {
                 continue;
             };
@@ -297,8 +314,12 @@ impl Streams {
             for i in first..end.max(first) {
                 if rem == 0 {
                     let j = (off / d) as usize;
-                    if dist < best[j].0 {
-                        best[j] = (dist, bi, i as usize);
+                    if dist < best[j] {
+                        best[j] = dist;
+                        out[j] = match tail {
+                            true => b.rows.tail(i as usize),
+                            false => b.rows.row(i as usize),
+                        };
                     }
                 }
                 off += b.step;
@@ -309,29 +330,27 @@ impl Streams {
             }
         }
         let lanes = self.lanes;
-        let singles = self.singles_between(self.sid(s), key0, last);
-        let mut out = Vec::with_capacity(k);
-        for (j, &(dist, bi, i)) in best.iter().enumerate() {
-            let key = key0 + j as i64 * d;
-            let bucket = &self.buckets[self.bucket(s, key)];
-            let ring = (singles && bucket.key == key)
-                .then(|| {
-                    bucket
-                        .entries
-                        .iter()
-                        .filter_map(|e| Self::distance(s, pos, e.pos).map(|x| (x, e.slot)))
-                        .min()
-                })
-                .flatten();
-            match ring {
-                // A one-by-one writer wins a tie of positions: it wrote last.
-                Some((x, slot)) if x <= dist => {
-                    out.push(&self.arena[slot as usize * lanes..(slot as usize + 1) * lanes])
+        if self.singles_between(self.sid(s), key0, last) {
+            for (j, (v, &dist)) in out.iter_mut().zip(&best).enumerate() {
+                let key = key0 + j as i64 * d;
+                let bucket = &self.buckets[self.bucket(s, key)];
+                if bucket.key != key {
+                    continue;
                 }
-                _ if dist < u32::MAX => out.push(list[bi].rows.row(i)),
-                _ => break,
+                let ring = bucket
+                    .entries
+                    .iter()
+                    .filter_map(|e| Self::distance(s, pos, e.pos).map(|x| (x, e.slot)))
+                    .min();
+                // A one-by-one writer wins a tie of positions: it wrote last.
+                if let Some((_, slot)) = ring.filter(|(x, _)| *x <= dist) {
+                    *v = &self.arena[slot as usize * lanes..(slot as usize + 1) * lanes];
+                }
             }
         }
+        // Up to the first read with no value.
+        let n = out.iter().position(|v| v.is_empty()).unwrap_or(k);
+        out.truncate(n);
         out
     }
 

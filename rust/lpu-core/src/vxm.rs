@@ -37,11 +37,54 @@ pub fn planes_mut(buf: &mut [u8], lanes: usize) -> Vec<&mut [u8]> {
 
 /// Evaluate one VXM operation over every element into `out` (`to.bytes()` planes).
 pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
-    let (op, dt) = (args.op, args.dt);
     let n = out[0].len();
+    execute_rows(
+        args,
+        out,
+        Layout {
+            lanes: n,
+            stride: n,
+        },
+    );
+}
+
+/// Where results go: the operands hold vectors of `lanes` elements end to end; result
+/// vector i starts at element `i * stride` of each output plane (stride >= lanes).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub lanes: usize,
+    pub stride: usize,
+}
+
+impl Layout {
+    /// Call `f` on the pieces of `n` operand elements, each within one vector and at
+    /// most `max` long: (operand offset, result offset, length).
+    #[inline(always)]
+    fn spans(self, n: usize, max: usize, mut f: impl FnMut(usize, usize, usize)) {
+        for v in (0..n).step_by(self.lanes) {
+            let o = v / self.lanes * self.stride;
+            for l in (0..self.lanes).step_by(max) {
+                f(v + l, o + l, max.min(self.lanes - l));
+            }
+        }
+    }
+}
+
+/// [`execute`] over a run of vectors whose results go where `at` says; every result
+/// element is written, nothing between the results is.
+pub fn execute_rows(args: &VxmArgs, out: &mut [&mut [u8]], at: Layout) {
+    let (op, dt) = (args.op, args.dt);
+    let n = args.a[0].len();
+    if n == 0 {
+        return;
+    }
     debug_assert_eq!(out.len(), args.to.bytes());
     debug_assert!(args.a.len() == dt.bytes() && args.a.iter().all(|p| p.len() == n));
-    if fast_path(args, out) {
+    debug_assert!(n.is_multiple_of(at.lanes) && at.stride >= at.lanes);
+    debug_assert!(out
+        .iter()
+        .all(|p| p.len() + at.stride >= n / at.lanes * at.stride));
+    if fast_path(args, out, at) {
         return;
     }
     let bits = |planes: &[&[u8]], l: usize| {
@@ -50,47 +93,53 @@ pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
             .enumerate()
             .fold(0u32, |v, (b, p)| v | (p[l] as u32) << (8 * b))
     };
-    for l in 0..n {
-        let x = bits(args.a, l);
-        let y = if args.b.is_empty() {
-            0
-        } else {
-            bits(args.b, l)
-        };
-        let r = if op == Op::Cast {
-            cast_bits(dt, args.to, args.sat, x)
-        } else if op == Op::Copy {
-            x
-        } else if dt.is_float() {
-            float_op(op, dt, x, y)
-        } else {
-            int_op(op, dt, x, y)
-        };
-        for (b, p) in out.iter_mut().enumerate() {
-            p[l] = (r >> (8 * b)) as u8;
+    at.spans(n, usize::MAX, |i, o, m| {
+        for e in 0..m {
+            let x = bits(args.a, i + e);
+            let y = if args.b.is_empty() {
+                0
+            } else {
+                bits(args.b, i + e)
+            };
+            let r = if op == Op::Cast {
+                cast_bits(dt, args.to, args.sat, x)
+            } else if op == Op::Copy {
+                x
+            } else if dt.is_float() {
+                float_op(op, dt, x, y)
+            } else {
+                int_op(op, dt, x, y)
+            };
+            for (b, p) in out.iter_mut().enumerate() {
+                p[o + e] = (r >> (8 * b)) as u8;
+            }
         }
-    }
+    });
 }
 
 /// Typed loops for the common cases (int8 and fp32 arithmetic); same results as the
 /// general element-by-element path, which the tests check.
-fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
+fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]], at: Layout) -> bool {
     match (args.op, args.dt) {
         (Op::Copy, _) => {
             for (o, a) in out.iter_mut().zip(args.a) {
-                o.copy_from_slice(a);
+                at.spans(a.len(), usize::MAX, |i, j, m| {
+                    o[j..j + m].copy_from_slice(&a[i..i + m])
+                });
             }
             true
         }
         (Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min, DType::I8) => {
-            i8_ops(args.op, args.a[0], args.b[0], &mut *out[0]);
+            i8_ops(args.op, args.a[0], args.b[0], &mut *out[0], at);
             true
         }
         (Op::Cast, DType::F32) if args.to == DType::F16 => {
-            f32_to_f16_planes(args.a, args.sat, out);
+            f32_to_f16_planes(args.a, args.sat, out, at);
             true
         }
-        (op, DType::F32) if op != Op::Cast && op != Op::Copy => f32_ops(op, args.a, args.b, out),
+        (op, DType::F32) if op != Op::Cast && op != Op::Copy => {
+            f32_ops(op, args.a, args.b, out, at)
+        }
         _ => false,
     }
 }
@@ -101,12 +150,15 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8]) {
+fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8], at: Layout) {
     macro_rules! elementwise {
         ($f:expr) => {
-            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-                *o = $f(*x as i8, *y as i8) as u8;
-            }
+            at.spans(a.len(), usize::MAX, |i, o, m| {
+                let (x, y) = (&a[i..i + m], &b[i..i + m]);
+                for ((o, x), y) in out[o..o + m].iter_mut().zip(x).zip(y) {
+                    *o = $f(*x as i8, *y as i8) as u8;
+                }
+            })
         };
     }
     match op {
@@ -127,8 +179,7 @@ fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8]) {
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
-    const CHUNK: usize = 64;
+fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]], at: Layout) -> bool {
     const ONE: u32 = 0x3f80_0000;
     const SIGN: u32 = 0x8000_0000;
     let f = f32::from_bits;
@@ -140,89 +191,111 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
         }
     };
     let cmp = |c: bool| if c { ONE } else { 0 };
-    let n = out[0].len();
-    let (mut x, mut y) = ([0u32; CHUNK], [0u32; CHUNK]);
-    for c0 in (0..n).step_by(CHUNK) {
-        let m = CHUNK.min(n - c0);
-        load_u32(a, c0, &mut x[..m]);
-        if !b.is_empty() {
-            load_u32(b, c0, &mut y[..m]);
-        }
-        let (x, y) = (&mut x[..m], &y[..m]);
-        macro_rules! map2 {
-            ($g:expr) => {
-                x.iter_mut().zip(y).for_each(|(p, q)| *p = $g(*p, *q))
-            };
-        }
-        macro_rules! map1 {
-            ($g:expr) => {
-                x.iter_mut().for_each(|p| *p = $g(*p))
-            };
-        }
-        match op {
-            Op::Add => map2!(|p, q| canon(f(p) + f(q))),
-            Op::Sub => map2!(|p, q| canon(f(p) - f(q))),
-            Op::Mul => map2!(|p, q| canon(f(p) * f(q))),
-            // IEEE maximum/minimum: NaN wins, +0 is greater than -0.
-            Op::Max => map2!(|p, q| {
-                let (u, v) = (f(p), f(q));
-                if u.is_nan() || v.is_nan() {
-                    crate::numerics::F32_NAN
-                } else if u == v {
-                    if u.is_sign_negative() {
-                        q
-                    } else {
-                        p
-                    }
-                } else if u > v {
+    // A unary operation ignores its second operand (and the compiler its loads).
+    let b = if b.is_empty() { a } else { b };
+    let [o0, o1, o2, o3] = out else {
+        unreachable!("four planes")
+    };
+    // One pass per piece: gather each element's four bytes, compute, scatter the
+    // result's (the compiler turns the whole body into vector instructions).
+    macro_rules! map2 {
+        ($g:expr) => {
+            at.spans(a[0].len(), usize::MAX, |i, o, m| {
+                let x = (
+                    &a[0][i..i + m],
+                    &a[1][i..i + m],
+                    &a[2][i..i + m],
+                    &a[3][i..i + m],
+                );
+                let y = (
+                    &b[0][i..i + m],
+                    &b[1][i..i + m],
+                    &b[2][i..i + m],
+                    &b[3][i..i + m],
+                );
+                let r = o..o + m;
+                let z = (
+                    &mut o0[r.clone()],
+                    &mut o1[r.clone()],
+                    &mut o2[r.clone()],
+                    &mut o3[r],
+                );
+                for e in 0..m {
+                    let p = u32::from_le_bytes([x.0[e], x.1[e], x.2[e], x.3[e]]);
+                    let q = u32::from_le_bytes([y.0[e], y.1[e], y.2[e], y.3[e]]);
+                    let v: u32 = $g(p, q);
+                    [z.0[e], z.1[e], z.2[e], z.3[e]] = v.to_le_bytes();
+                }
+            })
+        };
+    }
+    macro_rules! map1 {
+        ($g:expr) => {
+            map2!(|p, _| $g(p))
+        };
+    }
+    match op {
+        Op::Add => map2!(|p, q| canon(f(p) + f(q))),
+        Op::Sub => map2!(|p, q| canon(f(p) - f(q))),
+        Op::Mul => map2!(|p, q| canon(f(p) * f(q))),
+        // IEEE maximum/minimum: NaN wins, +0 is greater than -0.
+        Op::Max => map2!(|p, q| {
+            let (u, v) = (f(p), f(q));
+            if u.is_nan() || v.is_nan() {
+                crate::numerics::F32_NAN
+            } else if u == v {
+                if u.is_sign_negative() {
+                    q
+                } else {
+                    p
+                }
+            } else if u > v {
+                p
+            } else {
+                q
+            }
+        }),
+        Op::Min => map2!(|p, q| {
+            let (u, v) = (f(p), f(q));
+            if u.is_nan() || v.is_nan() {
+                crate::numerics::F32_NAN
+            } else if u == v {
+                if u.is_sign_negative() {
                     p
                 } else {
                     q
                 }
-            }),
-            Op::Min => map2!(|p, q| {
-                let (u, v) = (f(p), f(q));
-                if u.is_nan() || v.is_nan() {
-                    crate::numerics::F32_NAN
-                } else if u == v {
-                    if u.is_sign_negative() {
-                        p
-                    } else {
-                        q
-                    }
-                } else if u < v {
-                    p
-                } else {
-                    q
-                }
-            }),
-            Op::Eq => map2!(|p, q| cmp(f(p) == f(q))),
-            Op::Ne => map2!(|p, q| cmp(f(p) != f(q))),
-            Op::Lt => map2!(|p, q| cmp(f(p) < f(q))),
-            Op::Le => map2!(|p, q| cmp(f(p) <= f(q))),
-            Op::Gt => map2!(|p, q| cmp(f(p) > f(q))),
-            Op::Ge => map2!(|p, q| cmp(f(p) >= f(q))),
-            Op::Mask => map2!(|p, q| if f(q) != 0.0 { p } else { 0 }),
-            Op::Maskn => map2!(|p, q| if f(q) == 0.0 { p } else { 0 }),
-            Op::Neg => map1!(|p| p ^ SIGN),
-            Op::Abs => map1!(|p| p & !SIGN),
-            Op::Relu => map1!(|p| {
-                let u = f(p);
-                if u.is_nan() {
-                    crate::numerics::F32_NAN
-                } else if u > 0.0 {
-                    p
-                } else {
-                    0
-                }
-            }),
-            Op::Exp => map1!(|p| canon(libm::exp(f(p) as f64) as f32)),
-            Op::Exp2 => map1!(|p| canon(libm::exp2(f(p) as f64) as f32)),
-            Op::Tanh => map1!(|p| canon(libm::tanh(f(p) as f64) as f32)),
-            Op::Rsqrt => map1!(|p| canon(1.0f32 / libm::sqrtf(f(p)))),
-            _ => return false,
-        }
-        store_u32(x, c0, out);
+            } else if u < v {
+                p
+            } else {
+                q
+            }
+        }),
+        Op::Eq => map2!(|p, q| cmp(f(p) == f(q))),
+        Op::Ne => map2!(|p, q| cmp(f(p) != f(q))),
+        Op::Lt => map2!(|p, q| cmp(f(p) < f(q))),
+        Op::Le => map2!(|p, q| cmp(f(p) <= f(q))),
+        Op::Gt => map2!(|p, q| cmp(f(p) > f(q))),
+        Op::Ge => map2!(|p, q| cmp(f(p) >= f(q))),
+        Op::Mask => map2!(|p, q| if f(q) != 0.0 { p } else { 0 }),
+        Op::Maskn => map2!(|p, q| if f(q) == 0.0 { p } else { 0 }),
+        Op::Neg => map1!(|p| p ^ SIGN),
+        Op::Abs => map1!(|p| p & !SIGN),
+        Op::Relu => map1!(|p| {
+            let u = f(p);
+            if u.is_nan() {
+                crate::numerics::F32_NAN
+            } else if u > 0.0 {
+                p
+            } else {
+                0
+            }
+        }),
+        Op::Exp => map1!(|p| canon(libm::exp(f(p) as f64) as f32)),
+        Op::Exp2 => map1!(|p| canon(libm::exp2(f(p) as f64) as f32)),
+        Op::Tanh => map1!(|p| canon(libm::tanh(f(p) as f64) as f32)),
+        Op::Rsqrt => map1!(|p| canon(1.0f32 / libm::sqrtf(f(p)))),
+        _ => return false,
     }
     true
 }
@@ -234,56 +307,22 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn f32_to_f16_planes(a: &[&[u8]], sat: bool, out: &mut [&mut [u8]]) {
-    const CHUNK: usize = 64;
-    let mut x = [0u32; CHUNK];
+fn f32_to_f16_planes(a: &[&[u8]], sat: bool, out: &mut [&mut [u8]], at: Layout) {
     let (lo, hi) = out.split_at_mut(1);
     let (lo, hi) = (&mut *lo[0], &mut *hi[0]);
-    for c0 in (0..lo.len()).step_by(CHUNK) {
-        let m = CHUNK.min(lo.len() - c0);
-        load_u32(a, c0, &mut x[..m]);
-        let bytes = lo[c0..c0 + m].iter_mut().zip(&mut hi[c0..c0 + m]);
-        for ((l, h), v) in bytes.zip(&x[..m]) {
-            let r = crate::numerics::f32_to_f16_bits(*v, sat);
-            (*l, *h) = (r as u8, (r >> 8) as u8);
+    at.spans(a[0].len(), usize::MAX, |i, o, m| {
+        let x = (
+            &a[0][i..i + m],
+            &a[1][i..i + m],
+            &a[2][i..i + m],
+            &a[3][i..i + m],
+        );
+        let (lo, hi) = (&mut lo[o..o + m], &mut hi[o..o + m]);
+        for e in 0..m {
+            let v = u32::from_le_bytes([x.0[e], x.1[e], x.2[e], x.3[e]]);
+            [lo[e], hi[e]] = crate::numerics::f32_to_f16_bits(v, sat).to_le_bytes();
         }
-    }
-}
-
-/// Elements `at..at + out.len()` of a 4-plane operand, as raw bits.
-#[inline(always)]
-fn load_u32(planes: &[&[u8]], at: usize, out: &mut [u32]) {
-    let r = at..at + out.len();
-    let (p0, p1, p2, p3) = (
-        &planes[0][r.clone()],
-        &planes[1][r.clone()],
-        &planes[2][r.clone()],
-        &planes[3][r],
-    );
-    for ((((o, a), b), c), d) in out.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
-        *o = *a as u32 | (*b as u32) << 8 | (*c as u32) << 16 | (*d as u32) << 24;
-    }
-}
-
-/// Store raw bits as elements `at..` of a 4-plane result.
-#[inline(always)]
-fn store_u32(v: &[u32], at: usize, out: &mut [&mut [u8]]) {
-    let r = at..at + v.len();
-    let [p0, p1, p2, p3] = out else {
-        unreachable!("four planes")
-    };
-    let (p0, p1, p2, p3) = (
-        &mut p0[r.clone()],
-        &mut p1[r.clone()],
-        &mut p2[r.clone()],
-        &mut p3[r],
-    );
-    for ((((x, a), b), c), d) in v.iter().zip(p0).zip(p1).zip(p2).zip(p3) {
-        *a = *x as u8;
-        *b = (x >> 8) as u8;
-        *c = (x >> 16) as u8;
-        *d = (x >> 24) as u8;
-    }
+    });
 }
 
 fn bool_to(dt: DType, c: bool) -> u32 {

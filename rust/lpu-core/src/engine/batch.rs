@@ -14,7 +14,6 @@
 //! queues' schedules (`hazards`), conservatively: a batch stops before the first cycle
 //! on which another queue might disturb what it reads or writes.
 
-use super::latch::Latch;
 use super::*;
 use crate::isa::flags;
 use crate::mxm::Activations;
@@ -214,7 +213,8 @@ impl Chip {
     }
 
     /// The values of the reads [`Chip::safe_reads`] allows, up to the first missing one:
-    /// one list per stream, all of one length.
+    /// one list per stream, all of one length (`tail`: as `Streams::tails`).
+    #[allow(clippy::too_many_arguments)]
     fn safe_stream_refs(
         &self,
         hz: &Hazards,
@@ -223,24 +223,38 @@ impl Chip {
         pos: u32,
         r: Run,
         k: u64,
+        tail: bool,
     ) -> Vec<Vec<&[u8]>> {
         let k = self.safe_reads(hz, s, n, pos, r, k);
-        let mut planes = self.stream_refs(s, n, pos, r, k);
+        let mut planes = self.stream_refs(s, n, pos, r, k, tail);
         let m = planes.iter().map(|p| p.len()).min().unwrap_or(0);
         planes.iter_mut().for_each(|p| p.truncate(m));
         planes
     }
 
     /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles
-    /// (at most `k`, up to the first missing value), one list per stream.
-    fn stream_refs(&self, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> Vec<Vec<&[u8]>> {
+    /// (at most `k`, up to the first missing value), one list per stream (`tail`: as
+    /// `Streams::tails`).
+    fn stream_refs(
+        &self,
+        s: StreamRef,
+        n: u32,
+        pos: u32,
+        r: Run,
+        k: u64,
+        tail: bool,
+    ) -> Vec<Vec<&[u8]>> {
         (0..n)
             .map(|b| {
                 let sr = StreamRef {
                     index: s.index + b,
                     west: s.west,
                 };
-                self.streams.refs(sr, pos, r.t, r.d, k as usize)
+                let (t, d, k) = (r.t, r.d, k as usize);
+                match tail {
+                    true => self.streams.tails(sr, pos, t, d, k),
+                    false => self.streams.refs(sr, pos, t, d, k),
+                }
             })
             .collect()
     }
@@ -481,8 +495,7 @@ impl Chip {
                 k -= 1;
             }
         }
-        let latch: &Latch = &self.alu_out[alu];
-        k = (0..k).find(|j| latch.has(t + j * d + lat)).unwrap_or(k);
+        k = self.alu_out[alu].first_landing(t + lat, d, k);
         // An operand that is this ALU's own result (a running reduction, or a value held
         // by copying it) chains each re-issue to the previous one: with latency d, the
         // result of re-issue j lands on the cycle re-issue j + 1 reads it. Only the first
@@ -493,15 +506,15 @@ impl Chip {
             return 0;
         }
         // Operands are references into their producers' buffers (SRAM pages, batched
-        // results), one list per byte plane.
+        // results), one list per byte plane, each running on to the end of its buffer.
         let mut ops: Vec<Vec<Vec<&[u8]>>> = Vec::with_capacity(srcs.len());
         for &v in &srcs {
             let n = if v == own { 1 } else { k as usize };
             let planes = if v >= ALU_SRC_BASE {
-                self.alu_out[(v - ALU_SRC_BASE) as usize].refs(t, d, n, nb, lanes)
+                self.alu_out[(v - ALU_SRC_BASE) as usize].tails(t, d, n, nb, lanes)
             } else {
                 let s = StreamRef::from_operand(v).expect("valid");
-                self.safe_stream_refs(hz, s, nb as u32, pos, run, k)
+                self.safe_stream_refs(hz, s, nb as u32, pos, run, k, true)
             };
             if v == own && planes[0].is_empty() {
                 return 0;
@@ -514,61 +527,83 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        let mut out = vec![vec![0u8; k as usize * lanes]; ob];
-        let none: &[u8] = &[];
-        let order: Box<dyn Iterator<Item = usize>> = if chain {
-            Box::new(0..k as usize)
+        let k = k as usize;
+        // Every byte of these is written below (each re-issue, each plane, every lane).
+        let mut out: Vec<Vec<u8>> = (0..ob).map(|_| self.pool.take(k * lanes)).collect();
+        // Re-issues j, j + p, ..., j + (m - 1) p run as one call when each operand's
+        // values lie end to end in memory (consecutive words of an SRAM page, or of a
+        // batch's results); classes of p one after the other, so that each page is read
+        // forwards (see `period`). A chain runs in order, one re-issue at a time.
+        let p = if chain {
+            1
         } else {
-            Box::new(memory_order(&ops[0][0][..k as usize], lanes))
+            period(&ops[0][0][..k], lanes)
         };
-        for j in order {
-            // This re-issue's result, and (when chained) the previous one's.
-            let mut dst: [&mut [u8]; 4] = Default::default();
-            let mut prev = [none; 4];
-            for (b, p) in out.iter_mut().enumerate() {
-                let (before, from) = p.split_at_mut(j * lanes);
-                dst[b] = &mut from[..lanes];
-                prev[b] = match j {
-                    0 if chain => ops[srcs.iter().position(|v| *v == own).unwrap()][b][0],
-                    0 => none,
-                    _ => &before[(j - 1) * lanes..],
-                };
-            }
-            let mut a = [none; 4];
-            let mut b = [none; 4];
-            for (i, o) in ops.iter().enumerate() {
-                let x = if i == 0 { &mut a } else { &mut b };
-                if srcs[i] == own {
-                    x[..nb].copy_from_slice(&prev[..nb]);
-                } else {
-                    for (x, p) in x.iter_mut().zip(o) {
-                        *x = p[j];
+        let follows = |first: &[u8], x: &[u8], m: usize| {
+            first.len() >= (m + 1) * lanes && x.as_ptr() == first.as_ptr().wrapping_add(m * lanes)
+        };
+        let own_op = srcs.iter().position(|v| *v == own);
+        let none: &[u8] = &[];
+        for r in 0..p.min(k) {
+            let mut j = r;
+            while j < k {
+                let mut m = if chain { 1 } else { (k - j).div_ceil(p) };
+                for v in ops.iter().flatten() {
+                    m = (1..m)
+                        .find(|&i| !follows(v[j], v[j + i * p], i))
+                        .unwrap_or(m);
+                }
+                // The results, and (when chained) the previous one.
+                let mut dst: [&mut [u8]; 4] = Default::default();
+                let mut prev = [none; 4];
+                for (b, o) in out.iter_mut().enumerate() {
+                    let (before, from) = o.split_at_mut(j * lanes);
+                    dst[b] = &mut from[..(m - 1) * p * lanes + lanes];
+                    prev[b] = match (j, own_op) {
+                        (0, Some(c)) => &ops[c][b][0][..lanes],
+                        (0, None) => none,
+                        _ => &before[(j - 1) * lanes..],
+                    };
+                }
+                let mut x = [[none; 4]; 2];
+                for (i, o) in ops.iter().enumerate() {
+                    for (b, v) in x[i][..nb].iter_mut().enumerate() {
+                        *v = if srcs[i] == own {
+                            prev[b]
+                        } else {
+                            &o[b][j][..m * lanes]
+                        };
                     }
                 }
+                vxm::execute_rows(
+                    &vxm::VxmArgs {
+                        op: instr.op,
+                        dt,
+                        to,
+                        sat,
+                        a: &x[0][..nb],
+                        b: if ops.len() == 2 { &x[1][..nb] } else { &[] },
+                    },
+                    &mut dst[..ob],
+                    vxm::Layout {
+                        lanes,
+                        stride: p * lanes,
+                    },
+                );
+                j += m * p;
             }
-            vxm::execute(
-                &vxm::VxmArgs {
-                    op: instr.op,
-                    dt,
-                    to,
-                    sat,
-                    a: &a[..nb],
-                    b: if ops.len() == 2 { &b[..nb] } else { &[] },
-                },
-                &mut dst[..ob],
-            );
         }
         drop(ops);
-        let out: Vec<Rows> = out.into_iter().map(|p| Rows::new(p, lanes)).collect();
+        let out: Vec<Rows> = out.into_iter().map(|p| self.pool.rows(p, lanes)).collect();
         if let Some(s) = dst_s {
             if !self.put_streams(qi, s, Run { t: t + lat, d }, &out) {
                 return 0;
             }
         }
         self.stats.stream_reads +=
-            k * srcs.iter().filter(|v| **v < ALU_SRC_BASE).count() as u64 * nb as u64;
+            (k * srcs.iter().filter(|v| **v < ALU_SRC_BASE).count() * nb) as u64;
         self.alu_out[alu].put_bulk(t + lat, d, out);
-        k
+        k as u64
     }
 
     fn batch_sxm(&mut self, job: &Job) -> u64 {
@@ -598,7 +633,7 @@ impl Chip {
             return 0;
         }
         // The inputs (and the map), as references to the values on their streams.
-        let inp = self.safe_stream_refs(hz, src, n_in, pos, run, max_k);
+        let inp = self.safe_stream_refs(hz, src, n_in, pos, run, max_k, false);
         let mut k = inp[0].len() as u64;
         let maps = match map {
             Some((m, mn)) => {
@@ -606,7 +641,7 @@ impl Chip {
                 if m.index + mn > streams {
                     return 0;
                 }
-                let refs = self.safe_stream_refs(hz, m, mn, pos, run, k);
+                let refs = self.safe_stream_refs(hz, m, mn, pos, run, k, false);
                 k = k.min(refs[0].len() as u64);
                 refs
             }
@@ -618,7 +653,13 @@ impl Chip {
             k -= 1;
         }
         let mut out = vec![vec![0u8; lanes]; n_out as usize];
-        let mut vals = vec![Vec::with_capacity(k as usize * lanes); n_out as usize];
+        let mut vals: Vec<Vec<u8>> = (0..n_out)
+            .map(|_| {
+                let mut v = self.pool.take(k as usize * lanes);
+                v.clear();
+                v
+            })
+            .collect();
         let mut done = 0;
         for j in 0..k as usize {
             let srcs: Vec<&[u8]> = inp.iter().map(|p| p[j]).collect();
@@ -646,7 +687,7 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        let vals: Vec<Rows> = vals.into_iter().map(|v| Rows::new(v, lanes)).collect();
+        let vals: Vec<Rows> = vals.into_iter().map(|v| self.pool.rows(v, lanes)).collect();
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &vals) {
             return 0;
         }
@@ -723,7 +764,7 @@ impl Chip {
             data.truncate(k as usize * lanes);
         }
         // The activations, up to the first missing one.
-        let planes = self.stream_refs(src, nb, pos, run, k);
+        let planes = self.stream_refs(src, nb, pos, run, k, false);
         k = k.min(planes.iter().map(|p| p.len() as u64).min().unwrap_or(0));
         if k < MIN_BATCH {
             return 0;
@@ -804,7 +845,7 @@ impl Chip {
         }
         let planes: Vec<Rows> = byte_planes(&results)
             .into_iter()
-            .map(|p| Rows::new(p, lanes))
+            .map(|p| self.pool.rows(p, lanes))
             .collect();
         let lat = self.lat[Op::Acc as usize] as u64;
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {
@@ -935,18 +976,18 @@ fn byte_planes(rows: &[&[u32]]) -> [Vec<u8>; 4] {
     out
 }
 
-/// An order in which to visit the vectors `rows` (all of them, once each) that walks
-/// their memory forwards. A tensor split over p slices reaches the VXM a vector from
-/// each slice in turn, so consecutive operands lie in p different pages; in stride-p
-/// order each page is read from start to end, which the CPU's prefetchers follow
-/// (visiting 26 pages at once, they do not).
-fn memory_order(rows: &[&[u8]], lanes: usize) -> impl Iterator<Item = usize> {
-    let k = rows.len();
+/// The period p of the vectors `rows` in memory: row j + p follows row j at the next
+/// address (for the first of the first 64 rows that has such a p below 64; else 1). A
+/// tensor split over p slices reaches the VXM a vector from each slice in turn, so
+/// consecutive operands lie in p different pages; visited in classes of stride p, each
+/// page is read from start to end, which the CPU's prefetchers follow (visiting 26
+/// pages at once, they do not).
+fn period(rows: &[&[u8]], lanes: usize) -> usize {
     let next_to = |a: &[u8], b: &[u8]| b.as_ptr() as usize == a.as_ptr() as usize + lanes;
-    let p = (1..k.min(65))
-        .find(|&p| next_to(rows[0], rows[p]))
-        .unwrap_or(1);
-    (0..p).flat_map(move |r| (r..k).step_by(p))
+    let k = rows.len().min(128);
+    (0..k.min(64))
+        .find_map(|j| (1..(k - j).min(65)).find(|&p| next_to(rows[j], rows[j + p])))
+        .unwrap_or(1)
 }
 
 /// Advance an instruction's address and slot operands by `k` (what `repeat` does).

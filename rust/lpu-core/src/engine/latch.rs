@@ -53,9 +53,45 @@ impl Latch {
         self.width(t).is_some()
     }
 
+    /// The first j < k such that a result lands on cycle t + j d (k if there is none).
+    pub fn first_landing(&self, t: u64, d: u64, k: u64) -> u64 {
+        let on = |c: u64| {
+            (c >= t && (c - t).is_multiple_of(d))
+                .then(|| (c - t) / d)
+                .filter(|j| *j < k)
+        };
+        let mut first = self
+            .single
+            .iter()
+            .filter_map(|(c, _)| on(*c))
+            .min()
+            .unwrap_or(k);
+        for b in &self.bulk {
+            if first == 0 {
+                break;
+            }
+            // Its landings from t up to the first one found so far.
+            let end = t + (first - 1) * d;
+            let mut i = if b.t0 >= t {
+                0
+            } else {
+                (t - b.t0).div_ceil(b.d)
+            };
+            while i < b.planes[0].n as u64 && b.t0 + i * b.d <= end {
+                if let Some(j) = on(b.t0 + i * b.d) {
+                    first = j;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        first
+    }
+
     /// Results landing on t, t + d, ... (at most `k`, up to the first cycle with none),
-    /// plane by plane, as references: `planes` planes of `lanes` bytes each.
-    pub fn refs(&self, t: u64, d: u64, k: usize, planes: usize, lanes: usize) -> Vec<Vec<&[u8]>> {
+    /// plane by plane, as references: `planes` planes of `lanes` bytes each, those of
+    /// batched results running on to the end of their buffer (as `Streams::tails`).
+    pub fn tails(&self, t: u64, d: u64, k: usize, planes: usize, lanes: usize) -> Vec<Vec<&[u8]>> {
         let mut out: Vec<Vec<&[u8]>> = vec![Vec::with_capacity(k); planes];
         for j in 0..k as u64 {
             let tj = t + j * d;
@@ -72,7 +108,7 @@ impl Latch {
                     break;
                 }
                 for (p, o) in b.planes.iter().zip(out.iter_mut()) {
-                    o.push(p.row(i));
+                    o.push(p.tail(i));
                 }
             } else {
                 break;
@@ -100,5 +136,27 @@ impl Latch {
         }
         self.bulk
             .retain(|b| b.t0 + (b.planes[0].n as u64 - 1) * b.d >= now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_landing_is_the_first_cycle_has_finds() {
+        let mut latch = Latch::default();
+        latch.put(40, vec![1; 4]);
+        latch.put(57, vec![1; 4]);
+        latch.put_bulk(10, 3, vec![Rows::new(vec![0; 4 * 6], 4)]); // 10, 13, ..., 25
+        latch.put_bulk(70, 2, vec![Rows::new(vec![0; 4 * 20], 4)]); // 70, 72, ..., 108
+        for t in 0..120 {
+            for d in 1..7 {
+                for k in 0..30 {
+                    let want = (0..k).find(|j| latch.has(t + j * d)).unwrap_or(k);
+                    assert_eq!(latch.first_landing(t, d, k), want, "t {t} d {d} k {k}");
+                }
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 mod batch;
 mod busy;
 mod latch;
+mod pool;
 
 /// Why a run stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -384,6 +385,8 @@ pub struct Chip {
     watchpoints: HashSet<(u8, u16, u32)>,
     watch_hit: Option<(u8, u16, u32)>,
     resume_cycle: Option<u64>,
+    /// Result buffers of batches, taken back once dropped.
+    pool: pool::Pool,
     // Scratch buffers reused by every instruction.
     sa: Vec<u8>,
     sb: Vec<u8>,
@@ -444,6 +447,7 @@ impl Chip {
             watchpoints: HashSet::new(),
             watch_hit: None,
             resume_cycle: None,
+            pool: pool::Pool::default(),
             sa: vec![0; 16 * lanes],
             sb: vec![0; 16 * lanes],
             so: vec![0; 16 * lanes],
@@ -597,7 +601,9 @@ impl Chip {
         let code = std::mem::take(&mut self.code);
         let unread = std::mem::take(&mut self.unread);
         let entry = self.entry.take();
+        let pool = std::mem::take(&mut self.pool);
         *self = fresh;
+        self.pool = pool;
         self.unread = unread;
         self.policy = keep_policy;
         self.fast = fast;

@@ -1,0 +1,104 @@
+//! Buffers for batched results, used again once nothing refers to them.
+//!
+//! A batch's results travel as shared [`Rows`] (streams, ALU latches, pending SRAM
+//! writes hold them) and are dropped a few batches later. Allocating a fresh zeroed
+//! buffer per batch cost a memset, or the kernel's page clearing, of every result byte;
+//! taking back a buffer whose last holder has let go costs neither.
+
+use crate::streams::Rows;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Free buffers kept (more are released).
+const SPARE: usize = 16;
+
+/// Behind a lock so that a batch can take buffers while it holds references into the
+/// chip (uncontended: one thread runs a chip).
+#[derive(Debug, Default)]
+pub(super) struct Pool {
+    lent: Mutex<Vec<Arc<Vec<u8>>>>,
+}
+
+/// A copy of a chip (a snapshot) starts with no buffers: sharing them would keep both
+/// from ever taking them back.
+impl Clone for Pool {
+    fn clone(&self) -> Self {
+        Pool::default()
+    }
+}
+
+impl Pool {
+    fn lent(&self) -> MutexGuard<'_, Vec<Arc<Vec<u8>>>> {
+        // A panic while holding the lock cannot leave the list inconsistent.
+        self.lent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A buffer of `len` bytes. A reused one holds old results: the caller must write
+    /// every byte before sharing it.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let mut lent = self.lent();
+        // Free buffers (only the pool refers to them; no weak references are ever made),
+        // beyond SPARE released; of the rest, the smallest that holds `len` bytes.
+        let mut spare = 0;
+        lent.retain(|b| {
+            spare += (Arc::strong_count(b) == 1) as usize;
+            Arc::strong_count(b) > 1 || spare <= SPARE
+        });
+        let best = (0..lent.len())
+            .filter(|&i| Arc::strong_count(&lent[i]) == 1 && lent[i].capacity() >= len)
+            .min_by_key(|&i| lent[i].capacity());
+        match best.map(|i| Arc::try_unwrap(lent.swap_remove(i))) {
+            Some(Ok(mut v)) => {
+                v.resize(len, 0);
+                v
+            }
+            _ => vec![0; len],
+        }
+    }
+
+    /// Share `v` as vectors of `width` bytes; it comes back to the pool once every
+    /// holder has dropped it.
+    pub fn rows(&self, v: Vec<u8>, width: usize) -> Rows {
+        let rows = Rows::new(v, width);
+        self.lent().push(rows.data.clone());
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_comes_back_only_when_no_one_holds_it() {
+        let pool = Pool::default();
+        let a = pool.rows(vec![7; 64], 8);
+        let ptr = a.data.as_ptr();
+        // Still held: a new buffer, zeroed.
+        let b = pool.take(64);
+        assert_ne!(b.as_ptr(), ptr);
+        assert!(b.iter().all(|x| *x == 0));
+        drop(a);
+        // Let go: the same memory, cut to length.
+        let c = pool.take(48);
+        assert_eq!(c.as_ptr(), ptr);
+        assert_eq!(c, vec![7; 48]);
+        // A clone of the pool (of the chip) shares nothing.
+        let d = pool.rows(c, 8);
+        let copy = pool.clone();
+        assert!(copy.lent().is_empty());
+        drop(d);
+        assert_eq!(pool.take(8).len(), 8);
+        assert!(pool.lent().is_empty());
+    }
+
+    #[test]
+    fn spare_buffers_are_bounded() {
+        let pool = Pool::default();
+        for _ in 0..3 * SPARE {
+            let r = pool.rows(vec![0; 16], 16);
+            drop(r);
+        }
+        pool.take(1 << 20);
+        assert!(pool.lent().len() <= SPARE);
+    }
+}
