@@ -236,12 +236,20 @@ fn threads() -> usize {
 /// y[r][c] += sum over k, in order, of x[r][k] * w[k][c] (x: M x K, y: M x N, w: K x N),
 /// each product and sum rounded to fp32. Blocks of ROWS x COLS results stay in registers
 /// while k runs; the remaining rows and columns take the plain loop, with the same order.
+///
+/// Every product here is of two fp16 values or two int8 values, which fp32 holds
+/// exactly (at most 22 significant bits, magnitudes from 2^-48 to 2^32), so rounding it
+/// is a no-op and a fused multiply-add gives the same bits as the multiply and the add:
+/// where the CPU has one, it is one instruction instead of two.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma",
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
+    use multiversion::target::target_cfg_f;
+    // Without the instruction, fused multiply-add is a slow library call.
+    let fma = target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"));
     let m = y.len() / n;
     let k = x.len() / m.max(1);
     let mut r0 = 0;
@@ -259,7 +267,7 @@ fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
                 for (r, a) in acc.iter_mut().enumerate() {
                     let xv = x[(r0 + r) * k + kk];
                     for (a, wv) in a.iter_mut().zip(wr) {
-                        *a += xv * wv;
+                        *a = madd(fma, *a, xv, *wv);
                     }
                 }
             }
@@ -269,22 +277,46 @@ fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
             c0 += COLS;
         }
         for r in r0..r0 + ROWS {
-            axpy_rows(w, n, c0, &x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
+            axpy_rows(
+                fma,
+                w,
+                n,
+                c0,
+                &x[r * k..(r + 1) * k],
+                &mut y[r * n..(r + 1) * n],
+            );
         }
         r0 += ROWS;
     }
     for r in r0..m {
-        axpy_rows(w, n, 0, &x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
+        axpy_rows(
+            fma,
+            w,
+            n,
+            0,
+            &x[r * k..(r + 1) * k],
+            &mut y[r * n..(r + 1) * n],
+        );
+    }
+}
+
+/// a + x * w, fused when `fma` (the same bits for the exact products of `gemm`).
+#[inline(always)]
+fn madd(fma: bool, a: f32, x: f32, w: f32) -> f32 {
+    if fma {
+        x.mul_add(w, a)
+    } else {
+        a + x * w
     }
 }
 
 /// Lanes `c0..` of one result row: y[c] += x[k] * w[k][c] for k in order.
 #[inline(always)]
-fn axpy_rows(w: &[f32], n: usize, c0: usize, x: &[f32], y: &mut [f32]) {
+fn axpy_rows(fma: bool, w: &[f32], n: usize, c0: usize, x: &[f32], y: &mut [f32]) {
     for (kk, xv) in x.iter().enumerate() {
         let row = &w[kk * n + c0..(kk + 1) * n];
         for (a, wv) in y[c0..].iter_mut().zip(row) {
-            *a += xv * wv;
+            *a = madd(fma, *a, *xv, *wv);
         }
     }
 }
@@ -490,16 +522,21 @@ mod tests {
 
     #[test]
     fn blocked_kernel_and_threads_match_the_plain_loop() {
-        // Ragged sizes exercise the block edges; fp32 sums are order-sensitive, so equal
-        // bits show the order is the same.
+        // Ragged sizes exercise the block edges; fp32 sums of values of many magnitudes
+        // are order-sensitive, so equal bits show the order is the same. The values are
+        // fp16 (11 significant bits, exponents -24..-9 and up), as the MXM's always are.
+        let fp16 = |i: usize, s: usize| {
+            let v = ((i * s) % 2047) as f32 * 2f32.powi((i * 31 % 16) as i32 - 24);
+            if i.is_multiple_of(3) {
+                -v
+            } else {
+                v
+            }
+        };
         for (m, n) in [(1, 70), (7, 64), (9, 130), (300, 320)] {
             let k = n;
-            let w: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 7919) % 97) as f32 * 0.37 - 17.0)
-                .collect();
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 104_729) % 89) as f32 * 0.11 - 5.0)
-                .collect();
+            let w: Vec<f32> = (0..k * n).map(|i| fp16(i, 7919)).collect();
+            let x: Vec<f32> = (0..m * k).map(|i| fp16(i, 104_729)).collect();
             let mut want = vec![0.5f32; m * n];
             naive(&w, n, &x, &mut want);
             let wts = Weights::new(false, n, w);
@@ -573,6 +610,54 @@ mod tests {
         let x = |_: usize, r: &mut [f32]| r.copy_from_slice(&[1.0, f32::NEG_INFINITY]);
         w.apply(1, Activations::Values(&x), &mut y, false);
         assert_eq!(y[0], crate::numerics::F32_NAN);
+    }
+
+    #[test]
+    fn fused_multiply_add_gives_the_multiply_then_add_bits() {
+        // Random fp16 bit patterns of every class (subnormals, zeros of both signs,
+        // extremes, infinities, NaN), as gemm sees them: widened exactly.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut fp16 = |len: usize| {
+            let bits: Vec<u16> = (0..len)
+                .map(|_| match next() % 8 {
+                    0 => [
+                        0x0000, 0x8000, 0x7c00, 0xfc00, 0x7bff, 0xfbff, 0x0001, 0x83ff,
+                    ][(next() % 8) as usize],
+                    1 => (next() % 0x400) as u16 | (next() as u16 & 0x8000), // subnormal
+                    _ => next() as u16 & 0xfbff,                             // finite, any exponent
+                })
+                .collect();
+            let lo: Vec<u8> = bits.iter().map(|b| *b as u8).collect();
+            let hi: Vec<u8> = bits.iter().map(|b| (*b >> 8) as u8).collect();
+            let mut out = vec![0f32; len];
+            widen_f16(&lo, &hi, &mut out);
+            out
+        };
+        for (m, n, k) in [(13, 320, 40), (7, 70, 33)] {
+            let (w, x) = (fp16(k * n), fp16(m * k));
+            let start: Vec<f32> = fp16(m * n).iter().map(|v| v * 3.0e-3).collect();
+            let mut got = start.clone();
+            gemm(&w, n, &x, &mut got);
+            for r in 0..m {
+                for c in 0..n {
+                    let mut a = start[r * n + c];
+                    for kk in 0..k {
+                        a += x[r * k + kk] * w[kk * n + c];
+                    }
+                    let g = got[r * n + c];
+                    assert!(
+                        g.to_bits() == a.to_bits() || (g.is_nan() && a.is_nan()),
+                        "row {r} col {c}: {g} != {a}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

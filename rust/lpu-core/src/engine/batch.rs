@@ -843,7 +843,10 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        let planes: Vec<Rows> = byte_planes(&results)
+        // Every byte of these is written (a value per lane of every result).
+        let mut planes: Vec<Vec<u8>> = (0..4).map(|_| self.pool.take(k as usize * lanes)).collect();
+        byte_planes(&results, &mut planes);
+        let planes: Vec<Rows> = planes
             .into_iter()
             .map(|p| self.pool.rows(p, lanes))
             .collect();
@@ -958,22 +961,30 @@ pub(super) struct BulkWrite {
 }
 
 /// 32-bit results as four byte planes (plane b holds byte b of every value, row after
-/// row), as they leave on a stream group.
+/// row), as they leave on a stream group: `out` holds as many bytes as `rows` values.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn byte_planes(rows: &[&[u32]]) -> [Vec<u8>; 4] {
-    let n = rows.iter().map(|r| r.len()).sum();
-    let mut out: [Vec<u8>; 4] = Default::default();
-    for (b, plane) in out.iter_mut().enumerate() {
-        plane.reserve_exact(n);
-        for row in rows {
-            plane.extend(row.iter().map(|v| (v >> (8 * b)) as u8));
+fn byte_planes(rows: &[&[u32]], out: &mut [Vec<u8>]) {
+    let [p0, p1, p2, p3] = out else {
+        unreachable!("four planes")
+    };
+    let mut at = 0;
+    for row in rows {
+        let r = at..at + row.len();
+        let z = (
+            &mut p0[r.clone()],
+            &mut p1[r.clone()],
+            &mut p2[r.clone()],
+            &mut p3[r],
+        );
+        for (e, v) in row.iter().enumerate() {
+            [z.0[e], z.1[e], z.2[e], z.3[e]] = v.to_le_bytes();
         }
+        at += row.len();
     }
-    out
 }
 
 /// The period p of the vectors `rows` in memory: row j + p follows row j at the next

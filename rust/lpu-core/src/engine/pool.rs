@@ -37,14 +37,16 @@ impl Pool {
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut lent = self.lent();
         // Free buffers (only the pool refers to them; no weak references are ever made),
-        // beyond SPARE released; of the rest, the smallest that holds `len` bytes.
+        // beyond SPARE released; of the rest, the smallest that holds `len` bytes and
+        // is not more than twice that (a short batch would hold a long one's buffer).
         let mut spare = 0;
         lent.retain(|b| {
             spare += (Arc::strong_count(b) == 1) as usize;
             Arc::strong_count(b) > 1 || spare <= SPARE
         });
         let best = (0..lent.len())
-            .filter(|&i| Arc::strong_count(&lent[i]) == 1 && lent[i].capacity() >= len)
+            .filter(|&i| Arc::strong_count(&lent[i]) == 1)
+            .filter(|&i| (len..=2 * len).contains(&lent[i].capacity()))
             .min_by_key(|&i| lent[i].capacity());
         match best.map(|i| Arc::try_unwrap(lent.swap_remove(i))) {
             Some(Ok(mut v)) => {
@@ -87,7 +89,12 @@ mod tests {
         let copy = pool.clone();
         assert!(copy.lent().is_empty());
         drop(d);
-        assert_eq!(pool.take(8).len(), 8);
+        // Far too big for 8 bytes: kept for a longer batch.
+        let small = pool.take(8);
+        assert_ne!(small.as_ptr(), ptr);
+        assert_eq!(pool.lent().len(), 1);
+        let again = pool.take(40);
+        assert_eq!(again.as_ptr(), ptr);
         assert!(pool.lent().is_empty());
     }
 
