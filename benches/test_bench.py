@@ -25,7 +25,7 @@ import programs
 
 CFG = lpu.ChipConfig("tsp_v1")
 LANES = CFG.lanes
-ROUNDS = 5
+ROUNDS = 15
 
 
 def settle() -> None:

@@ -79,6 +79,7 @@ impl Sram {
             n: max.min(PAGE_WORDS - i),
             width: self.lanes,
             stride: self.lanes,
+            fold: None,
         }
     }
 

@@ -11,9 +11,10 @@
 use crate::isa::StreamRef;
 use std::sync::Arc;
 
-/// `n` vectors of `width` bytes in a shared buffer, vector i at byte `off + i * stride`.
-/// Batched values travel as these without being copied: a run of SRAM words is a
-/// view of an SRAM page, a batch's results are one buffer for all its cycles.
+/// `n` vectors of `width` bytes in a shared buffer, vector i at byte `off + i * stride`,
+/// or where `fold` puts it. Batched values travel as these without being copied: a run
+/// of SRAM words is a view of an SRAM page, a batch's results are one buffer for all
+/// its cycles.
 #[derive(Clone, Debug)]
 pub struct Rows {
     pub data: Arc<Vec<u8>>,
@@ -21,6 +22,28 @@ pub struct Rows {
     pub n: usize,
     pub width: usize,
     pub stride: usize,
+    pub fold: Option<Fold>,
+}
+
+/// The results of a batch stored class by class: of its `k` vectors, j = c + q p is at
+/// place start(c) + q, class c (vectors c, c + p, c + 2p, ...) end to end after the
+/// classes before it. A batch whose operands come from p slices in turn computes them
+/// in that order, and p writers take one class each: everyone walks memory forwards.
+/// A view of some of the vectors starts at vector `first` of the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fold {
+    pub p: usize,
+    pub k: usize,
+    pub first: usize,
+}
+
+impl Fold {
+    /// The place of vector `j` of the batch.
+    #[inline]
+    pub fn place(&self, j: usize) -> usize {
+        let (c, q) = (j % self.p, j / self.p);
+        c * (self.k / self.p) + c.min(self.k % self.p) + q
+    }
 }
 
 impl Rows {
@@ -32,38 +55,88 @@ impl Rows {
             off: 0,
             width,
             stride: width,
+            fold: None,
+        }
+    }
+
+    /// Vectors stored in classes of `p` (see [`Fold`]; end to end when p is 1).
+    pub fn folded(data: Vec<u8>, width: usize, p: usize) -> Self {
+        let rows = Rows::new(data, width);
+        let fold = (p > 1).then_some(Fold {
+            p,
+            k: rows.n,
+            first: 0,
+        });
+        Rows { fold, ..rows }
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> usize {
+        match self.fold {
+            None => self.off + i * self.stride,
+            Some(f) => self.off + f.place(f.first + i) * self.stride,
         }
     }
 
     /// Vector `i`.
+    #[inline]
     pub fn row(&self, i: usize) -> &[u8] {
-        let at = self.off + i * self.stride;
+        let at = self.at(i);
         &self.data[at..at + self.width]
     }
 
     /// The buffer from vector `i` to its end.
+    #[inline]
     pub fn tail(&self, i: usize) -> &[u8] {
-        &self.data[self.off + i * self.stride..]
+        &self.data[self.at(i)..]
     }
 
     /// Vectors `i..i + m` (sharing the buffer).
     pub fn sub(&self, i: usize, m: usize) -> Rows {
         debug_assert!(i + m <= self.n);
-        Rows {
-            data: self.data.clone(),
-            off: self.off + i * self.stride,
-            n: m,
-            ..*self
+        match self.fold {
+            None => Rows {
+                data: self.data.clone(),
+                off: self.off + i * self.stride,
+                n: m,
+                ..*self
+            },
+            Some(f) => Rows {
+                data: self.data.clone(),
+                n: m,
+                fold: Some(Fold {
+                    first: f.first + i,
+                    ..f
+                }),
+                ..*self
+            },
         }
     }
 
-    fn with_len(self, n: usize) -> Rows {
-        Rows { n, ..self }
+    /// Every `every`-th vector from vector `i`, `m` of them, as a view without a fold,
+    /// where that exists (folded: when they are all of one class, or just one).
+    pub fn every(&self, i: usize, every: usize, m: usize) -> Option<Rows> {
+        debug_assert!(m == 0 || i + (m - 1) * every < self.n);
+        let stride = match self.fold {
+            None => self.stride * every,
+            Some(f) if every.is_multiple_of(f.p) => self.stride * (every / f.p),
+            Some(_) if m <= 1 => self.stride,
+            Some(_) => return None,
+        };
+        Some(Rows {
+            data: self.data.clone(),
+            off: self.at(i),
+            n: m,
+            width: self.width,
+            stride,
+            fold: None,
+        })
     }
 
     /// The vectors end to end, when they are stored that way.
     pub fn contiguous(&self) -> Option<&[u8]> {
-        (self.stride == self.width).then(|| &self.data[self.off..self.off + self.n * self.width])
+        (self.stride == self.width && self.fold.is_none())
+            .then(|| &self.data[self.off..self.off + self.n * self.width])
     }
 }
 
@@ -265,13 +338,10 @@ impl Streams {
         }) {
             m = j;
         }
-        (m > 0).then(|| {
-            Rows {
-                stride: b.rows.stride * every,
-                ..b.rows.sub(i0, 1)
-            }
-            .with_len(m)
-        })
+        if m == 0 {
+            return None;
+        }
+        b.rows.every(i0, every, m)
     }
 
     /// The values a reader at `pos` sees on cycles t, t + d, ... (at most `k`), up to the
@@ -306,21 +376,33 @@ impl Streams {
             };
             let first = ((key0 - b.key0).max(0) + b.step - 1) / b.step;
             let end = ((last - b.key0).div_euclid(b.step) + 1).min(b.rows.n as i64);
-            // off = b.key0 + i * b.step - key0 steps by b.step; track off mod d without
-            // dividing for every i.
-            let (mut off, mut rem) = (b.key0 + first * b.step - key0, 0);
-            rem += off % d;
+            macro_rules! take {
+                ($j:expr, $i:expr) => {{
+                    let (j, i) = ($j, $i as usize);
+                    if dist < best[j] {
+                        best[j] = dist;
+                        out[j] = if tail { b.rows.tail(i) } else { b.rows.row(i) };
+                    }
+                }};
+            }
+            // off = b.key0 + i * b.step - key0 steps by b.step.
+            let mut off = b.key0 + first * b.step - key0;
+            if b.step % d == 0 {
+                // Every value of the writer is read (the common case), or none is.
+                if off % d == 0 {
+                    let every = (b.step / d) as usize;
+                    for (n, i) in (first..end.max(first)).enumerate() {
+                        take!((off / d) as usize + n * every, i);
+                    }
+                }
+                continue;
+            }
+            // Track off mod d without dividing for every i.
+            let mut rem = off % d;
             let step_rem = b.step % d;
             for i in first..end.max(first) {
                 if rem == 0 {
-                    let j = (off / d) as usize;
-                    if dist < best[j] {
-                        best[j] = dist;
-                        out[j] = match tail {
-                            true => b.rows.tail(i as usize),
-                            false => b.rows.row(i as usize),
-                        };
-                    }
+                    take!((off / d) as usize, i);
                 }
                 off += b.step;
                 rem += step_rem;
@@ -548,6 +630,47 @@ mod tests {
         index: 3,
         west: true,
     };
+
+    #[test]
+    fn folded_rows_are_the_vectors_in_class_order() {
+        let width = 3;
+        for (k, p) in [(1, 4), (10, 3), (12, 4), (13, 5), (7, 7), (9, 1)] {
+            // Vector j holds j in every byte; stored class by class.
+            let mut data = vec![0u8; k * width];
+            let fold = Fold { p, k, first: 0 };
+            for j in 0..k {
+                let at = fold.place(j) * width;
+                data[at..at + width].fill(j as u8);
+            }
+            // Every place is taken once: the bytes are a permutation of the vectors.
+            let mut seen: Vec<u8> = data.iter().step_by(width).copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..k as u8).collect::<Vec<_>>(), "k {k} p {p}");
+            let rows = Rows::folded(data, width, p);
+            for j in 0..k {
+                assert_eq!(rows.row(j), &[j as u8; 3][..]);
+                assert_eq!(&rows.tail(j)[..width], &[j as u8; 3][..]);
+            }
+            for i in 0..k {
+                for m in 0..=k - i {
+                    let sub = rows.sub(i, m);
+                    assert!((0..m).all(|j| sub.row(j) == rows.row(i + j)));
+                    for every in 1..=k {
+                        let n = if m == 0 { 0 } else { (m - 1) / every + 1 };
+                        match sub.every(0, every, n) {
+                            Some(v) => {
+                                assert!(v.fold.is_none());
+                                assert!((0..n).all(|j| v.row(j) == rows.row(i + j * every)));
+                            }
+                            // Only a folded view of vectors of several classes has none.
+                            None => assert!(p > 1 && !every.is_multiple_of(p) && n > 1),
+                        }
+                    }
+                }
+            }
+            assert_eq!(rows.contiguous().is_some(), p == 1);
+        }
+    }
 
     #[test]
     fn values_travel_one_position_per_cycle() {

@@ -37,54 +37,11 @@ pub fn planes_mut(buf: &mut [u8], lanes: usize) -> Vec<&mut [u8]> {
 
 /// Evaluate one VXM operation over every element into `out` (`to.bytes()` planes).
 pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
-    let n = out[0].len();
-    execute_rows(
-        args,
-        out,
-        Layout {
-            lanes: n,
-            stride: n,
-        },
-    );
-}
-
-/// Where results go: the operands hold vectors of `lanes` elements end to end; result
-/// vector i starts at element `i * stride` of each output plane (stride >= lanes).
-#[derive(Clone, Copy, Debug)]
-pub struct Layout {
-    pub lanes: usize,
-    pub stride: usize,
-}
-
-impl Layout {
-    /// Call `f` on the pieces of `n` operand elements, each within one vector and at
-    /// most `max` long: (operand offset, result offset, length).
-    #[inline(always)]
-    fn spans(self, n: usize, max: usize, mut f: impl FnMut(usize, usize, usize)) {
-        for v in (0..n).step_by(self.lanes) {
-            let o = v / self.lanes * self.stride;
-            for l in (0..self.lanes).step_by(max) {
-                f(v + l, o + l, max.min(self.lanes - l));
-            }
-        }
-    }
-}
-
-/// [`execute`] over a run of vectors whose results go where `at` says; every result
-/// element is written, nothing between the results is.
-pub fn execute_rows(args: &VxmArgs, out: &mut [&mut [u8]], at: Layout) {
     let (op, dt) = (args.op, args.dt);
-    let n = args.a[0].len();
-    if n == 0 {
-        return;
-    }
+    let n = out[0].len();
     debug_assert_eq!(out.len(), args.to.bytes());
     debug_assert!(args.a.len() == dt.bytes() && args.a.iter().all(|p| p.len() == n));
-    debug_assert!(n.is_multiple_of(at.lanes) && at.stride >= at.lanes);
-    debug_assert!(out
-        .iter()
-        .all(|p| p.len() + at.stride >= n / at.lanes * at.stride));
-    if fast_path(args, out, at) {
+    if fast_path(args, out) {
         return;
     }
     let bits = |planes: &[&[u8]], l: usize| {
@@ -93,53 +50,47 @@ pub fn execute_rows(args: &VxmArgs, out: &mut [&mut [u8]], at: Layout) {
             .enumerate()
             .fold(0u32, |v, (b, p)| v | (p[l] as u32) << (8 * b))
     };
-    at.spans(n, usize::MAX, |i, o, m| {
-        for e in 0..m {
-            let x = bits(args.a, i + e);
-            let y = if args.b.is_empty() {
-                0
-            } else {
-                bits(args.b, i + e)
-            };
-            let r = if op == Op::Cast {
-                cast_bits(dt, args.to, args.sat, x)
-            } else if op == Op::Copy {
-                x
-            } else if dt.is_float() {
-                float_op(op, dt, x, y)
-            } else {
-                int_op(op, dt, x, y)
-            };
-            for (b, p) in out.iter_mut().enumerate() {
-                p[o + e] = (r >> (8 * b)) as u8;
-            }
+    for l in 0..n {
+        let x = bits(args.a, l);
+        let y = if args.b.is_empty() {
+            0
+        } else {
+            bits(args.b, l)
+        };
+        let r = if op == Op::Cast {
+            cast_bits(dt, args.to, args.sat, x)
+        } else if op == Op::Copy {
+            x
+        } else if dt.is_float() {
+            float_op(op, dt, x, y)
+        } else {
+            int_op(op, dt, x, y)
+        };
+        for (b, p) in out.iter_mut().enumerate() {
+            p[l] = (r >> (8 * b)) as u8;
         }
-    });
+    }
 }
 
 /// Typed loops for the common cases (int8 and fp32 arithmetic); same results as the
 /// general element-by-element path, which the tests check.
-fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]], at: Layout) -> bool {
+fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
     match (args.op, args.dt) {
         (Op::Copy, _) => {
             for (o, a) in out.iter_mut().zip(args.a) {
-                at.spans(a.len(), usize::MAX, |i, j, m| {
-                    o[j..j + m].copy_from_slice(&a[i..i + m])
-                });
+                o.copy_from_slice(a);
             }
             true
         }
         (Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min, DType::I8) => {
-            i8_ops(args.op, args.a[0], args.b[0], &mut *out[0], at);
+            i8_ops(args.op, args.a[0], args.b[0], &mut *out[0]);
             true
         }
         (Op::Cast, DType::F32) if args.to == DType::F16 => {
-            f32_to_f16_planes(args.a, args.sat, out, at);
+            f32_to_f16_planes(args.a, args.sat, out);
             true
         }
-        (op, DType::F32) if op != Op::Cast && op != Op::Copy => {
-            f32_ops(op, args.a, args.b, out, at)
-        }
+        (op, DType::F32) if op != Op::Cast && op != Op::Copy => f32_ops(op, args.a, args.b, out),
         _ => false,
     }
 }
@@ -150,15 +101,12 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]], at: Layout) -> bool {
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8], at: Layout) {
+fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8]) {
     macro_rules! elementwise {
         ($f:expr) => {
-            at.spans(a.len(), usize::MAX, |i, o, m| {
-                let (x, y) = (&a[i..i + m], &b[i..i + m]);
-                for ((o, x), y) in out[o..o + m].iter_mut().zip(x).zip(y) {
-                    *o = $f(*x as i8, *y as i8) as u8;
-                }
-            })
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o = $f(*x as i8, *y as i8) as u8;
+            }
         };
     }
     match op {
@@ -179,7 +127,7 @@ fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8], at: Layout) {
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]], at: Layout) -> bool {
+fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
     const ONE: u32 = 0x3f80_0000;
     const SIGN: u32 = 0x8000_0000;
     let f = f32::from_bits;
@@ -196,37 +144,20 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]], at: Layout) 
     let [o0, o1, o2, o3] = out else {
         unreachable!("four planes")
     };
-    // One pass per piece: gather each element's four bytes, compute, scatter the
-    // result's (the compiler turns the whole body into vector instructions).
+    let n = o0.len();
+    let x = (&a[0][..n], &a[1][..n], &a[2][..n], &a[3][..n]);
+    let y = (&b[0][..n], &b[1][..n], &b[2][..n], &b[3][..n]);
+    let z = (&mut o0[..], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    // One pass: gather each element's four bytes, compute, scatter the result's (the
+    // compiler turns the whole body into vector instructions).
     macro_rules! map2 {
         ($g:expr) => {
-            at.spans(a[0].len(), usize::MAX, |i, o, m| {
-                let x = (
-                    &a[0][i..i + m],
-                    &a[1][i..i + m],
-                    &a[2][i..i + m],
-                    &a[3][i..i + m],
-                );
-                let y = (
-                    &b[0][i..i + m],
-                    &b[1][i..i + m],
-                    &b[2][i..i + m],
-                    &b[3][i..i + m],
-                );
-                let r = o..o + m;
-                let z = (
-                    &mut o0[r.clone()],
-                    &mut o1[r.clone()],
-                    &mut o2[r.clone()],
-                    &mut o3[r],
-                );
-                for e in 0..m {
-                    let p = u32::from_le_bytes([x.0[e], x.1[e], x.2[e], x.3[e]]);
-                    let q = u32::from_le_bytes([y.0[e], y.1[e], y.2[e], y.3[e]]);
-                    let v: u32 = $g(p, q);
-                    [z.0[e], z.1[e], z.2[e], z.3[e]] = v.to_le_bytes();
-                }
-            })
+            for e in 0..n {
+                let p = u32::from_le_bytes([x.0[e], x.1[e], x.2[e], x.3[e]]);
+                let q = u32::from_le_bytes([y.0[e], y.1[e], y.2[e], y.3[e]]);
+                let v: u32 = $g(p, q);
+                [z.0[e], z.1[e], z.2[e], z.3[e]] = v.to_le_bytes();
+            }
         };
     }
     macro_rules! map1 {
@@ -307,22 +238,16 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]], at: Layout) 
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn f32_to_f16_planes(a: &[&[u8]], sat: bool, out: &mut [&mut [u8]], at: Layout) {
+fn f32_to_f16_planes(a: &[&[u8]], sat: bool, out: &mut [&mut [u8]]) {
     let (lo, hi) = out.split_at_mut(1);
     let (lo, hi) = (&mut *lo[0], &mut *hi[0]);
-    at.spans(a[0].len(), usize::MAX, |i, o, m| {
-        let x = (
-            &a[0][i..i + m],
-            &a[1][i..i + m],
-            &a[2][i..i + m],
-            &a[3][i..i + m],
-        );
-        let (lo, hi) = (&mut lo[o..o + m], &mut hi[o..o + m]);
-        for e in 0..m {
-            let v = u32::from_le_bytes([x.0[e], x.1[e], x.2[e], x.3[e]]);
-            [lo[e], hi[e]] = crate::numerics::f32_to_f16_bits(v, sat).to_le_bytes();
-        }
-    });
+    let n = lo.len();
+    let x = (&a[0][..n], &a[1][..n], &a[2][..n], &a[3][..n]);
+    let hi = &mut hi[..n];
+    for e in 0..n {
+        let v = u32::from_le_bytes([x.0[e], x.1[e], x.2[e], x.3[e]]);
+        [lo[e], hi[e]] = crate::numerics::f32_to_f16_bits(v, sat).to_le_bytes();
+    }
 }
 
 fn bool_to(dt: DType, c: bool) -> u32 {

@@ -17,7 +17,7 @@
 use super::*;
 use crate::isa::flags;
 use crate::mxm::Activations;
-use crate::streams::Rows;
+use crate::streams::{Fold, Rows};
 
 /// Fewest re-issues worth a batch.
 const MIN_BATCH: u64 = 4;
@@ -533,12 +533,15 @@ impl Chip {
         // Re-issues j, j + p, ..., j + (m - 1) p run as one call when each operand's
         // values lie end to end in memory (consecutive words of an SRAM page, or of a
         // batch's results); classes of p one after the other, so that each page is read
-        // forwards (see `period`). A chain runs in order, one re-issue at a time.
+        // forwards (see `period`), and the results are stored class by class (`Fold`),
+        // so that they are written forwards too, as are the SRAM words they go to. A
+        // chain runs in order, one re-issue at a time.
         let p = if chain {
             1
         } else {
             period(&ops[0][0][..k], lanes)
         };
+        let fold = Fold { p, k, first: 0 };
         let follows = |first: &[u8], x: &[u8], m: usize| {
             first.len() >= (m + 1) * lanes && x.as_ptr() == first.as_ptr().wrapping_add(m * lanes)
         };
@@ -553,16 +556,16 @@ impl Chip {
                         .find(|&i| !follows(v[j], v[j + i * p], i))
                         .unwrap_or(m);
                 }
-                // The results, and (when chained) the previous one.
+                // The results, and (when chained, so in order) the previous one.
                 let mut dst: [&mut [u8]; 4] = Default::default();
                 let mut prev = [none; 4];
                 for (b, o) in out.iter_mut().enumerate() {
-                    let (before, from) = o.split_at_mut(j * lanes);
-                    dst[b] = &mut from[..(m - 1) * p * lanes + lanes];
-                    prev[b] = match (j, own_op) {
-                        (0, Some(c)) => &ops[c][b][0][..lanes],
-                        (0, None) => none,
-                        _ => &before[(j - 1) * lanes..],
+                    let (before, from) = o.split_at_mut(fold.place(j) * lanes);
+                    dst[b] = &mut from[..m * lanes];
+                    prev[b] = match own_op {
+                        None => none,
+                        Some(c) if j == 0 => &ops[c][b][0][..lanes],
+                        Some(_) => &before[(j - 1) * lanes..],
                     };
                 }
                 let mut x = [[none; 4]; 2];
@@ -575,7 +578,7 @@ impl Chip {
                         };
                     }
                 }
-                vxm::execute_rows(
+                vxm::execute(
                     &vxm::VxmArgs {
                         op: instr.op,
                         dt,
@@ -585,16 +588,15 @@ impl Chip {
                         b: if ops.len() == 2 { &x[1][..nb] } else { &[] },
                     },
                     &mut dst[..ob],
-                    vxm::Layout {
-                        lanes,
-                        stride: p * lanes,
-                    },
                 );
                 j += m * p;
             }
         }
         drop(ops);
-        let out: Vec<Rows> = out.into_iter().map(|p| self.pool.rows(p, lanes)).collect();
+        let out: Vec<Rows> = out
+            .into_iter()
+            .map(|o| self.pool.rows(o, lanes, p))
+            .collect();
         if let Some(s) = dst_s {
             if !self.put_streams(qi, s, Run { t: t + lat, d }, &out) {
                 return 0;
@@ -687,7 +689,10 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        let vals: Vec<Rows> = vals.into_iter().map(|v| self.pool.rows(v, lanes)).collect();
+        let vals: Vec<Rows> = vals
+            .into_iter()
+            .map(|v| self.pool.rows(v, lanes, 1))
+            .collect();
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &vals) {
             return 0;
         }
@@ -848,7 +853,7 @@ impl Chip {
         byte_planes(&results, &mut planes);
         let planes: Vec<Rows> = planes
             .into_iter()
-            .map(|p| self.pool.rows(p, lanes))
+            .map(|p| self.pool.rows(p, lanes, 1))
             .collect();
         let lat = self.lat[Op::Acc as usize] as u64;
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {

@@ -36,19 +36,25 @@ impl Pool {
     /// every byte before sharing it.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut lent = self.lent();
-        // Free buffers (only the pool refers to them; no weak references are ever made),
-        // beyond SPARE released; of the rest, the smallest that holds `len` bytes and
-        // is not more than twice that (a short batch would hold a long one's buffer).
-        let mut spare = 0;
+        // Free buffers: only the pool refers to them (no weak references are ever made).
+        let free = |b: &Arc<Vec<u8>>| Arc::strong_count(b) == 1;
+        // The newest SPARE of them are kept (the list is in lending order).
+        let mut extra = lent
+            .iter()
+            .filter(|b| free(b))
+            .count()
+            .saturating_sub(SPARE);
         lent.retain(|b| {
-            spare += (Arc::strong_count(b) == 1) as usize;
-            Arc::strong_count(b) > 1 || spare <= SPARE
+            let drop = extra > 0 && free(b);
+            extra -= drop as usize;
+            !drop
         });
-        let best = (0..lent.len())
-            .filter(|&i| Arc::strong_count(&lent[i]) == 1)
-            .filter(|&i| (len..=2 * len).contains(&lent[i].capacity()))
-            .min_by_key(|&i| lent[i].capacity());
-        match best.map(|i| Arc::try_unwrap(lent.swap_remove(i))) {
+        // The newest (likeliest still in cache) that holds `len` bytes and is not more
+        // than twice that (a short batch would hold a long one's buffer).
+        let best = lent
+            .iter()
+            .rposition(|b| free(b) && (len..=2 * len).contains(&b.capacity()));
+        match best.map(|i| Arc::try_unwrap(lent.remove(i))) {
             Some(Ok(mut v)) => {
                 v.resize(len, 0);
                 v
@@ -57,10 +63,10 @@ impl Pool {
         }
     }
 
-    /// Share `v` as vectors of `width` bytes; it comes back to the pool once every
-    /// holder has dropped it.
-    pub fn rows(&self, v: Vec<u8>, width: usize) -> Rows {
-        let rows = Rows::new(v, width);
+    /// Share `v` as vectors of `width` bytes, in classes of `p` (see `Fold`); it comes
+    /// back to the pool once every holder has dropped it.
+    pub fn rows(&self, v: Vec<u8>, width: usize, p: usize) -> Rows {
+        let rows = Rows::folded(v, width, p);
         self.lent().push(rows.data.clone());
         rows
     }
@@ -73,7 +79,7 @@ mod tests {
     #[test]
     fn a_buffer_comes_back_only_when_no_one_holds_it() {
         let pool = Pool::default();
-        let a = pool.rows(vec![7; 64], 8);
+        let a = pool.rows(vec![7; 64], 8, 1);
         let ptr = a.data.as_ptr();
         // Still held: a new buffer, zeroed.
         let b = pool.take(64);
@@ -85,7 +91,7 @@ mod tests {
         assert_eq!(c.as_ptr(), ptr);
         assert_eq!(c, vec![7; 48]);
         // A clone of the pool (of the chip) shares nothing.
-        let d = pool.rows(c, 8);
+        let d = pool.rows(c, 8, 1);
         let copy = pool.clone();
         assert!(copy.lent().is_empty());
         drop(d);
@@ -102,7 +108,7 @@ mod tests {
     fn spare_buffers_are_bounded() {
         let pool = Pool::default();
         for _ in 0..3 * SPARE {
-            let r = pool.rows(vec![0; 16], 16);
+            let r = pool.rows(vec![0; 16], 16, 1);
             drop(r);
         }
         pool.take(1 << 20);
