@@ -993,13 +993,16 @@ fn byte_planes(rows: &[&[u32]], out: &mut [Vec<u8>]) {
 }
 
 /// The period p of the vectors `rows` in memory: row j + p follows row j at the next
-/// address (for the first of the first 64 rows that has such a p below 64; else 1). A
-/// tensor split over p slices reaches the VXM a vector from each slice in turn, so
-/// consecutive operands lie in p different pages; visited in classes of stride p, each
-/// page is read from start to end, which the CPU's prefetchers follow (visiting 26
-/// pages at once, they do not).
+/// address in its buffer (for the first of the first 64 rows that has such a p below
+/// 64; else 1). The rows run on to the end of their buffers (see `Streams::tails`);
+/// one-by-one values, which do not, are passed over: consecutive ones often sit side
+/// by side in the stream arena without making a period. A tensor split over p slices
+/// reaches the VXM a vector from each slice in turn, so consecutive operands lie in p
+/// different pages; visited in classes of stride p, each page is read from start to end,
+/// which the CPU's prefetchers follow (visiting 26 pages at once, they do not).
 fn period(rows: &[&[u8]], lanes: usize) -> usize {
-    let next_to = |a: &[u8], b: &[u8]| b.as_ptr() as usize == a.as_ptr() as usize + lanes;
+    let next_to =
+        |a: &[u8], b: &[u8]| a.len() > lanes && b.as_ptr() as usize == a.as_ptr() as usize + lanes;
     let k = rows.len().min(128);
     (0..k.min(64))
         .find_map(|j| (1..(k - j).min(65)).find(|&p| next_to(rows[j], rows[j + p])))
