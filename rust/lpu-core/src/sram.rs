@@ -94,8 +94,13 @@ impl Sram {
             let m = (PAGE_WORDS - at).min(rows.n - done);
             let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
             let words = &mut Arc::make_mut(page)[at * lanes..(at + m) * lanes];
-            for (r, word) in words.chunks_mut(lanes).enumerate() {
-                word.copy_from_slice(rows.row(done + r));
+            match rows.sub(done, m).contiguous() {
+                Some(run) => words.copy_from_slice(run),
+                None => {
+                    for (r, word) in words.chunks_mut(lanes).enumerate() {
+                        word.copy_from_slice(rows.row(done + r));
+                    }
+                }
             }
             done += m;
         }
