@@ -236,20 +236,12 @@ fn threads() -> usize {
 /// y[r][c] += sum over k, in order, of x[r][k] * w[k][c] (x: M x K, y: M x N, w: K x N),
 /// each product and sum rounded to fp32. Blocks of ROWS x COLS results stay in registers
 /// while k runs; the remaining rows and columns take the plain loop, with the same order.
-///
-/// Every product here is of two fp16 values or two int8 values, which fp32 holds
-/// exactly (at most 22 significant bits, magnitudes from 2^-48 to 2^32), so rounding it
-/// is a no-op and a fused multiply-add gives the same bits as the multiply and the add:
-/// where the CPU has one, it is one instruction instead of two.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma",
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
-    use multiversion::target::target_cfg_f;
-    // Without the instruction, fused multiply-add is a slow library call.
-    let fma = target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"));
     let m = y.len() / n;
     let k = x.len() / m.max(1);
     let mut r0 = 0;
@@ -267,7 +259,7 @@ fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
                 for (r, a) in acc.iter_mut().enumerate() {
                     let xv = x[(r0 + r) * k + kk];
                     for (a, wv) in a.iter_mut().zip(wr) {
-                        *a = madd(fma, *a, xv, *wv);
+                        *a += xv * wv;
                     }
                 }
             }
@@ -277,46 +269,22 @@ fn gemm(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
             c0 += COLS;
         }
         for r in r0..r0 + ROWS {
-            axpy_rows(
-                fma,
-                w,
-                n,
-                c0,
-                &x[r * k..(r + 1) * k],
-                &mut y[r * n..(r + 1) * n],
-            );
+            axpy_rows(w, n, c0, &x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
         }
         r0 += ROWS;
     }
     for r in r0..m {
-        axpy_rows(
-            fma,
-            w,
-            n,
-            0,
-            &x[r * k..(r + 1) * k],
-            &mut y[r * n..(r + 1) * n],
-        );
-    }
-}
-
-/// a + x * w, fused when `fma` (the same bits for the exact products of `gemm`).
-#[inline(always)]
-fn madd(fma: bool, a: f32, x: f32, w: f32) -> f32 {
-    if fma {
-        x.mul_add(w, a)
-    } else {
-        a + x * w
+        axpy_rows(w, n, 0, &x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
     }
 }
 
 /// Lanes `c0..` of one result row: y[c] += x[k] * w[k][c] for k in order.
 #[inline(always)]
-fn axpy_rows(fma: bool, w: &[f32], n: usize, c0: usize, x: &[f32], y: &mut [f32]) {
+fn axpy_rows(w: &[f32], n: usize, c0: usize, x: &[f32], y: &mut [f32]) {
     for (kk, xv) in x.iter().enumerate() {
         let row = &w[kk * n + c0..(kk + 1) * n];
         for (a, wv) in y[c0..].iter_mut().zip(row) {
-            *a = madd(fma, *a, *xv, *wv);
+            *a += xv * wv;
         }
     }
 }
@@ -613,7 +581,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_multiply_add_gives_the_multiply_then_add_bits() {
+    fn fp16_products_of_every_class_sum_in_order() {
         // Random fp16 bit patterns of every class (subnormals, zeros of both signs,
         // extremes, infinities, NaN), as gemm sees them: widened exactly.
         let mut seed = 0x2545_f491_4f6c_dd1du64;
