@@ -289,6 +289,39 @@ fn axpy_rows(w: &[f32], n: usize, c0: usize, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// How the register-tiled kernels cover `m` rows x `blocks` registers of results: tiles
+/// of `r` rows x `b` registers where they fit, else single rows of `b` registers, else
+/// single registers. Calls `tile(rows, registers, first row, first register)`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_tiles(
+    m: usize,
+    blocks: usize,
+    r: usize,
+    b: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize),
+) {
+    let mut r0 = 0;
+    while r0 < m {
+        let rows = r.min(m - r0);
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = b.min(blocks - b0);
+            if rows == r && nb == b {
+                tile(r, b, r0, b0);
+            } else if nb == b {
+                (r0..r0 + rows).for_each(|i| tile(1, b, i, b0));
+            } else {
+                for i in r0..r0 + rows {
+                    (b0..b0 + nb).for_each(|j| tile(1, 1, i, j));
+                }
+            }
+            b0 += nb;
+        }
+        r0 += rows;
+    }
+}
+
 /// [`gemm`] on the best kernel this CPU has; all give the same bits.
 fn product(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -323,25 +356,11 @@ mod avx512 {
         let m = y.len() / n;
         let k = x.len() / m.max(1);
         let blocks = n / L;
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = R.min(m - r0);
-            let mut b0 = 0;
-            while b0 < blocks {
-                let nb = B.min(blocks - b0);
-                match (rows, nb) {
-                    (R, B) => tile::<R, B>(w, n, x, k, y, r0, b0),
-                    (_, B) => (0..rows).for_each(|r| tile::<1, B>(w, n, x, k, y, r0 + r, b0)),
-                    _ => {
-                        for r in r0..r0 + rows {
-                            (b0..b0 + nb).for_each(|b| tile::<1, 1>(w, n, x, k, y, r, b));
-                        }
-                    }
-                }
-                b0 += nb;
-            }
-            r0 += rows;
-        }
+        super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
+            (R, B) => tile::<R, B>(w, n, x, k, y, r0, b0),
+            (1, B) => tile::<1, B>(w, n, x, k, y, r0, b0),
+            _ => tile::<1, 1>(w, n, x, k, y, r0, b0),
+        });
         // Lanes past the last whole register.
         if blocks * L < n {
             for r in 0..m {
@@ -509,27 +528,11 @@ mod vnni {
             let (n, row) = (p.n, p.kq * 4);
             let m = y.len() / n;
             let blocks = n / L;
-            let mut r0 = 0;
-            while r0 < m {
-                let rows = R.min(m - r0);
-                let mut b0 = 0;
-                while b0 < blocks {
-                    let nb = B.min(blocks - b0);
-                    match (rows, nb) {
-                        (R, B) => tile::<R, B>(p, xu, y, r0, b0, row),
-                        (_, B) => (0..rows).for_each(|r| tile::<1, B>(p, xu, y, r0 + r, b0, row)),
-                        _ => {
-                            for r in 0..rows {
-                                for b in 0..nb {
-                                    tile::<1, 1>(p, xu, y, r0 + r, b0 + b, row)
-                                }
-                            }
-                        }
-                    }
-                    b0 += nb;
-                }
-                r0 += rows;
-            }
+            super::super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
+                (R, B) => tile::<R, B>(p, xu, y, r0, b0, row),
+                (1, B) => tile::<1, B>(p, xu, y, r0, b0, row),
+                _ => tile::<1, 1>(p, xu, y, r0, b0, row),
+            });
         }
 
         /// Rows r0.. (RR of them) times lane blocks b0.. (BB of them), over all of k.
