@@ -103,6 +103,32 @@ def test_random_streams_and_stops(n, dtype, op, split, stop):
     run_both(prog, {"x": x, "y": y}, until=stop)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(5, 300), st.sampled_from(["int8", "float32"]), st.sampled_from(["add", "max"]),
+       st.sampled_from(["abs", "neg", "copy"]), st.integers(1, 3), st.integers(1, 600))
+def test_chained_results_of_split_tensors(n, dtype, op, then, split, stop):
+    # The first operation's results stay in its ALU and feed the second (results of a
+    # batch read back by another ALU, in the order the batch stored them).
+    cfg = lpu.ChipConfig("tsp_small")
+    b = Builder(cfg)
+    x = b.input("x", dtype, (n, cfg.lanes), hemi="W", split=split)
+    y = b.input("y", dtype, (n, cfg.lanes), hemi="E", split=split)
+    z = b.output("z", dtype, (n, cfg.lanes), hemi="E", split=split, apart_from=[y])
+    t = b.earliest([x, y], b.vxm_pos)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
+    ys = b.read(y, stream=4, arrive=(b.vxm_pos, t))
+    b.write(b.vxm(then, b.vxm(op, xs, ys), stream=8), z)
+    prog = b.build()
+    rng = np.random.default_rng(n + split)
+    xv, yv = (rng.integers(-60, 60, (n, cfg.lanes)).astype(dtype) for _ in range(2))
+    batched, out, _ = run_both(prog, {"x": xv, "y": yv})
+    assert batched > 0 or n < 50
+    first = np.add(xv, yv) if op == "add" else np.maximum(xv, yv)
+    want = {"abs": np.abs, "neg": np.negative, "copy": np.copy}[then](first)
+    np.testing.assert_array_equal(out["z"], want)
+    run_both(prog, {"x": xv, "y": yv}, until=stop)
+
+
 def test_kernels_and_examples_agree():
     import sys
 
