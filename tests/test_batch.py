@@ -129,6 +129,33 @@ def test_chained_results_of_split_tensors(n, dtype, op, then, split, stop):
     run_both(prog, {"x": xv, "y": yv}, until=stop)
 
 
+@pytest.mark.parametrize("dt,blocks", [("i8", 20), ("f16", 40), ("i8", 23), ("f16", 41)])
+def test_weight_loads(dt, blocks):
+    # A run of lw fills a full plane's weight buffer (20 int8 or 40 fp16 blocks on
+    # tsp_v1); past that, the lw that finds the buffer full faults the same either way.
+    import enginehelp as h
+
+    cfg = h.config("tsp_v1")
+    full = cfg.lanes // (16 if dt == "i8" else 8)
+    mp = h.mxm_prog(cfg, dt, m=2, lw_blocks=blocks)
+    rng = np.random.default_rng(blocks)
+    if dt == "i8":
+        w = rng.integers(-128, 128, (cfg.lanes, cfg.lanes), dtype=np.int8)
+        x = rng.integers(-128, 128, (1, 2, cfg.lanes), dtype=np.int8)
+    else:
+        w, x = (rng.standard_normal(s).astype(np.float16) for s in ((cfg.lanes, cfg.lanes), (1, 2, cfg.lanes)))
+    ins = h.weight_inputs(mp, w, cfg.lanes)
+    ins["x"] = x
+    batched, out, fault = run_both(mp.prog.assemble(), ins)
+    if blocks <= full:
+        assert batched > 0
+        want = x[0].astype(np.float64) @ w.astype(np.float64)
+        np.testing.assert_allclose(out["y"], want, rtol=1e-3, atol=1e-2 * np.abs(want).max())
+    else:
+        # (A fault makes the fast chip redo the run one by one from before its batches.)
+        assert fault is not None and "the weight buffer already holds" in fault
+
+
 def test_kernels_and_examples_agree():
     import sys
 
