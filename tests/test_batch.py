@@ -43,7 +43,9 @@ def run_both(prog: lpu.Program, inputs: dict, *, until=None):
     return b1, t1, f1
 
 
-def stream_program(cfg, n, dtype, op, split):
+def stream_program(cfg, n, dtype, op, split, then=None):
+    """z = op(x, y) over n vectors split over `split` slices; with `then`, z = then(op(x,
+    y)), the first result chained from its ALU into the second operation."""
     b = Builder(cfg)
     x = b.input("x", dtype, (n, cfg.lanes), hemi="W", split=split)
     y = b.input("y", dtype, (n, cfg.lanes), hemi="E", split=split)
@@ -51,7 +53,8 @@ def stream_program(cfg, n, dtype, op, split):
     t = b.earliest([x, y], b.vxm_pos)
     xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
     ys = b.read(y, stream=4, arrive=(b.vxm_pos, t))
-    b.write(b.vxm(op, xs, ys, stream=8), z)
+    out = b.vxm(op, xs, ys, stream=8) if then is None else b.vxm(then, b.vxm(op, xs, ys), stream=8)
+    b.write(out, z)
     return b.build()
 
 
@@ -110,15 +113,7 @@ def test_chained_results_of_split_tensors(n, dtype, op, then, split, stop):
     # The first operation's results stay in its ALU and feed the second (results of a
     # batch read back by another ALU, in the order the batch stored them).
     cfg = lpu.ChipConfig("tsp_small")
-    b = Builder(cfg)
-    x = b.input("x", dtype, (n, cfg.lanes), hemi="W", split=split)
-    y = b.input("y", dtype, (n, cfg.lanes), hemi="E", split=split)
-    z = b.output("z", dtype, (n, cfg.lanes), hemi="E", split=split, apart_from=[y])
-    t = b.earliest([x, y], b.vxm_pos)
-    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
-    ys = b.read(y, stream=4, arrive=(b.vxm_pos, t))
-    b.write(b.vxm(then, b.vxm(op, xs, ys), stream=8), z)
-    prog = b.build()
+    prog = stream_program(cfg, n, dtype, op, split, then=then)
     rng = np.random.default_rng(n + split)
     xv, yv = (rng.integers(-60, 60, (n, cfg.lanes)).astype(dtype) for _ in range(2))
     batched, out, _ = run_both(prog, {"x": xv, "y": yv})
