@@ -486,9 +486,11 @@ impl Chip {
         for l in &mut self.alu_out {
             l.prune(t);
         }
+        // At most MAX_BATCH vectors of results, counting planes: an fp32 batch of 4,096
+        // (5 MB) is copied to SRAM after it has left the cache, one of 1,024 before.
+        let mut k = max_k.min(MAX_BATCH / ob as u64);
         // Our results: no other result may land on this ALU, nor another VXM writer on
         // our streams, while we produce them.
-        let mut k = max_k;
         let dst_s = (dst != DST_NONE).then(|| StreamRef::from_operand(dst).expect("valid"));
         if let Some(s) = dst_s {
             let other = self.first_stream_landing(hz, s, ob as u32, pos, pos);
