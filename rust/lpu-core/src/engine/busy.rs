@@ -51,10 +51,18 @@ impl BusySet {
                     }
                 }
             } else {
+                // Bits gathered in a register, a word at a time (setting each in memory
+                // made every one wait for the previous store to the same word).
+                let (mut word, mut bits) = (((first - base) >> 6) as usize, 0u64);
                 for j in 0..m {
                     let c = (first - base + j * d) as usize;
-                    chunk[c >> 6] |= 1 << (c & 63);
+                    if c >> 6 != word {
+                        chunk[word] |= bits;
+                        (word, bits) = (c >> 6, 0);
+                    }
+                    bits |= 1 << (c & 63);
                 }
+                chunk[word] |= bits;
             }
             k += m;
         }
@@ -103,6 +111,10 @@ mod tests {
             (4000, 1, 9000),
             (4090, 13, 2000),
             (1 << 40, 4097, 5),
+            (1, 2, 300),
+            (10, 64, 100),
+            (33, 65, 70),
+            (5, 100, 200),
         ] {
             let mut a = BusySet::default();
             let mut b = BusySet::default();
