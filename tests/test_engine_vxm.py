@@ -324,6 +324,23 @@ def test_chain_consumed_off_cycle_is_stream_empty(delta):
                   instruction="add f32, alu3, s8w, -", message=msg)
 
 
+def test_chain_of_another_width_is_bad_operand():
+    # ALU 3's fp32 product (4 bytes per lane) chained into an int8 operation (1 byte).
+    p = h.Prog(CFG)
+    vx = CFG.vxm_position()
+    for name, sl in (("a", [0, 1, 2, 3]), ("x", [4, 5, 6, 7])):
+        p.tensor("input", name, "f32", [1, CFG.lanes], "W", sl)
+    t_mul = h.lat(CFG, "mem_read") + abs(vx - h.mem_pos(CFG, "W", 7))
+    p.load("W", [0, 1, 2, 3], 0, "e", t_mul, vx, 1)
+    p.load("W", [4, 5, 6, 7], 4, "e", t_mul, vx, 1)
+    p.at("vxm.alu3", t_mul, "mul f32, s0e, s4e, -", "vxm_mul")
+    it = p.at("vxm.alu6", t_mul + h.lat(CFG, "vxm_mul"), "abs i8, alu3, s12e", "vxm_basic")
+    chip, status = h.run_fault(p, {k: np.ones((1, LANES), np.float32) for k in "ax"})
+    h.check_fault(chip, status, "bad_operand", it.cycle, "vxm.alu6", p.index(it),
+                  instruction="abs i8, alu3, s12e",
+                  message="ALU 3 produced a 4-byte value; this operand needs 1 bytes")
+
+
 def test_chain_int8_two_results_in_flight():
     # ALU 0 multiplies every cycle (latency 3); ALU 1 adds each product to w as it appears:
     # three results of ALU 0 are in flight at once and each is chained on its own cycle.

@@ -28,15 +28,23 @@ pub(super) struct Latch {
 }
 
 impl Latch {
-    /// The result landing on cycle `t` (planes end to end), if any.
-    pub fn get(&self, t: u64) -> Option<Vec<u8>> {
+    /// The width in bytes of the result landing on cycle `t` (None: there is none),
+    /// copied to `out` (planes end to end) when it is `out`'s length.
+    pub fn read_into(&self, t: u64, out: &mut [u8]) -> Option<usize> {
         if let Some((_, d)) = self.single.iter().find(|(c, _)| *c == t) {
-            return Some(d.clone());
+            if d.len() == out.len() {
+                out.copy_from_slice(d);
+            }
+            return Some(d.len());
         }
-        self.bulk.iter().find_map(|b| {
-            b.index(t)
-                .map(|i| b.planes.iter().flat_map(|p| p.row(i)).copied().collect())
-        })
+        let (b, i) = self.bulk.iter().find_map(|b| b.index(t).map(|i| (b, i)))?;
+        let width = b.planes.iter().map(|p| p.width).sum();
+        if width == out.len() {
+            for (o, p) in out.chunks_mut(b.planes[0].width).zip(&b.planes) {
+                o.copy_from_slice(p.row(i));
+            }
+        }
+        Some(width)
     }
 
     /// The bytes of the result landing on cycle `t`, if any.

@@ -1407,25 +1407,22 @@ impl Chip {
         let alu = (v - ALU_SRC_BASE) as usize;
         let lanes = self.lanes;
         self.alu_out[alu].prune(ctx.t);
-        let found = self.alu_out[alu].get(ctx.t);
         let dst = match which {
             Which::A => &mut self.sa,
             Which::B => &mut self.sb,
         };
-        match found {
-            Some(d) if d.len() == bytes * lanes => {
-                dst[..d.len()].copy_from_slice(&d);
-                true
-            }
-            Some(d) => {
+        let dst = &mut dst[..bytes * lanes];
+        match self.alu_out[alu].read_into(ctx.t, dst) {
+            Some(w) if w == bytes * lanes => true,
+            Some(w) => {
                 let msg = format!(
                     "ALU {alu} produced a {}-byte value; this operand needs {bytes} bytes",
-                    d.len() / lanes
+                    w / lanes
                 );
                 !self.raise(ctx, FaultKind::BadOperand, msg)
             }
             None => {
-                dst[..bytes * lanes].fill(0);
+                dst.fill(0);
                 let msg = format!("ALU {alu} has no result on this cycle to chain from");
                 !self.raise(ctx, FaultKind::StreamEmpty, msg)
             }
