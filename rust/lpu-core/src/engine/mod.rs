@@ -1360,14 +1360,15 @@ impl Chip {
                 }
                 if instr.op == Op::Gather {
                     self.stats.sram_reads += 1;
-                    let mut v = vec![0u8; lanes];
+                    let mut v = std::mem::take(&mut self.so);
                     for (l, &m) in map.iter().enumerate() {
                         v[l] = self
                             .sram
                             .word(hemi as usize, slice as usize, m)
                             .map_or(0, |w| w[l]);
                     }
-                    self.write_group(ctx, a[1], 1, pos, ctx.done, &v);
+                    self.write_group(ctx, a[1], 1, pos, ctx.done, &v[..lanes]);
+                    self.so = v;
                 } else {
                     if !self.read_group(ctx, a[1], 1, pos, Which::A) {
                         return;
