@@ -53,6 +53,8 @@ impl Unit {
 pub const STREAMS: u32 = 32;
 /// Operand value of a VXM source that names an ALU output: `ALU_SRC_BASE + alu`.
 pub const ALU_SRC_BASE: u32 = 64;
+/// Streams one `lw` takes at once (16 int8 weight rows or 8 fp16 rows).
+pub const LW_STREAMS: usize = 16;
 /// Operand value of a VXM destination meaning "no stream" (result only chained).
 pub const DST_NONE: u32 = 127;
 

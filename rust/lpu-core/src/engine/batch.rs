@@ -703,7 +703,7 @@ impl Chip {
         k
     }
 
-    /// A run of `lw`: each re-issue appends its 16 streams' values (16 int8 or 8 fp16
+    /// A run of `lw`: each re-issue appends its streams' values (16 int8 or 8 fp16
     /// weight rows) to the plane's weight buffer, as `exec_mxm` does one at a time. A
     /// run that would mix types or overfill the buffer is left to single issues, which
     /// report it.
@@ -722,19 +722,18 @@ impl Chip {
         let lanes = self.lanes;
         let dt = DType::from_code(instr.args[0]).expect("valid");
         let src = StreamRef::from_operand(instr.args[1]).expect("valid");
-        let plane = &self.planes[p];
-        if src.index + 16 > self.cfg.streams || plane.buf_dtype.is_some_and(|d| d != dt) {
+        let n = LW_STREAMS as u32;
+        let plane = &mut self.planes[p];
+        if src.index + n > self.cfg.streams || plane.buf_dtype.is_some_and(|d| d != dt) {
             return 0;
         }
-        let rows = 16 / dt.bytes();
-        let room = (lanes - plane.buf_rows.min(lanes)) / rows;
-        let start = plane.buf_rows * dt.bytes() * lanes;
-        self.planes[p].ensure_buf(lanes);
-        let mut buf = std::mem::take(&mut self.planes[p].buf);
-        let vals = self.safe_stream_refs(hz, src, 16, pos, run, max_k.min(room as u64), false);
+        plane.ensure_buf(lanes);
+        let (start, room) = plane.next_load(dt, lanes);
+        let mut buf = std::mem::take(&mut plane.buf);
+        let vals = self.safe_stream_refs(hz, src, n, pos, run, max_k.min(room as u64), false);
         let k = vals[0].len();
-        if (k as u64) >= MIN_BATCH {
-            let words = buf[start..start + k * 16 * lanes].chunks_mut(lanes);
+        if k as u64 >= MIN_BATCH {
+            let words = buf[start..start + k * LW_STREAMS * lanes].chunks_mut(lanes);
             let from = (0..k).flat_map(|j| vals.iter().map(move |v| v[j]));
             for (word, v) in words.zip(from) {
                 word.copy_from_slice(v);
@@ -746,9 +745,8 @@ impl Chip {
         if (k as u64) < MIN_BATCH {
             return 0;
         }
-        plane.buf_dtype = Some(dt);
-        plane.buf_rows += k * rows;
-        self.stats.stream_reads += 16 * k as u64;
+        plane.loaded(dt, k);
+        self.stats.stream_reads += (LW_STREAMS * k) as u64;
         k as u64
     }
 

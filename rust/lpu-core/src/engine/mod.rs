@@ -17,7 +17,7 @@
 use crate::config::{ChipConfig, QueueInfo, QueueKind};
 use crate::dtype::DType;
 use crate::error::{CapacityError, LoadError};
-use crate::isa::{FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE};
+use crate::isa::{FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE, LW_STREAMS};
 use crate::mxm::Activations;
 use crate::program::Program;
 use crate::sram::Sram;
@@ -331,6 +331,21 @@ impl Plane {
         if self.buf.is_empty() {
             self.buf = vec![0u8; 2 * lanes * lanes];
         }
+    }
+
+    /// Where in the buffer the next `lw` of type `dt` puts its streams (row r of type
+    /// dt is streams r * bytes.. as a plane-major vector, after the rows loaded), and
+    /// how many more such loads fit.
+    fn next_load(&self, dt: DType, lanes: usize) -> (usize, usize) {
+        let rows = LW_STREAMS / dt.bytes();
+        let start = self.buf_rows * dt.bytes() * lanes;
+        (start, (lanes - self.buf_rows.min(lanes)) / rows)
+    }
+
+    /// Count `k` loads of type `dt` as done.
+    fn loaded(&mut self, dt: DType, k: usize) {
+        self.buf_dtype = Some(dt);
+        self.buf_rows += k * (LW_STREAMS / dt.bytes());
     }
 }
 
@@ -1501,14 +1516,13 @@ impl Chip {
                 let dt = DType::from_code(a[0]).expect("validated dtype");
                 let plane = &mut self.planes[p];
                 plane.ensure_buf(lanes);
-                // Row r of type dt = streams r*bytes.. as a plane-major vector. The 16
-                // streams go straight to the buffer rows after the loaded ones (rows past
-                // those are not part of the weights, whatever the checks below find).
-                let start = plane.buf_rows * dt.bytes() * lanes;
+                // The streams go straight to the buffer (rows past the loaded ones are
+                // not part of the weights, whatever the checks below find).
+                let (start, room) = plane.next_load(dt, lanes);
                 let mut buf = std::mem::take(&mut plane.buf);
-                let read = match buf.get_mut(start..start + 16 * lanes) {
-                    Some(rows) => self.read_group_into(ctx, a[1], 16, pos, rows),
-                    None => self.read_group(ctx, a[1], 16, pos, Which::A),
+                let read = match buf.get_mut(start..start + LW_STREAMS * lanes) {
+                    Some(rows) => self.read_group_into(ctx, a[1], LW_STREAMS, pos, rows),
+                    None => self.read_group(ctx, a[1], LW_STREAMS, pos, Which::A),
                 };
                 self.planes[p].buf = buf;
                 if !read {
@@ -1523,8 +1537,7 @@ impl Chip {
                     );
                     return;
                 }
-                let rows = 16 / dt.bytes();
-                if plane.buf_rows + rows > lanes {
+                if room == 0 {
                     let msg = format!(
                         "the weight buffer already holds {} of {lanes} rows",
                         plane.buf_rows
@@ -1532,8 +1545,7 @@ impl Chip {
                     self.raise(ctx, FaultKind::BadOperand, msg);
                     return;
                 }
-                plane.buf_dtype = Some(dt);
-                plane.buf_rows += rows;
+                plane.loaded(dt, 1);
             }
             Op::Iw => {
                 let transpose = a[0] != 0;
