@@ -47,18 +47,9 @@ impl Latch {
         Some(width)
     }
 
-    /// The bytes of the result landing on cycle `t`, if any.
-    pub fn width(&self, t: u64) -> Option<usize> {
-        if let Some((_, d)) = self.single.iter().find(|(c, _)| *c == t) {
-            return Some(d.len());
-        }
-        self.bulk
-            .iter()
-            .find_map(|b| b.index(t).map(|_| b.planes.iter().map(|p| p.width).sum()))
-    }
-
+    /// Whether a result lands on cycle `t`.
     pub fn has(&self, t: u64) -> bool {
-        self.width(t).is_some()
+        self.read_into(t, &mut []).is_some()
     }
 
     /// The first j < k such that a result lands on cycle t + j d (k if there is none).
