@@ -341,14 +341,13 @@ fn product(w: &[f32], n: usize, x: &[f32], y: &mut [f32]) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Lanes per register; rows and registers per tile (6 x 4 accumulators).
+    /// Lanes per register; the tiles of `gemm`, ROWS x COLS results (6 x 4 registers).
     const L: usize = 16;
-    const R: usize = 6;
-    const B: usize = 4;
+    const R: usize = super::ROWS;
+    const B: usize = super::COLS / L;
 
     pub(super) fn available() -> bool {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+        std::is_x86_feature_detected!("avx512f")
     }
 
     #[target_feature(enable = "avx512f")]
