@@ -60,10 +60,15 @@ impl Sram {
     /// shared, first).
     pub fn word_mut(&mut self, hemi: usize, slice: usize, addr: usize) -> &mut [u8] {
         let lanes = self.lanes;
-        let i = self.page_index(hemi, slice, addr);
-        let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
         let off = (addr % PAGE_WORDS) * lanes;
-        &mut Arc::make_mut(page)[off..off + lanes]
+        &mut self.page_mut(self.page_index(hemi, slice, addr))[off..off + lanes]
+    }
+
+    /// Page `i`'s words, to write in place (allocated first if it was never written,
+    /// copied first if shared).
+    fn page_mut(&mut self, i: usize) -> &mut [u8] {
+        let len = PAGE_WORDS * self.lanes;
+        Arc::make_mut(self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; len]))).as_mut_slice()
     }
 
     /// Words `addr..addr + n` for some 1 <= n <= max (up to the end of their page), as a
@@ -92,8 +97,7 @@ impl Sram {
             let i = self.page_index(hemi, slice, a);
             let at = a % PAGE_WORDS;
             let m = (PAGE_WORDS - at).min(rows.n - done);
-            let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * lanes]));
-            let words = &mut Arc::make_mut(page)[at * lanes..(at + m) * lanes];
+            let words = &mut self.page_mut(i)[at * lanes..(at + m) * lanes];
             match rows.sub(done, m).contiguous() {
                 Some(run) => words.copy_from_slice(run),
                 None => {
@@ -116,8 +120,7 @@ impl Sram {
         while k < lanes.len() {
             let i = page_of(&lanes[k]);
             let run = lanes[k..].iter().take_while(|l| page_of(l) == i).count();
-            let page = self.pages[i].get_or_insert_with(|| Arc::new(vec![0u8; PAGE_WORDS * width]));
-            let page = Arc::make_mut(page);
+            let page = self.page_mut(i);
             for &(lane, addr) in &lanes[k..k + run] {
                 page[(addr as usize % PAGE_WORDS) * width + lane as usize] = data[lane as usize];
             }
@@ -190,6 +193,12 @@ mod tests {
         for r in 0..200 {
             b.write(1, 2, addr + r, rows.row(r));
         }
+        // And 300 stored end to end (copied a page at a time).
+        let run = Rows::new(data[..300 * lanes].to_vec(), lanes);
+        a.write_rows(0, 1, addr, &run);
+        for r in 0..300 {
+            b.write(0, 1, addr + r, run.row(r));
+        }
         // A scatter whose lanes land on words of two pages.
         let lanes_at: Vec<(u32, u32)> = (0..lanes as u32)
             .map(|l| (l, (PAGE_WORDS as u32 - 2) + l % 4))
@@ -202,6 +211,9 @@ mod tests {
         for (h, s, at) in [
             (1, 2, addr),
             (1, 2, addr + 199),
+            (0, 1, addr),
+            (0, 1, PAGE_WORDS),
+            (0, 1, addr + 299),
             (0, 3, PAGE_WORDS - 2),
             (0, 3, PAGE_WORDS + 1),
         ] {
