@@ -28,6 +28,7 @@ __all__ = [
     'isa_markdown',
     'LARGE_ALUS',
     'STREAMS',
+    'LW_STREAMS',
     'ALU_SRC_BASE',
     'DST_NONE',
     'Tensor',
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 STREAMS: int
+LW_STREAMS: int
 ALU_SRC_BASE: int
 DST_NONE: int
 LARGE_ALUS: List[int]

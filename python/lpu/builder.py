@@ -806,8 +806,8 @@ class Builder:
     def mxm_load(self, plane: int, rows: Flow) -> int:
         """``lw`` every step of a weight-row flow (16 streams per step: 16 int8 rows or
         8 fp16 rows) into a plane's weight buffer; returns the cycle of the last lw."""
-        if rows.width != 16:
-            raise InputError(f"lw takes 16 streams per step; the flow has {rows.width}")
+        if rows.width != _core.LW_STREAMS:
+            raise InputError(f"lw takes {_core.LW_STREAMS} streams per step; the flow has {rows.width}")
         pos = self.mxm_pos(plane)
         t = rows.at(pos)
         dt = _DT_CODE[rows.dtype]

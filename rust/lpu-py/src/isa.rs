@@ -109,6 +109,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .collect();
     m.add("LARGE_ALUS", large)?;
     m.add("STREAMS", lpu_core::isa::STREAMS)?;
+    m.add("LW_STREAMS", lpu_core::isa::LW_STREAMS)?;
     m.add("ALU_SRC_BASE", lpu_core::isa::ALU_SRC_BASE)?;
     m.add("DST_NONE", lpu_core::isa::DST_NONE)?;
     Ok(())
