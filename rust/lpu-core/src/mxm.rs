@@ -16,6 +16,8 @@
 //! same integer results.
 
 use multiversion::multiversion;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 /// Rows of activations per block of the product kernel.
 const ROWS: usize = 6;
@@ -30,18 +32,50 @@ const ROWS_PER_THREAD: usize = 64;
 /// 48 x 320 values stay in L1/L2 between widening and use).
 const BLOCK_ROWS: usize = 48;
 
+/// Fewest activation rows worth widening the weights to fp32 once for the register-tiled
+/// kernel; fewer rows are multiplied straight from the installed bytes.
+const DIRECT_ROWS: usize = 16;
+/// Products straight from the bytes one install takes before it is widened anyway
+/// (a program issuing `abc` one at a time would otherwise widen on every issue).
+const DIRECT_CALLS: u32 = 4;
+
 /// The weights installed in a plane.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Weights {
     /// int8 weights (results are int32) or fp16 weights (results are fp32).
     pub int8: bool,
     /// N, the result lanes.
     pub n: usize,
-    /// K x N, exact as fp32.
-    w: Vec<f32>,
+    /// The weight buffer as installed: `used` rows of n lanes as one or two byte planes
+    /// (int8, or fp16's low and high bytes), the rows after them ignored (zero).
+    raw: Vec<u8>,
+    used: usize,
+    /// Buffer row r is array column r.
+    transpose: bool,
+    /// Products made from `raw` so far (see `DIRECT_CALLS`).
+    direct_calls: AtomicU32,
+    /// K x N, exact as fp32; made on the first product that needs it. A decode step
+    /// sends one vector per install, which is cheaper straight from `raw` than writing
+    /// and reading back twice its bytes as fp32.
+    w: OnceLock<Vec<f32>>,
     /// int8 weights packed for the integer kernel, when the CPU has one; made on the
-    /// first product with enough rows to pay for the packing (decode steps send one).
-    packed: std::sync::OnceLock<Option<vnni::Packed>>,
+    /// first product with enough rows to pay for the packing.
+    packed: OnceLock<Option<vnni::Packed>>,
+}
+
+impl Clone for Weights {
+    fn clone(&self) -> Self {
+        Weights {
+            int8: self.int8,
+            n: self.n,
+            raw: self.raw.clone(),
+            used: self.used,
+            transpose: self.transpose,
+            direct_calls: AtomicU32::new(self.direct_calls.load(Ordering::Relaxed)),
+            w: self.w.clone(),
+            packed: self.packed.clone(),
+        }
+    }
 }
 
 impl Weights {
@@ -52,43 +86,67 @@ impl Weights {
         Weights {
             int8,
             n,
-            w,
-            packed: Default::default(),
+            w: OnceLock::from(w),
+            ..Default::default()
         }
     }
 
     /// Install the n x n array held by a plane's weight buffer: row r (of `used` loaded
-    /// rows; the rest are zero) is `r_bytes` bytes, byte planes of n lanes each (one for
-    /// int8, two for fp16). With `transpose`, buffer row r becomes array column r.
-    pub fn install(&mut self, int8: bool, n: usize, buf: &[u8], used: usize, transpose: bool) {
+    /// rows; the rest are zero) is one byte plane of n lanes for int8, two for fp16.
+    /// With `transpose`, buffer row r becomes array column r. The buffer is taken, not
+    /// copied: `buf` gets the previous install's buffer back (the plane's next loads
+    /// overwrite it from row 0, and rows past them are ignored).
+    pub fn install(
+        &mut self,
+        int8: bool,
+        n: usize,
+        buf: &mut Vec<u8>,
+        used: usize,
+        transpose: bool,
+    ) {
         debug_assert!(n <= 1024, "int8 exactness needs K <= 1024");
-        let rb = if int8 { n } else { 2 * n };
+        std::mem::swap(&mut self.raw, buf);
         self.int8 = int8;
         self.n = n;
-        self.w.resize(n * n, 0.0);
-        // Each entry is written once: the loaded rows (or columns), then zeros.
-        if transpose {
-            for row in self.w.chunks_mut(n) {
-                row[used..].fill(0.0);
-            }
-            let mut col = vec![0f32; n];
-            for r in 0..used {
-                // Buffer row r becomes array column r.
-                widen_row(int8, &buf[r * rb..(r + 1) * rb], &mut col);
-                for (w, v) in self.w[r..].iter_mut().step_by(n).zip(&col) {
-                    *w = *v;
+        self.used = used.min(n);
+        self.transpose = transpose;
+        self.direct_calls = AtomicU32::new(0);
+        self.w = OnceLock::new();
+        self.packed = OnceLock::new();
+    }
+
+    /// The K x N array as fp32, widened from the installed bytes on first use.
+    fn values(&self) -> &[f32] {
+        self.w.get_or_init(|| {
+            let n = self.n;
+            let rb = if self.int8 { n } else { 2 * n };
+            let mut w = vec![0f32; n * n];
+            let rows = self.raw.chunks(rb).take(self.used);
+            if self.transpose {
+                let mut col = vec![0f32; n];
+                for (r, row) in rows.enumerate() {
+                    // Buffer row r becomes array column r.
+                    widen_row(self.int8, row, &mut col);
+                    for (w, v) in w[r..].iter_mut().step_by(n).zip(&col) {
+                        *w = *v;
+                    }
+                }
+            } else {
+                for (row, out) in rows.zip(w.chunks_mut(n)) {
+                    widen_row(self.int8, row, out);
                 }
             }
-        } else {
-            for (r, row) in self.w.chunks_mut(n).enumerate() {
-                if r < used {
-                    widen_row(int8, &buf[r * rb..(r + 1) * rb], row);
-                } else {
-                    row.fill(0.0);
-                }
-            }
-        }
-        self.packed = Default::default();
+            w
+        })
+    }
+
+    /// Whether a product of `m` rows runs straight from the installed bytes.
+    fn direct(&self, m: usize) -> bool {
+        m < DIRECT_ROWS
+            && !self.transpose
+            && !self.raw.is_empty()
+            && self.w.get().is_none()
+            && self.direct_calls.fetch_add(1, Ordering::Relaxed) < DIRECT_CALLS
     }
 
     /// `m` activation vectors through the array; row i of `acc` (M x N, raw bits of the
@@ -96,7 +154,6 @@ impl Weights {
     /// `accumulate`, else replacing it.
     pub fn apply(&self, m: usize, x: Activations<'_>, acc: &mut [u32], accumulate: bool) {
         let n = self.n;
-        let k = self.w.len() / n;
         // Either kernel gives the same integers, so which one runs may depend on what
         // came before.
         let packed = if m >= PACK_ROWS {
@@ -117,6 +174,13 @@ impl Weights {
                 store(true, accumulate, acc, y);
             });
         }
+        let direct = self.direct(m);
+        let (w, k) = if direct {
+            (&[][..], n)
+        } else {
+            let w = self.values();
+            (w, w.len() / n)
+        };
         // A block of rows at a time on each thread: activations widened, the sums
         // started, multiplied and stored while they are in cache.
         par_rows(acc, n, |i0, accs| {
@@ -140,10 +204,41 @@ impl Weights {
                 } else {
                     ys.fill(0.0);
                 }
-                product(&self.w, n, xs, ys);
+                if direct {
+                    from_bytes(self.int8, &self.raw, self.used, n, xs, ys);
+                } else {
+                    product(w, n, xs, ys);
+                }
                 store(self.int8, accumulate, ab, ys);
             }
         });
+    }
+}
+
+/// [`gemm`] with the weights given as installed bytes (`used` rows of `raw`, then zero
+/// rows): each weight row is widened once into a buffer that stays in L1 and added into
+/// every result row. Still y[r][c] += x[r][k] * w[k][c] for k in order, zero rows
+/// included (0 x inf is NaN, and -0 + 0 is +0), so the bits are gemm's.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
+    let rb = if int8 { n } else { 2 * n };
+    let mut wr = vec![0f32; n];
+    for kk in 0..n {
+        if kk < used {
+            widen_row(int8, &raw[kk * rb..(kk + 1) * rb], &mut wr);
+        } else if kk == used {
+            wr.fill(0.0);
+        }
+        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+            let xv = xr[kk];
+            for (a, wv) in yr.iter_mut().zip(&wr) {
+                *a += xv * wv;
+            }
+        }
     }
 }
 
@@ -447,11 +542,12 @@ mod vnni {
             if !wts.int8 || n == 0 || !n.is_multiple_of(L) || !available() {
                 return None;
             }
-            let k = wts.w.len() / n;
+            let values = wts.values();
+            let k = values.len() / n;
             let kq = k.div_ceil(4);
             let mut w = vec![0i8; n * kq * 4];
             let mut bias = vec![0i32; n];
-            for (kk, wrow) in wts.w.chunks(n).enumerate() {
+            for (kk, wrow) in values.chunks(n).enumerate() {
                 for (c, (v, sum)) in wrow.iter().zip(bias.iter_mut()).enumerate() {
                     let v = *v as i8;
                     w[((c / L) * kq + kk / 4) * 64 + (c % L) * 4 + kk % 4] = v;
@@ -690,15 +786,15 @@ mod tests {
     }
 
     /// `len` random fp16 values of every class (subnormals, zeros of both signs,
-    /// extremes, infinities, NaN), widened exactly, as the kernels see them.
-    fn fp16_values(mut seed: u64, len: usize) -> Vec<f32> {
+    /// extremes, infinities), as bits.
+    fn fp16_bits(mut seed: u64, len: usize) -> Vec<u16> {
         let mut next = move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
         };
-        let bits: Vec<u16> = (0..len)
+        (0..len)
             .map(|_| match next() % 8 {
                 0 => [
                     0x0000, 0x8000, 0x7c00, 0xfc00, 0x7bff, 0xfbff, 0x0001, 0x83ff,
@@ -708,7 +804,12 @@ mod tests {
                 // Finite, any exponent.
                 _ => next() as u16 & 0xfbff,
             })
-            .collect();
+            .collect()
+    }
+
+    /// [`fp16_bits`] widened exactly, as the kernels see them.
+    fn fp16_values(seed: u64, len: usize) -> Vec<f32> {
+        let bits = fp16_bits(seed, len);
         let lo: Vec<u8> = bits.iter().map(|b| *b as u8).collect();
         let hi: Vec<u8> = bits.iter().map(|b| (*b >> 8) as u8).collect();
         let mut out = vec![0f32; len];
@@ -769,6 +870,82 @@ mod tests {
             unsafe { avx512::gemm(&w, n, &x, &mut got) };
             for (g, a) in got.iter().zip(&want) {
                 assert!(g.to_bits() == a.to_bits() || (g.is_nan() && a.is_nan()));
+            }
+        }
+    }
+
+    #[test]
+    fn products_from_installed_bytes_match_the_widened_array() {
+        // fp16 buffers of every class and int8 buffers, partly loaded, plain and
+        // transposed, through few rows (straight from the bytes, several times over,
+        // then widened) and many (widened, or packed for int8): all against the plain
+        // loop over the array the buffer defines.
+        let n = 80;
+        for (int8, used, transpose) in [
+            (false, 57, false),
+            (false, 80, true),
+            (true, 33, false),
+            (true, 80, false),
+        ] {
+            let rb = if int8 { n } else { 2 * n };
+            let vals = fp16_bits(used as u64 + 17, n * n);
+            let mut buf = vec![0u8; 2 * n * n];
+            for (r, row) in buf.chunks_mut(rb).take(n).enumerate() {
+                for c in 0..n {
+                    let bits = vals[r * n + c];
+                    if int8 {
+                        row[c] = bits as u8;
+                    } else {
+                        (row[c], row[n + c]) = (bits as u8, (bits >> 8) as u8);
+                    }
+                }
+            }
+            // The array: buffer rows 0..used (columns when transposed), then zeros.
+            let mut w = vec![0f32; n * n];
+            for r in 0..used {
+                let mut row = vec![0f32; n];
+                widen_row(int8, &buf[r * rb..(r + 1) * rb], &mut row);
+                for (c, v) in row.iter().enumerate() {
+                    let (i, j) = if transpose { (c, r) } else { (r, c) };
+                    w[i * n + j] = *v;
+                }
+            }
+            let mut wts = Weights::default();
+            let mut given = buf.clone();
+            wts.install(int8, n, &mut given, used, transpose);
+            assert!(
+                given.is_empty(),
+                "the first install hands back an empty buffer"
+            );
+            for m in [1, 3, 1, 2, 1, 1, 15, 16, 40] {
+                let seed = m as u64 * 7 + used as u64;
+                let x = fp16_values(seed, m * n);
+                let bytes: Vec<u8> = fp16_bits(seed, m * n).iter().map(|b| *b as u8).collect();
+                let xi: Vec<f32> = bytes.iter().map(|b| *b as i8 as f32).collect();
+                let start = fp16_values(m as u64, m * n);
+                let mut want = if int8 {
+                    vec![0f32; m * n]
+                } else {
+                    start.clone()
+                };
+                naive(&w, n, if int8 { &xi } else { &x }, &mut want);
+                let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
+                let rows = |i: usize| &bytes[i * n..(i + 1) * n];
+                let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
+                let acts = if int8 {
+                    Activations::Int8(&rows)
+                } else {
+                    Activations::Values(&fill)
+                };
+                wts.apply(m, acts, &mut got, !int8);
+                for (i, (g, a)) in got.iter().zip(&want).enumerate() {
+                    let ok = if int8 {
+                        *g as i32 == *a as i32
+                    } else {
+                        *g == a.to_bits() || (a.is_nan() && *g == crate::numerics::F32_NAN)
+                    };
+                    assert!(ok, "int8 {int8} used {used} m {m} at {i}: {g:#x} vs {a}");
+                }
             }
         }
     }

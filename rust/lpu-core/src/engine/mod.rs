@@ -1557,7 +1557,7 @@ impl Chip {
                 let used = plane.buf_rows.min(lanes);
                 plane
                     .weights
-                    .install(dt == DType::I8, lanes, &plane.buf, used, transpose);
+                    .install(dt == DType::I8, lanes, &mut plane.buf, used, transpose);
                 plane.buf_rows = 0;
                 plane.buf_dtype = None;
                 plane.w_dtype = Some(dt);
