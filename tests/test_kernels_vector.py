@@ -56,6 +56,29 @@ def test_allreduce(cname, op):
 
 
 @pytest.mark.parametrize("cname", CONFIGS)
+@pytest.mark.parametrize("op", ["add", "max"])
+@pytest.mark.parametrize("count,stride", [(5, 1), (3, 2)])
+def test_allreduce_of_a_series(cname, op, count, stride):
+    """Several vectors through the tree together: each gets its own total, in every lane."""
+    cfg = lpu.ChipConfig(cname)
+    lanes = cfg.lanes
+    valid = lanes - 7
+    b = Builder(cfg)
+    x = b.input("x", "float32", (count, lanes), hemi="W")
+    y = b.output("y", "float32", (count, lanes), hemi="E")
+    t = b.earliest([x] + constants_for(b, op, "float32", valid, count), b.vxm_pos)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), stride=stride)
+    b.write(allreduce(b, xs, op, valid=valid, stream=0), y)
+    rng = np.random.default_rng(count * lanes)
+    # Mostly negative, so a zero shifted in where the neutral element belongs shows.
+    xv = ((rng.standard_normal((count, lanes)) - 3) * np.arange(1, count + 1)[:, None]).astype(np.float32)
+    out = lpu.Runner(b.build())(x=xv)["y"]
+    for i in range(count):
+        want = tree_sum(xv[i, :valid], lanes) if op == "add" else xv[i, :valid].max()
+        np.testing.assert_array_equal(out[i], np.full(lanes, want, np.float32), err_msg=f"vector {i}")
+
+
+@pytest.mark.parametrize("cname", CONFIGS)
 def test_pointwise_activations(cname):
     cfg = lpu.ChipConfig(cname)
     rng = np.random.default_rng(4)

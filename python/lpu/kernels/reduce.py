@@ -8,13 +8,14 @@ VXM -> SXM -> VXM; ceil(log2(lanes)) levels. The order of the additions is fixed
 the tree, so results are deterministic. Lanes shifted in from outside the vector are
 zero, which is neutral for ``add``; for ``max``/``min`` they are replaced by -inf/+inf.
 
-Streams used while it runs (West SXM): westward 16..31, eastward 16..31.
+Streams used while it runs (West SXM): westward 16..31, eastward 16..31, and for a
+max or min of several vectors westward 12..15.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple, Union, overload
+from typing import Optional, Tuple, Union, overload
 
 import numpy as np
 
@@ -32,53 +33,53 @@ def reduce_levels(lanes: int) -> int:
     return max(1, math.ceil(math.log2(lanes)))
 
 
-def _fill_tensors(b: Builder, op: str, dtype: str) -> Tuple[Tensor, Tensor, Tensor]:
+def _constant(b: Builder, name: str, rows: np.ndarray, dtype: str, count: int) -> Tensor:
+    """The constant `name` (one vector per row of `rows`), each row repeated `count`
+    times so that a series of `count` vectors can read its own copy; made once."""
+    full = f"{name}_{dtype}" + (f"_x{count}" if count > 1 else "")
+    existing = [t for t in b._tensors if t.name == full]
+    if existing:
+        return existing[0]
+    return b.constant(full, np.repeat(rows, count, axis=0).astype(dtype), dtype, hemi="E")
+
+
+def _fill_tensors(b: Builder, op: str, dtype: str, count: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
     """Constant vectors that put the neutral element into shifted-in lanes: suffix level
     k (its last 2^k lanes), prefix level k (its first 2^k lanes; 2 at level 0) and the
     prefix tree's shift by one (lane 0). Separate tensors so they can be read at once."""
-    cache: Dict[Tuple[str, str], Tuple[Tensor, Tensor, Tensor]] = b.__dict__.setdefault("_reduce_fills", {})
-    key = (op, dtype)
-    if key not in cache:
-        lanes = b.lanes
-        levels = reduce_levels(lanes)
-        suf = np.zeros((levels, lanes))
-        pre = np.zeros((levels, lanes))
-        for k in range(levels):
-            suf[k, lanes - (1 << k):] = _NEUTRAL[op]
-            pre[k, : (2 if k == 0 else 1 << k)] = _NEUTRAL[op]
-        one = np.zeros(lanes)
-        one[0] = _NEUTRAL[op]
-        cache[key] = tuple(  # type: ignore[assignment]
-            b.constant(f"_reduce_{name}_{op}_{dtype}", arr.astype(dtype), dtype, hemi="E")
-            for name, arr in (("suffix", suf), ("prefix", pre), ("first", one))
-        )
-    return cache[key]
+    lanes = b.lanes
+    levels = reduce_levels(lanes)
+    suf = np.zeros((levels, lanes))
+    pre = np.zeros((levels, lanes))
+    for k in range(levels):
+        suf[k, lanes - (1 << k):] = _NEUTRAL[op]
+        pre[k, : (2 if k == 0 else 1 << k)] = _NEUTRAL[op]
+    one = np.zeros((1, lanes))
+    one[0, 0] = _NEUTRAL[op]
+    return (_constant(b, f"_reduce_suffix_{op}", suf, dtype, count),
+            _constant(b, f"_reduce_prefix_{op}", pre, dtype, count),
+            _constant(b, f"_reduce_first_{op}", one, dtype, count))
 
 
-def _valid_const(b: Builder, op: str, valid: int, dtype: str) -> Tensor:
-    keep = np.arange(b.lanes) < valid
-    arr = keep.astype(dtype) if op == "add" else np.where(keep, 0, _NEUTRAL[op]).astype(dtype)
-    name = f"_valid_{op}_{valid}_{dtype}"
-    existing = [t for t in b._tensors if t.name == name]
-    return existing[0] if existing else b.constant(name, arr, dtype, hemi="E")
+def _valid_const(b: Builder, op: str, valid: int, dtype: str, count: int = 1) -> Tensor:
+    keep = np.arange(b.lanes)[None, :] < valid
+    arr = keep.astype(float) if op == "add" else np.where(keep, 0, _NEUTRAL[op])
+    return _constant(b, f"_valid_{op}_{valid}", arr, dtype, count)
 
 
-def constants_for(b: Builder, op: str, dtype: str, valid: Optional[int] = None) -> "list[Tensor]":
-    """The constant tensors an allreduce reads (so callers can wait for them)."""
-    out = list(_fill_tensors(b, op, dtype)) if op != "add" else [_unit(b, dtype)]
+def constants_for(b: Builder, op: str, dtype: str, valid: Optional[int] = None, count: int = 1) -> "list[Tensor]":
+    """The constant tensors an allreduce of `count` vectors reads (so callers can wait
+    for them)."""
+    out = list(_fill_tensors(b, op, dtype, count)) if op != "add" else [_unit(b, dtype, count)]
     if valid is not None and valid < b.lanes:
-        out.append(_valid_const(b, op, valid, dtype))
+        out.append(_valid_const(b, op, valid, dtype, count))
     return out
 
 
-def _unit(b: Builder, dtype: str) -> Tensor:
-    name = f"_lane0_{dtype}"
-    existing = [t for t in b._tensors if t.name == name]
-    if existing:
-        return existing[0]
-    e0 = np.zeros(b.lanes)
-    e0[0] = 1
-    return b.constant(name, e0.astype(dtype), dtype, hemi="E")
+def _unit(b: Builder, dtype: str, count: int = 1) -> Tensor:
+    e0 = np.zeros((1, b.lanes))
+    e0[0, 0] = 1
+    return _constant(b, "_lane0", e0, dtype, count)
 
 
 @overload
@@ -93,9 +94,11 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
 
 def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Optional[int] = None,
               stream: Optional[int] = None, west: bool = False) -> Union[Flow, AluOut]:
-    """Reduce one vector over its lanes with ``op`` (add, max, min); every lane of the
-    result holds the same total. Lanes at or after ``valid`` are ignored (treated as
-    the neutral element). Returns the result at the VXM (in an ALU, or on ``stream``).
+    """Reduce each vector of `x` over its lanes with ``op`` (add, max, min); every lane
+    of a result holds that vector's total. `x` may be a series of vectors (they go
+    through the tree together, each level one repeat). Lanes at or after ``valid`` are
+    ignored (treated as the neutral element). Returns the results at the VXM (in an
+    ALU, or on ``stream``).
 
     Sums: a suffix tree puts the total in lane 0 (additions in a fixed tree order), then
     a prefix tree of the masked total copies it to every lane (adding zeros is exact).
@@ -104,15 +107,18 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     :func:`constants_for`)."""
     if op not in ("add", "max", "min"):
         raise InputError(f"allreduce supports add, max and min, not {op}")
-    if x.count != 1:
-        raise InputError("allreduce takes one vector")
-    dtype = x.dtype
+    dtype, c = x.dtype, x.count
+    d = x.stride if c > 1 else 1
     levels = reduce_levels(b.lanes)
     vxm = b.vxm_pos
+
+    def const(t: Tensor, stream: int, at: int, row: int = 0) -> Flow:
+        return b.read(t, stream=stream, vectors=(row * c, c), arrive=(vxm, at), stride=d)
+
     v: Union[Flow, AluOut] = x
     if valid is not None and valid < b.lanes:
         # Neutral values in the lanes past `valid`: x * mask for sums, x + pad otherwise.
-        mask = b.read(_valid_const(b, op, valid, dtype), stream=24, arrive=(vxm, _when(b, v)))
+        mask = const(_valid_const(b, op, valid, dtype, c), 24, _when(b, v))
         v = b.vxm("mul" if op == "add" else "add", v, mask)
     if isinstance(v, AluOut) or not v.west:
         v = b.vxm("copy", v, stream=16, west=True)
@@ -120,10 +126,10 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     if op == "add":
         total = _tree(b, v, "shifts", "add", None, levels, stream=16, last_stream=None)
         assert isinstance(total, AluOut)
-        e0 = b.read(_unit(b, dtype), stream=24, arrive=(vxm, total.cycle))
+        e0 = const(_unit(b, dtype, c), 24, total.cycle)
         lane0 = b.vxm("mul", total, e0, stream=16, west=True)
         return _tree(b, lane0, "shiftn", "add", None, levels, stream=16, last_stream=stream, last_west=west)
-    fills = _fill_tensors(b, op, dtype)
+    suf, pre, first = _fill_tensors(b, op, dtype, c)
     s_out = p_out = v
     s_val: Union[Flow, AluOut] = v
     p_val: Union[Flow, AluOut] = v
@@ -134,12 +140,13 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
         p_sh = b.sxm("shiftn", p_out, hemi="W", stream=24, west=False, n=2 if k == 0 else n)
         p_cp = b.sxm("shiftn" if k == 0 else "shifts", p_out, hemi="W", stream=28, west=False, n=1 if k == 0 else 0)
         t = s_sh.at(vxm)
-        suf, pre, first = fills
         parts = [
-            b.vxm("add", s_sh, b.read(suf, stream=24, vectors=(k, 1), arrive=(vxm, t))),
+            b.vxm("add", s_sh, const(suf, 24, t, k)),
             b.vxm("copy", s_cp),
-            b.vxm("add", p_sh, b.read(pre, stream=28, vectors=(k, 1), arrive=(vxm, t))),
-            b.vxm("add", p_cp, b.read(first, stream=20, arrive=(vxm, t))) if k == 0 else b.vxm("copy", p_cp),
+            b.vxm("add", p_sh, const(pre, 28, t, k)),
+            # A series is still passing the VXM on stream 20 when the level's results
+            # leave on it; its fill comes on 12..15 instead.
+            b.vxm("add", p_cp, const(first, 20 if c == 1 else 12, t)) if k == 0 else b.vxm("copy", p_cp),
         ]
         last = k == levels - 1
         s_val = b.vxm(op, parts[0], parts[1], stream=None if last else 16, west=True)
