@@ -17,7 +17,7 @@
 
 use multiversion::multiversion;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Rows of activations per block of the product kernel.
 const ROWS: usize = 6;
@@ -58,6 +58,10 @@ pub struct Weights {
     /// sends one vector per install, which is cheaper straight from `raw` than writing
     /// and reading back twice its bytes as fp32.
     w: OnceLock<Vec<f32>>,
+    /// The previous install's `w`, for the next one to fill instead of allocating
+    /// (fresh zeroed memory costs page faults; transposed installs are widened on every
+    /// step of a decode).
+    spare: Mutex<Vec<f32>>,
     /// int8 weights packed for the integer kernel, when the CPU has one; made on the
     /// first product with enough rows to pay for the packing.
     packed: OnceLock<Option<vnni::Packed>>,
@@ -73,6 +77,7 @@ impl Clone for Weights {
             transpose: self.transpose,
             direct_calls: AtomicU32::new(self.direct_calls.load(Ordering::Relaxed)),
             w: self.w.clone(),
+            spare: Default::default(),
             packed: self.packed.clone(),
         }
     }
@@ -111,7 +116,9 @@ impl Weights {
         self.used = used.min(n);
         self.transpose = transpose;
         self.direct_calls = AtomicU32::new(0);
-        self.w = OnceLock::new();
+        if let Some(w) = self.w.take() {
+            *self.spare.get_mut().unwrap_or_else(|e| e.into_inner()) = w;
+        }
         self.packed = OnceLock::new();
     }
 
@@ -120,7 +127,9 @@ impl Weights {
         self.w.get_or_init(|| {
             let n = self.n;
             let rb = if self.int8 { n } else { 2 * n };
-            let mut w = vec![0f32; n * n];
+            let mut w = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
+            w.clear();
+            w.resize(n * n, 0.0);
             let rows = self.raw.chunks(rb).take(self.used);
             if self.transpose {
                 let mut col = vec![0f32; n];
