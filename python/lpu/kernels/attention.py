@@ -12,15 +12,20 @@ so one static program serves every position:
   (so ``lw`` can take 8 rows per cycle). Row ``pos`` is written by a ``scatter`` in
   every slice whose map sends it to address ``pos // 8`` in slice ``pos % 8`` and to a
   spare word (rows S..S+7) in the other seven.
-- Scores: each query head, moved into its kv head's lanes, becomes a row of a small
-  matrix that is installed in an MXM plane *transposed* (``iw transpose=1``); streaming
-  the K cache rows through it gives one vector per position t with head h's score
-  q_h . k_t / sqrt(hd) in lane h.
-- Softmax across positions is lane-parallel: positions after ``pos`` get -inf, one ALU
-  keeps a running max and another a running sum, and ``1/z`` is ``rsqrt(z)**2``.
-- The probabilities P (positions x heads) are transposed on the MXM (installed
-  transposed and read out with one-hot activations), then multiply the V cache rows;
-  each head's result is shifted to lanes 0..hd-1 by the SXM on its way out.
+- Scores: the K cache rows are installed in an MXM plane *transposed*
+  (``iw transpose=1``: column t = key t); each query head, moved into its kv head's
+  lanes, goes through it as one activation row, giving one vector per head with
+  q_h . k_t / sqrt(hd) in lane t. All heads then travel together, one vector each.
+- Softmax across the lanes of each head's vector: lanes after ``pos`` get -inf, the
+  maximum comes from :func:`~lpu.kernels.reduce.allreduce` (a tree of SXM shifts, all
+  heads as one series), and e = exp(s - max) is stored as fp16 rows. The sum of each
+  row is a matrix product: the rows go through a plane of ones (the first East plane,
+  loaded once per program), which sums every lane in order and leaves the total in
+  every lane; ``1/z`` is ``rsqrt(z)**2``.
+- P . V: the V cache rows are installed in the plane, and each head's row of e goes
+  through it; each head's result is shifted to lanes 0..hd-1 by the SXM on its way out
+  and multiplied by its ``1/z`` at the VXM (normalising after the product uses the same
+  fp16 e in the sum and in P . V, so the weights sum to one).
 
 Result: ``out`` is ``(H, lanes)`` fp16 with head h's attention output in lanes
 0..hd-1 of row h; the other lanes hold values the output projection multiplies by
@@ -38,6 +43,7 @@ import numpy as np
 from .._core import Tensor
 from ..builder import AluOut, Builder, Flow, _stream_operand
 from ..errors import CapacityError, InputError, LpuError, ScheduleError
+from .reduce import allreduce
 from .vector import retry
 
 __all__ = [
@@ -111,23 +117,25 @@ class DecodeState:
     tables: Tuple[Tensor, Tensor, Tensor, Tensor]  # cos_q, sin_q (scaled by 1/sqrt(hd)), cos_k, sin_k
     perm: Tensor         # int16 lane map of rotate_half
     consts: Dict[str, Tensor]  # int16 constant vectors (see new_state)
-    tvec: Tensor         # float32 (S, lanes): row t = t in every lane
-    neg: Tensor          # float32 (S, lanes): -inf
-    onehot: Tensor       # float16 (H, lanes): row h = e_h
+    lanev: Tensor        # float32 (H, lanes): lane t = t in every row
+    neg: Tensor          # float32 (H, lanes): -inf
     kvmask: Tensor       # float32 (heads per tile, lanes): 1 on a head's lanes within a tile
     qp: List[Tensor]     # per kv tile, float16 (H8, lanes): query heads in their kv head's lanes
-    scores: Tensor       # float32 (S, lanes) scratch
-    exps: Tensor         # float32 (S, lanes) scratch
-    probs: Tensor        # float16 (S, lanes) scratch, split 8
-    probs_t: Tensor      # float16 (H, lanes): P transposed
+    scores: Tensor       # float32 (H, lanes) scratch: head h's score of position t in lane t
+    maxes: Tensor        # float32 (H, lanes) scratch: row h = max of scores row h in every lane
+    probs: Tensor        # float16 (H, lanes) scratch: exp(score - max), unnormalised
+    invs: Tensor         # float32 (H, lanes) scratch: row h = 1 / sum of probs row h
+    ones: Tensor         # float16 (S, lanes): ones, the weights of the sum plane
+    #: Cycle the sum plane's ones can be used (set by the first attend; -1 before).
+    ones_ready: int = -1
 
     @property
     def qt(self) -> int:
-        return self.tables[0].vectors(self.tvec.shape[-1]) // self.shape.max_seq
+        return self.tables[0].vectors(self.lanev.shape[-1]) // self.shape.max_seq
 
     @property
     def kvt(self) -> int:
-        return self.tables[2].vectors(self.tvec.shape[-1]) // self.shape.max_seq
+        return self.tables[2].vectors(self.lanev.shape[-1]) // self.shape.max_seq
 
 
 def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
@@ -182,7 +190,8 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
         ("tile_base", np.array([base + i for i in range(qt)] + [base + i for i in range(kvt)], np.int16)[:, None] * col),
     ):
         i16(name, value)
-    H8 = -(-shape.n_heads // 8) * 8
+    H = shape.n_heads
+    scores = b.scratch("_scores", "float32", (H, lanes), hemi="E")
     return DecodeState(
         shape=shape,
         pos=pos,
@@ -192,16 +201,17 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
         tables=tables,  # type: ignore[arg-type]
         perm=b.constant("_rope_perm", perm.astype(np.int16), "int16", hemi="W"),
         consts=consts,
-        tvec=b.constant("_tvec", np.repeat(np.arange(S, dtype=np.float32)[:, None], lanes, 1), "float32", hemi="W"),
-        neg=b.constant("_neg", np.full((S, lanes), -np.inf, np.float32), "float32", hemi="W"),
-        onehot=b.constant("_onehot", np.eye(shape.n_heads, lanes, dtype=np.float16), "float16", hemi="E"),
+        lanev=b.constant("_lanev", np.repeat(np.arange(lanes, dtype=np.float32)[None, :], H, 0), "float32",
+                         hemi="W"),
+        neg=b.constant("_neg", np.full((H, lanes), -np.inf, np.float32), "float32", hemi="W"),
         kvmask=b.constant("_kvmask", kvm, "float32", hemi="W"),
-        qp=[b.constant(f"_qp{i}", np.zeros((H8, lanes), np.float16), "float16", hemi="E", split=8)
+        qp=[b.constant(f"_qp{i}", np.zeros((H, lanes), np.float16), "float16", hemi="E")
             for i in range(kvt)],
-        scores=b.scratch("_scores", "float32", (S, lanes), hemi="E"),
-        exps=b.scratch("_exps", "float32", (S, lanes), hemi="E"),
-        probs=b.scratch("_probs", "float16", (S, lanes), hemi="E", split=8),
-        probs_t=b.scratch("_probs_t", "float16", (shape.n_heads, lanes), hemi="E"),
+        scores=scores,
+        maxes=b.scratch("_maxes", "float32", (H, lanes), hemi="E", apart_from=[scores]),
+        probs=b.scratch("_probs", "float16", (H, lanes), hemi="E"),
+        invs=b.scratch("_invs", "float32", (H, lanes), hemi="E"),
+        ones=b.constant("_ones", np.ones((S, lanes), np.float16), "float16", hemi="E", split=8),
     )
 
 
@@ -347,6 +357,54 @@ def _alongside(b: Builder, value: AluOut, tensor: Tensor, stream: int, count: in
     raise ScheduleError(f"no free cycle to read '{tensor.name}'")
 
 
+def _masked_max(b: Builder, st: DecodeState, plane: int, t: int) -> int:
+    """Scores from the slots (read from cycle `t`) with positions after pos set to
+    -inf, into ``scores``; their maximum over the lanes of each head into ``maxes``."""
+    H = st.shape.n_heads
+    vxm = b.vxm_pos
+    lat = b.lat["vxm_basic"]
+    sc = b.mxm_acc(plane, 0, H, at=t, stream=20, west=False, stride=lat)
+    T = sc.at(vxm)
+    posf = b.hold(b.read(st.posf, stream=4, arrive=(vxm, T - lat)), H)
+    valid = b.vxm("le", b.read(st.lanev, stream=8, vectors=(0, H), arrive=(vxm, T), stride=lat), posf)
+    kept = b.vxm("mask", b.vxm("copy", sc), valid)
+    dropped = b.vxm("maskn", b.read(st.neg, stream=12, vectors=(0, H), arrive=(vxm, valid.cycle), stride=lat), valid)
+    s = b.vxm("add", kept, dropped, stream=24, west=False)
+    landed = b.write(s, st.scores)
+    return max(landed, b.write(allreduce(b, s, "max", stream=8), st.maxes))
+
+
+def _exps(b: Builder, st: DecodeState, t: int) -> int:
+    """e = exp(scores - max) as fp16 rows of ``probs`` (unnormalised)."""
+    vxm, lat = b.vxm_pos, b.lat["vxm_basic"]
+    s = b.read(st.scores, stream=24, arrive=(vxm, t), stride=lat)
+    m = b.read(st.maxes, stream=28, arrive=(vxm, t), stride=lat)
+    e = b.vxm("cast", b.vxm("exp", b.vxm("sub", s, m)), dtype="float32", to="float16", stream=24, west=False)
+    return b.write(e, st.probs)
+
+
+def _inverse_sums(b: Builder, st: DecodeState, plane: int, t: int) -> int:
+    """From the sum plane's slots (read from cycle `t`): 1 / sum, every lane, into
+    ``invs`` (rsqrt(z)^2)."""
+    lat = b.lat["vxm_basic"]
+    z = b.mxm_acc(plane, 0, st.shape.n_heads, at=t, stream=20, west=True, stride=lat)
+    r = b.vxm("rsqrt", z)
+    return b.write(b.vxm("mul", r, r, stream=24, west=False), st.invs)
+
+
+def _out_row(b: Builder, st: DecodeState, plane: int, slot: int, h: int, out: Tensor, t: int) -> Tuple[int, int]:
+    """Head h's P.V from `slot` (read at `t`), shifted to lanes 0..hd-1 on its way past
+    the SXM, times 1 / sum, as fp16 row h of `out`. Returns when it lands, and `t`."""
+    sh = st.shape
+    hpt = b.lanes // sh.head_dim
+    y = b.mxm_acc(plane, slot, 1, at=t, stream=20, west=False)
+    moved = b.sxm("shifts", y, hemi="W", stream=24, west=False, n=(sh.kv_head(h) % hpt) * sh.head_dim)
+    inv = b.read(st.invs, stream=28, vectors=(h, 1), arrive=(b.vxm_pos, moved.at(b.vxm_pos)))
+    y16 = b.vxm("cast", b.vxm("mul", moved, inv), dtype="float32", to="float16", stream=8, west=out.hemi == "W")
+    assert isinstance(y16, Flow)
+    return b.write(y16, out, vectors=(h, 1)), t
+
+
 def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Tensor], out: Tensor, *,
            start: int = 0, plane: int = 0) -> int:
     """Attention of the rope'd query q (float32, H*hd) over cache rows 0..pos; writes
@@ -374,77 +432,55 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
             return b.write(y, st.qp[g // hpt], vectors=(h, 1))
 
         end = max(end, retry(b, "attend", t, attempt))
-    # 2-3. Scores: per kv tile, its query matrix installed transposed (column h = query
-    # head h), then the K rows through it, accumulating over kv tiles in the slots.
-    H8 = st.qp[0].shape[0]
+    # 2. Scores: per kv tile, its K rows installed transposed (column t = key t), the
+    # query rows through it, accumulating over kv tiles in the slots: slot h holds
+    # head h's scores with position t in lane t.
     done = 0
     last_abc = ld_free = -1
     for i, k_i in enumerate(kc):
-        at = max(b.earliest([st.qp[i]], pp, end), ld_free + 1)
-        wf = b.read(st.qp[i], stream=0, vectors=(0, H8), spread=8, arrive=(pp, at), west=True, search=True)
-        ld_free = max(b.mxm_load(plane, wf) + 1, last_abc + 1)
+        at = max(b.earliest([k_i], pp, end), ld_free + 1)
+        kf = b.read(k_i, stream=0, vectors=(0, S), spread=8, arrive=(pp, at), west=True, search=True)
+        ld_free = max(b.mxm_load(plane, kf) + 1, last_abc + 1)
         ready = b.mxm_install(plane, ld_free, transpose=True)
-        kf = b.read(k_i, stream=16, vectors=(0, S), arrive=(pp, ready), stride=4, west=True, search=True)
-        done = b.mxm_abc(plane, kf, 0, accumulate=i > 0)
-        last_abc = kf.at(pp) + 4 * (S - 1)
-    sc = b.mxm_acc(plane, 0, S, at=done, stream=20, west=False, stride=2)
-    T = sc.at(vxm)
-    # 4. Mask positions after pos with -inf; running max on the way into SRAM.
-    posf = b.hold(b.read(st.posf, stream=4, arrive=(vxm, T - 2)), S)
-    valid = b.vxm("le", b.read(st.tvec, stream=8, arrive=(vxm, T), stride=2), posf)
-    kept = b.vxm("mask", b.vxm("copy", sc), valid)
-    dropped = b.vxm("maskn", b.read(st.neg, stream=12, arrive=(vxm, valid.cycle), stride=2), valid)
-    sb = b.vxm("add", kept, dropped, stream=24, west=False)
-    assert isinstance(sb, Flow)
-    b.write(sb, st.scores)
-    mx = b.scan("max", sb)
-    # 5. e = exp(s - max), written back, with a running sum.
-    s2, ms = _alongside(b, mx, st.scores, 24, S)
-    e = b.vxm("exp", b.vxm("sub", s2, ms), stream=28, west=False)
-    assert isinstance(e, Flow)
-    b.write(e, st.exps)
-    z = b.scan("add", e)
-    # 6. p = e * rsqrt(z)^2 as fp16 rows.
-    r = b.vxm("rsqrt", z)
-    e2, inv = _alongside(b, b.vxm("mul", r, r), st.exps, 28, S)
-    p16 = b.vxm("cast", b.vxm("mul", e2, inv), dtype="float32", to="float16", stream=8, west=False)
-    assert isinstance(p16, Flow)
-    t_p = b.write(p16, st.probs)
-    # 7. P transposed: install P transposed, read column h with one-hot activations.
-    pf = b.read(st.probs, stream=0, vectors=(0, S), spread=8, arrive=(pp, b.earliest([st.probs], pp, t_p)),
-                west=True, search=True)
-    ready = b.mxm_install(plane, b.mxm_load(plane, pf) + 1, transpose=True)
-    oh = b.read(st.onehot, stream=16, arrive=(pp, ready), stride=4, west=True, search=True)
-    done = b.mxm_abc(plane, oh, S)
-    pt = b.mxm_acc(plane, S, H, at=done, stream=20, west=False)
-    pt16 = b.vxm("cast", pt, dtype="float32", to="float16", stream=8, west=False)
-    assert isinstance(pt16, Flow)
-    t_pt = b.write(pt16, st.probs_t)
-    # 8. Per kv tile: out_h = P_h . V for the heads of that tile, each shifted to lanes
-    # 0..hd-1 on its way past the SXM.
+        qf = b.read(st.qp[i], stream=16, vectors=(0, H), arrive=(pp, max(ready, b.earliest([st.qp[i]], pp, end))),
+                    stride=4, west=True, search=True)
+        done = b.mxm_abc(plane, qf, 0, accumulate=i > 0)
+        last_abc = qf.at(pp) + 4 * (H - 1)
+    # 3. Positions after pos masked, and each head's maximum over its lanes.
+    t_p = retry(b, "softmax", done, partial(_masked_max, b, st, plane))
+    # 4. e = exp(s - max) as fp16 rows (P unnormalised: 1 / sum is applied to P.V).
+    t_p = retry(b, "softmax", b.earliest([st.scores, st.maxes], vxm, t_p), partial(_exps, b, st))
+    # 5. Each head's sum of e, in every lane: e through a plane of ones (installed once
+    # per program on the first East plane), summed in order over positions; then 1/sum.
+    ps = b.config.mxm_planes // 2
+    pe = b.mxm_pos(ps)
+    if st.ones_ready < 0:
+        of = b.read(st.ones, stream=0, spread=8, arrive=(pe, b.earliest([st.ones], pe, start)), west=False,
+                    search=True)
+        st.ones_ready = b.mxm_install(ps, b.mxm_load(ps, of) + 1)
+    ef = b.read(st.probs, stream=16, arrive=(pe, max(st.ones_ready, b.earliest([st.probs], pe, t_p))), stride=4,
+                west=False, search=True)
+    t_inv = retry(b, "softmax", b.mxm_abc(ps, ef, 0), partial(_inverse_sums, b, st, ps))
+    # 6. Per kv tile: P_h . V for the heads of that tile, each shifted to lanes 0..hd-1
+    # and scaled by 1 / sum on its way out.
     end = 0
-    last_abc = -1
-    ld_free = ready - b.lat["mxm_iw"]
     acc_free = 0
-    slot = S + H
+    slot = H
     for i, v_i in enumerate(vc):
         heads = [h for h in range(H) if sh.kv_head(h) // hpt == i]
-        at = max(b.earliest([v_i], pp, t_pt), ld_free + 1)
+        at = max(b.earliest([v_i], pp, last_abc), ld_free + 1)
         vf = b.read(v_i, stream=0, vectors=(0, S), spread=8, arrive=(pp, at), west=True, search=True)
         ld_free = max(b.mxm_load(plane, vf) + 1, last_abc + 1)
         ready = b.mxm_install(plane, ld_free)
-        acts = b.read(st.probs_t, stream=16, vectors=(heads[0], len(heads)),
-                      arrive=(pp, max(ready, b.earliest([st.probs_t], pp, t_pt))), stride=4, west=True, search=True)
+        acts = b.read(st.probs, stream=16, vectors=(heads[0], len(heads)),
+                      arrive=(pp, max(ready, b.earliest([st.probs], pp, t_p))), stride=4, west=True, search=True)
         done = b.mxm_abc(plane, acts, slot)
         last_abc = acts.at(pp) + 4 * (len(heads) - 1)
         for n, h in enumerate(heads):
-            acc_free = max(done + n, acc_free)
-            y = b.mxm_acc(plane, slot + n, 1, at=acc_free, stream=20, west=False)
-            acc_free += 1
-            moved = b.sxm("shifts", y, hemi="W", stream=24, west=False, n=(sh.kv_head(h) % hpt) * hd)
-            y16 = b.vxm("cast", moved, dtype="float32", to="float16", stream=8, west=out.hemi == "W")
-            assert isinstance(y16, Flow)
-            end = max(end, b.write(y16, out, vectors=(h, 1)))
+            landed, t_acc = retry(b, "attend", max(done + n, acc_free, t_inv - 4 * b.lanes // 16),
+                                  partial(_out_row, b, st, plane, slot + n, h, out))
+            end = max(end, landed)
+            acc_free = t_acc + 1
         slot += len(heads)
     return end
 
