@@ -76,7 +76,28 @@ pub fn run_program(data: &[u8]) {
         until: 3000,
         issue_budget: u64::MAX,
     };
-    // Faults stop the run: batched and one-by-one issue must agree exactly.
+    // Faults stop the run: batched and one-by-one issue must agree exactly, and a chip
+    // reset after a run (which keeps some of its memory) must run as a new one.
+    let outcome = |chip: &mut Chip| {
+        let status = chip.run(limits);
+        let mut sram = 0xcbf2_9ce4_8422_2325u64;
+        for hemi in 0..2 {
+            for slice in 0..cfg.mem_slices as usize {
+                for addr in 0..cfg.addresses as usize {
+                    for b in chip.sram().word(hemi, slice, addr).unwrap_or(&[]) {
+                        sram = (sram ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+                    }
+                }
+            }
+        }
+        (
+            status,
+            chip.cycle(),
+            chip.fault().map(|f| f.to_string()),
+            chip.stats().clone(),
+            sram,
+        )
+    };
     let mut results = Vec::new();
     for fast in [false, true] {
         let mut chip = Chip::new(cfg.clone()).expect("a preset is valid");
@@ -84,15 +105,16 @@ pub fn run_program(data: &[u8]) {
         if chip.load(prog.clone(), None).is_err() {
             return;
         }
-        let status = chip.run(limits);
-        results.push((
-            status,
-            chip.cycle(),
-            chip.fault().map(|f| f.to_string()),
-            chip.stats().clone(),
-        ));
+        results.push(outcome(&mut chip));
+        chip.reset();
+        results.push(outcome(&mut chip));
     }
-    assert_eq!(results[0], results[1], "batched and one-by-one runs differ");
+    assert_eq!(results[0], results[2], "batched and one-by-one runs differ");
+    assert_eq!(results[0], results[1], "a run after a reset differs");
+    assert_eq!(
+        results[2], results[3],
+        "a batched run after a reset differs"
+    );
     // Every fault recorded and ignored: the run goes on through whatever happens.
     let mut chip = Chip::new(cfg).expect("a preset is valid");
     for kind in FaultKind::ALL {

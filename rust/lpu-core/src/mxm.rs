@@ -122,6 +122,19 @@ impl Weights {
         self.packed = OnceLock::new();
     }
 
+    /// No weights, but the memory of these: the buffer for a plane to load into next and
+    /// the fp32 array for the next install to fill.
+    pub fn recycled(mut self) -> (Weights, Vec<u8>) {
+        let spare = self.w.take().unwrap_or_else(|| {
+            std::mem::take(self.spare.get_mut().unwrap_or_else(|e| e.into_inner()))
+        });
+        let kept = Weights {
+            spare: Mutex::new(spare),
+            ..Default::default()
+        };
+        (kept, self.raw)
+    }
+
     /// The K x N array as fp32, widened from the installed bytes on first use.
     fn values(&self) -> &[f32] {
         self.w.get_or_init(|| {

@@ -231,6 +231,23 @@ impl Streams {
         }
     }
 
+    /// Empty again, as `new` made it, keeping the memory of the buckets and the value
+    /// arena (a decode step resets the chip every step; growing them again each time
+    /// costs reallocation, copying and page faults).
+    pub fn clear(&mut self) {
+        for b in &mut self.buckets {
+            b.key = i64::MIN;
+            b.entries.clear();
+        }
+        self.free.clear();
+        self.free
+            .extend((0..(self.arena.len() / self.lanes.max(1)) as u32).rev());
+        self.live = 0;
+        self.bulk.iter_mut().for_each(Vec::clear);
+        self.prune_at = u64::MAX;
+        self.single_keys.fill((i64::MAX, i64::MIN));
+    }
+
     /// Whether one-by-one values may lie on diagonals lo..=hi of stream `sid`.
     fn singles_between(&self, sid: usize, lo: i64, hi: i64) -> bool {
         let (min, max) = self.single_keys[sid];

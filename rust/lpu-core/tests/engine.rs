@@ -367,4 +367,14 @@ fn mxm_int8_matvec() {
         assert_eq!(got, want, "lane {n}");
     }
     assert_eq!(chip.stats().macs_int8, (lanes * lanes) as u64);
+    // A reset keeps the plane's memory but not its weights: an abc without an iw faults
+    // as on a new chip.
+    let abc_only = prog(vec![(
+        "mxm2.abc",
+        vec![i(Op::Nop, &[t_abc]), i(Op::Abc, &[16, 0, 0])],
+    )]);
+    chip.load(Arc::new(abc_only), None).unwrap();
+    assert_eq!(run(&mut chip), RunStatus::Fault);
+    let fault = chip.fault().expect("a fault");
+    assert_eq!(fault.kind, FaultKind::MxmHazard, "{fault}");
 }

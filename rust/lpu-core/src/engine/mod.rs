@@ -326,6 +326,20 @@ struct Plane {
 }
 
 impl Plane {
+    /// A plane as `Chip::new` makes it, keeping this one's memory: its weight buffer
+    /// (the previous install's when it has none), the fp32 weights array and spare
+    /// result buffers. Nothing kept is visible: loads overwrite the buffer from row 0,
+    /// and without installed weights nothing reads the array.
+    fn recycled(self) -> Plane {
+        let (weights, raw) = self.weights.recycled();
+        Plane {
+            buf: if self.buf.is_empty() { raw } else { self.buf },
+            weights,
+            spare: self.spare,
+            ..Plane::default()
+        }
+    }
+
     /// The weight buffer, allocated on first use: `lanes` rows of up to 2 byte planes.
     fn ensure_buf(&mut self, lanes: usize) {
         if self.buf.is_empty() {
@@ -607,7 +621,14 @@ impl Chip {
     /// Back to the state right after `load`, with `sram` as the SRAM if given (else the
     /// program's initialisers on an empty SRAM).
     fn reinit(&mut self, sram: Option<Sram>) {
-        let fresh = Chip::new(self.cfg.clone()).expect("config was valid");
+        let mut fresh = Chip::new(self.cfg.clone()).expect("config was valid");
+        // The largest structures are emptied in place rather than made again.
+        std::mem::swap(&mut fresh.streams, &mut self.streams);
+        fresh.streams.clear();
+        fresh.planes = std::mem::take(&mut self.planes)
+            .into_iter()
+            .map(Plane::recycled)
+            .collect();
         let keep_policy = self.policy;
         let fast = self.fast;
         let bps = std::mem::take(&mut self.breakpoints);
