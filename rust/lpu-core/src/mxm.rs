@@ -239,8 +239,14 @@ impl Weights {
 
 /// [`gemm`] with the weights given as installed bytes (`used` rows of `raw`, then zero
 /// rows): each weight row is widened once into a buffer that stays in L1 and added into
-/// every result row. Still y[r][c] += x[r][k] * w[k][c] for k in order, zero rows
-/// included (0 x inf is NaN, and -0 + 0 is +0), so the bits are gemm's.
+/// every result row, y[r][c] += x[r][k] * w[k][c] for k in order, so the bits are gemm's.
+///
+/// The zero rows are not multiplied one by one. Adding x * 0 (that is, +0 or -0 for a
+/// finite x) leaves every sum as it is, except that -0 + +0 is +0; and once a sum is +0,
+/// adding zeros keeps it +0. So for a row of activations whose tail (k >= `used`) is
+/// finite, the tail's whole effect is: if some product is +0 (some x[k] has its sign bit
+/// clear), sums that are -0 become +0. A row with an infinity or NaN in its tail takes
+/// the plain loop (0 x inf is NaN).
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
     "x86_64+avx2",
@@ -249,17 +255,25 @@ impl Weights {
 fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
     let rb = if int8 { n } else { 2 * n };
     let mut wr = vec![0f32; n];
-    for kk in 0..n {
-        if kk < used {
-            widen_row(int8, &raw[kk * rb..(kk + 1) * rb], &mut wr);
-        } else if kk == used {
-            wr.fill(0.0);
-        }
+    for kk in 0..used.min(n) {
+        widen_row(int8, &raw[kk * rb..(kk + 1) * rb], &mut wr);
         for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
             let xv = xr[kk];
             for (a, wv) in yr.iter_mut().zip(&wr) {
                 *a += xv * wv;
             }
+        }
+    }
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        let tail = &xr[used.min(n)..];
+        if tail.iter().any(|v| !v.is_finite()) {
+            for xv in tail {
+                yr.iter_mut().for_each(|a| *a += xv * 0.0);
+            }
+        } else if tail.iter().any(|v| v.is_sign_positive()) {
+            yr.iter_mut()
+                .filter(|a| a.to_bits() == 0x8000_0000)
+                .for_each(|a| *a = 0.0);
         }
     }
 }
@@ -1016,6 +1030,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn zero_rows_past_the_loaded_ones_keep_their_effect() {
+        // Weights with zero columns (those lanes keep their starting value through the
+        // loaded rows), sums starting at -0 and +0, and activation rows whose tails are:
+        // negative, with a +0, with a -0 only, with an infinity, with a NaN.
+        let (n, used) = (16, 5);
+        let w16: Vec<u16> = (0..n * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                if r >= used || c % 3 == 0 {
+                    0
+                } else {
+                    0x3c00 + (i as u16 % 7) * 0x40 // 1.0 .. 1.375
+                }
+            })
+            .collect();
+        let mut buf = vec![0u8; 2 * n * n];
+        for (r, row) in buf.chunks_mut(2 * n).take(n).enumerate() {
+            for c in 0..n {
+                (row[c], row[n + c]) = (w16[r * n + c] as u8, (w16[r * n + c] >> 8) as u8);
+            }
+        }
+        let w: Vec<f32> = w16
+            .iter()
+            .map(|b| f32::from_bits(crate::numerics::f16_to_f32_bits(*b)))
+            .collect();
+        let tails: [&[f32]; 5] = [
+            &[-1.0, -2.0, -0.5],
+            &[-1.0, 0.0, -2.0],
+            &[-0.0, -0.0, -3.0],
+            &[-1.0, f32::INFINITY, 2.0],
+            &[1.0, -1.0, f32::NAN],
+        ];
+        let m = tails.len();
+        let mut x = vec![0f32; m * n];
+        for (r, tail) in tails.iter().enumerate() {
+            for k in 0..n {
+                x[r * n + k] = if k < used {
+                    -((k + r) as f32)
+                } else {
+                    tail[k % tail.len()]
+                };
+            }
+        }
+        let start: Vec<f32> = (0..m * n)
+            .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
+            .collect();
+        let mut want = start.clone();
+        naive(&w, n, &x, &mut want);
+        let mut wts = Weights::default();
+        wts.install(false, n, &mut buf, used, false);
+        let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
+        let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
+        wts.apply(m, Activations::Values(&fill), &mut got, true);
+        for (i, (g, a)) in got.iter().zip(&want).enumerate() {
+            let a = if a.is_nan() {
+                crate::numerics::F32_NAN
+            } else {
+                a.to_bits()
+            };
+            assert_eq!(*g, a, "row {} lane {}", i / n, i % n);
+        }
+        assert!(
+            want.iter().any(|v| v.to_bits() == 0x8000_0000),
+            "some sums stay -0"
+        );
     }
 
     #[test]
