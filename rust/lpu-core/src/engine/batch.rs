@@ -26,7 +26,7 @@ const MAX_BATCH: u64 = 4096;
 
 /// The first upcoming issue of an instruction (or of a run of re-issues) of another queue.
 #[derive(Clone, Copy, Debug)]
-struct Upcoming {
+pub(super) struct Upcoming {
     queue: usize,
     t0: u64,
     instr: Instr,
@@ -83,9 +83,11 @@ impl Chip {
         (rep.instr, rep.k, rep.left as u64, rep.d as u64)
     }
 
-    /// The issues other queues still have before cycle `end`.
-    fn hazards(&self, except: usize, end: u64) -> Hazards {
-        let mut issues = Vec::new();
+    /// The issues other queues still have before cycle `end` (`issues`: a list to fill,
+    /// so that its memory is reused from one attempt to the next instead of growing
+    /// from nothing each time).
+    fn hazards(&self, except: usize, end: u64, mut issues: Vec<Upcoming>) -> Hazards {
+        issues.clear();
         let mut unknown = u64::MAX;
         for &qi in &self.active {
             if qi == except {
@@ -297,7 +299,8 @@ impl Chip {
         }
         let mut instr = base;
         advance(&mut instr, k0 + 1);
-        let hz = self.hazards(qi, t + max_k * d + 64);
+        let spare = std::mem::take(&mut self.hz_spare);
+        let hz = self.hazards(qi, t + max_k * d + 64, spare);
         let kind = self.queues[qi].kind;
         let job = Job {
             qi,
@@ -318,6 +321,7 @@ impl Chip {
             (Unit::Mxm, QueueKind::MxmAcc { plane }) => self.batch_acc(&job, plane as usize),
             _ => 0,
         };
+        self.hz_spare = hz.issues;
         if k == 0 {
             return 0;
         }

@@ -393,6 +393,8 @@ pub struct Chip {
     entry: Option<String>,
     q: Vec<QState>,
     active: Vec<usize>,
+    /// The last batch attempt's list of hazards, for the next one to fill.
+    hz_spare: Vec<batch::Upcoming>,
     cycle: u64,
     pending: VecDeque<PendingWrite>,
     bulk_pending: Vec<batch::BulkWrite>,
@@ -454,6 +456,7 @@ impl Chip {
             entry: None,
             q: vec![QState::default(); nq],
             active: Vec::new(),
+            hz_spare: Vec::new(),
             cycle: 0,
             pending: VecDeque::new(),
             bulk_pending: Vec::new(),
