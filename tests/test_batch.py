@@ -313,3 +313,45 @@ def test_a_breakpoint_amid_batches_stops_in_the_same_state():
     old = np.frombuffer(half, np.int8).reshape(200, cfg.lanes)
     new = np.all(old == want, axis=1)
     assert new.any() and (old[~new] == 7).all() and not new.all(), "z is half written at the breakpoint"
+
+
+def test_a_breakpoint_amid_batches_that_write_what_they_read():
+    """x = x + y in place, stopped by a breakpoint while the adds and the writes back
+    run in batches: x's slices are read, so the fast chip must put back the words its
+    batches had already written past the stop (its SRAM journal) before redoing the
+    stretch one by one; the state at the stop and after must be one-by-one issue's."""
+    cfg = lpu.ChipConfig("tsp_small")
+    n = 200
+    b = Builder(cfg)
+    x = b.input("x", "int8", (n, cfg.lanes), hemi="W", split=2)
+    y = b.input("y", "int8", (n, cfg.lanes), hemi="E", split=2)
+    t = b.earliest([x, y], b.vxm_pos)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
+    ys = b.read(y, stream=4, arrive=(b.vxm_pos, t))
+    b.write(b.vxm("add", xs, ys, stream=8, west=True), x)
+    text = b.build().disassemble()
+    prog = lpu.assemble(text + "\n.queue mem.E5.0\n    nop 150\n    read 0, s20e\n")
+    rng = np.random.default_rng(6)
+    xv, yv = (rng.integers(-50, 50, (n, cfg.lanes)).astype(np.int8) for _ in range(2))
+    seen = []
+    for fast in (False, True):
+        chip = lpu.Chip(cfg, fast=fast)
+        chip.load(prog)
+        write_tensor(chip, prog.tensor("x"), xv)
+        write_tensor(chip, prog.tensor("y"), yv)
+        chip.add_breakpoint("mem.E5.0", 1)
+        states = []
+        for _ in range(2):
+            status = chip.run()
+            states.append((status, chip.cycle, chip.stats(), read_tensor(chip, prog.tensor("x")).tobytes()))
+        seen.append(states)
+    slow, fast_states = seen
+    assert slow == fast_states
+    (stop, _, _, half), (end, _, _, full) = fast_states
+    assert stop == lpu.RunStatus.BREAKPOINT and end == lpu.RunStatus.HALTED
+    want = (xv.astype(np.int16) + yv).astype(np.int8)
+    assert full == want.tobytes()
+    mid = np.frombuffer(half, np.int8).reshape(n, cfg.lanes)
+    new = np.all(mid == want, axis=1)
+    assert new.any() and not new.all(), "x is half updated at the breakpoint"
+    assert (mid[~new] == xv[~new]).all()

@@ -3,8 +3,15 @@
 //! Pages of words are allocated on first write, so a `tsp_v1` chip (220 MiB) costs
 //! nothing until a program touches it; unwritten words read as zero. Pages are shared
 //! copy-on-write (`Arc`), which makes snapshots cheap.
+//!
+//! A run keeps the old value of every word it overwrites in the slices it reads
+//! ([`Sram::start_journal`]), so that it can be redone from its start
+//! ([`Sram::rewind`]). A saved snapshot would do as well, but it shares every page, and
+//! the first write to each page would then copy all 80 KB of it: most pages a decode
+//! step writes get one word (a KV cache row), and a handful of words saved is far less.
 
 use crate::streams::Rows;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Words per lazily allocated page.
@@ -19,6 +26,21 @@ pub struct Sram {
     pages: Vec<Option<Arc<Vec<u8>>>>,
     /// What a never-written page reads as.
     zero: Arc<Vec<u8>>,
+    journal: Option<Box<Journal>>,
+}
+
+/// The old values of the words written since [`Sram::start_journal`].
+#[derive(Clone)]
+struct Journal {
+    /// By slice (`hemi * slices + slice`): whether its old words are kept.
+    tracked: Vec<bool>,
+    /// By page: the words already kept (a bit each), once one is.
+    kept: Vec<Option<Box<[u64; PAGE_WORDS / 64]>>>,
+    /// Pages that did not exist when the journal started (they read as zero then).
+    created: Vec<usize>,
+    /// Page and word of each kept word, its old bytes at the same index in `data`.
+    words: Vec<(u32, u16)>,
+    data: Vec<u8>,
 }
 
 impl Sram {
@@ -31,6 +53,66 @@ impl Sram {
             pages_per_slice,
             pages: vec![None; 2 * slices * pages_per_slice],
             zero: Arc::new(vec![0u8; PAGE_WORDS * lanes]),
+            journal: None,
+        }
+    }
+
+    /// From now on keep the old value of each word written in a slice marked in
+    /// `tracked` (by `hemi * slices + slice`), the first time it is written.
+    pub fn start_journal(&mut self, tracked: &[bool]) {
+        self.journal = Some(Box::new(Journal {
+            tracked: tracked.to_vec(),
+            kept: vec![None; self.pages.len()],
+            created: Vec::new(),
+            words: Vec::new(),
+            data: Vec::new(),
+        }));
+    }
+
+    /// Stop keeping old values (and forget the ones kept).
+    pub fn stop_journal(&mut self) {
+        self.journal = None;
+    }
+
+    /// Put back what the tracked slices held when the journal started, and stop it.
+    pub fn rewind(&mut self) {
+        let Some(j) = self.journal.take() else {
+            return;
+        };
+        let lanes = self.lanes;
+        for (k, &(i, w)) in j.words.iter().enumerate() {
+            let off = w as usize * lanes;
+            self.page_mut(i as usize)[off..off + lanes]
+                .copy_from_slice(&j.data[k * lanes..(k + 1) * lanes]);
+        }
+        for &i in &j.created {
+            self.pages[i] = None;
+        }
+    }
+
+    /// Before words `words` of page `i` are written: keep their old values if the
+    /// journal wants them.
+    fn keep(&mut self, i: usize, words: Range<usize>) {
+        let Some(j) = self.journal.as_deref_mut() else {
+            return;
+        };
+        if !j.tracked[i / self.pages_per_slice] {
+            return;
+        }
+        let Some(page) = &self.pages[i] else {
+            // Never written: the whole page goes when the journal rewinds.
+            j.created.push(i);
+            j.kept[i] = Some(Box::new([u64::MAX; PAGE_WORDS / 64]));
+            return;
+        };
+        let bits = j.kept[i].get_or_insert_with(|| Box::new([0; PAGE_WORDS / 64]));
+        let lanes = self.lanes;
+        for w in words {
+            if bits[w / 64] & (1 << (w % 64)) == 0 {
+                bits[w / 64] |= 1 << (w % 64);
+                j.words.push((i as u32, w as u16));
+                j.data.extend_from_slice(&page[w * lanes..(w + 1) * lanes]);
+            }
         }
     }
 
@@ -60,8 +142,9 @@ impl Sram {
     /// shared, first).
     pub fn word_mut(&mut self, hemi: usize, slice: usize, addr: usize) -> &mut [u8] {
         let lanes = self.lanes;
-        let off = (addr % PAGE_WORDS) * lanes;
-        &mut self.page_mut(self.page_index(hemi, slice, addr))[off..off + lanes]
+        let (i, w) = (self.page_index(hemi, slice, addr), addr % PAGE_WORDS);
+        self.keep(i, w..w + 1);
+        &mut self.page_mut(i)[w * lanes..(w + 1) * lanes]
     }
 
     /// Page `i`'s words, to write in place (allocated first if it was never written,
@@ -97,6 +180,7 @@ impl Sram {
             let i = self.page_index(hemi, slice, a);
             let at = a % PAGE_WORDS;
             let m = (PAGE_WORDS - at).min(rows.n - done);
+            self.keep(i, at..at + m);
             let words = &mut self.page_mut(i)[at * lanes..(at + m) * lanes];
             match rows.sub(done, m).contiguous() {
                 Some(run) => words.copy_from_slice(run),
@@ -120,30 +204,15 @@ impl Sram {
         while k < lanes.len() {
             let i = page_of(&lanes[k]);
             let run = lanes[k..].iter().take_while(|l| page_of(l) == i).count();
+            for &(_, addr) in &lanes[k..k + run] {
+                let w = addr as usize % PAGE_WORDS;
+                self.keep(i, w..w + 1);
+            }
             let page = self.page_mut(i);
             for &(lane, addr) in &lanes[k..k + run] {
                 page[(addr as usize % PAGE_WORDS) * width + lane as usize] = data[lane as usize];
             }
             k += run;
-        }
-    }
-
-    /// Forget the pages of the slices marked in `which` (by `hemi * slices + slice`).
-    pub fn drop_slices(&mut self, which: &[bool]) {
-        let per = self.pages_per_slice;
-        for (pages, _) in self.pages.chunks_mut(per).zip(which).filter(|(_, w)| **w) {
-            pages.fill(None);
-        }
-    }
-
-    /// Take the pages of the slices marked in `which` from `other`.
-    pub fn move_slices(&mut self, other: &mut Sram, which: &[bool]) {
-        let per = self.pages_per_slice;
-        let slices = self.pages.chunks_mut(per).zip(other.pages.chunks_mut(per));
-        for ((mine, theirs), _) in slices.zip(which).filter(|(_, w)| **w) {
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                *m = t.take();
-            }
         }
     }
 
@@ -223,20 +292,47 @@ mod tests {
     }
 
     #[test]
-    fn dropped_slices_can_be_handed_back() {
+    fn a_journal_rewinds_the_slices_it_tracks() {
+        // Every way of writing (words, runs across a page boundary, scattered lanes),
+        // into pages that existed and pages that did not, in a tracked and an untracked
+        // slice; words written twice keep their first old value.
         let lanes = 8;
         let mut live = Sram::new(2, 512, lanes);
         live.write(0, 0, 3, &[1; 8]);
+        live.write(0, 0, 255, &[5; 8]);
         live.write(1, 1, 300, &[2; 8]);
-        let mut saved = live.clone();
-        // Slice (1, 1) is left out of the saved copy, then handed back as it is now.
-        let which = [false, false, false, true];
-        saved.drop_slices(&which);
-        assert!(saved.word(1, 1, 300).is_none());
-        live.write(1, 1, 300, &[3; 8]);
+        let before = live.clone();
+        live.start_journal(&[true, false, false, true]);
         live.write(0, 0, 3, &[4; 8]);
-        saved.move_slices(&mut live, &which);
-        assert_eq!(saved.word(1, 1, 300), Some(&[3u8; 8][..]));
-        assert_eq!(saved.word(0, 0, 3), Some(&[1u8; 8][..]));
+        live.write(0, 0, 3, &[6; 8]);
+        let mut src = Sram::new(1, 512, lanes);
+        for a in 0..4 {
+            src.write(0, 0, 254 + a, &[10 + a as u8; 8]);
+        }
+        live.write_rows(0, 0, 254, &src.rows(0, 0, 254, 2));
+        live.write_rows(0, 0, 256, &src.rows(0, 0, 256, 2));
+        live.write_lanes(1, 1, &[(0, 300), (3, 301), (5, 40)], &[9; 8]);
+        live.write(0, 1, 7, &[7; 8]); // untracked
+        assert_eq!(live.word(0, 0, 3), Some(&[6u8; 8][..]));
+        live.rewind();
+        for (h, sl, a) in [
+            (0, 0, 3),
+            (0, 0, 254),
+            (0, 0, 255),
+            (0, 0, 256),
+            (0, 0, 257),
+            (1, 1, 300),
+            (1, 1, 301),
+            (1, 1, 40),
+        ] {
+            assert_eq!(live.word(h, sl, a), before.word(h, sl, a), "{h} {sl} {a}");
+        }
+        // The page the journal saw created reads as never written again.
+        assert!(live.word(0, 0, 256).is_none());
+        assert_eq!(live.word(0, 1, 7), Some(&[7u8; 8][..]));
+        // After a rewind nothing is journalled any more.
+        live.write(0, 0, 3, &[8; 8]);
+        live.rewind();
+        assert_eq!(live.word(0, 0, 3), Some(&[8u8; 8][..]));
     }
 }

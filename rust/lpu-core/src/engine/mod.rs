@@ -782,15 +782,18 @@ impl Chip {
             if let Some(mut b) = base.take() {
                 // Batches had already done issues for cycles after the stop: run the same
                 // stretch again from before the first batch, one issue at a time, so the
-                // chip stops in exactly the state single issues leave. Slices the program
-                // never reads were left out of the saved state: the redo writes the same
-                // words again, so they keep what they hold now.
-                b.sram.move_slices(&mut self.sram, &self.unread);
+                // chip stops in exactly the state single issues leave. SRAM goes back by
+                // its journal; slices the program never reads keep what they hold now
+                // (the redo writes the same words again).
+                let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+                sram.rewind();
+                b.sram = sram;
                 *self = *b;
                 self.fast = false;
                 status = self.run_inner(limits, tracer, &mut None);
             }
         }
+        self.sram.stop_journal();
         self.fast = fast;
         self.value_log = None;
         status
@@ -900,11 +903,15 @@ impl Chip {
                     s.rep.is_some() || self.code[q].get(s.pc).is_some_and(|i| i.op == Op::Repeat)
                 })
             {
-                // A batch may happen this cycle: keep the state to redo it from if needed,
-                // without the pages of slices no instruction reads (holding those would
-                // make every write to them copy its page).
-                let mut b = Box::new(self.clone());
-                b.sram.drop_slices(&self.unread);
+                // A batch may happen this cycle: keep the state to redo it from if needed.
+                // SRAM is not kept but journalled from here on (holding its pages would
+                // make the first write to each copy it), and only in the slices the
+                // program reads: a redo writes the others' words again.
+                let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+                let b = Box::new(self.clone());
+                self.sram = sram;
+                let read: Vec<bool> = self.unread.iter().map(|u| !u).collect();
+                self.sram.start_journal(&read);
                 *base = Some(b);
             }
             let mut finished = false;
