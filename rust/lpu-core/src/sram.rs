@@ -204,9 +204,14 @@ impl Sram {
         while k < lanes.len() {
             let i = page_of(&lanes[k]);
             let run = lanes[k..].iter().take_while(|l| page_of(l) == i).count();
+            let mut last = None;
             for &(_, addr) in &lanes[k..k + run] {
-                let w = addr as usize % PAGE_WORDS;
-                self.keep(i, w..w + 1);
+                // Scatters send most lanes to one or two words.
+                if last != Some(addr) {
+                    let w = addr as usize % PAGE_WORDS;
+                    self.keep(i, w..w + 1);
+                    last = Some(addr);
+                }
             }
             let page = self.page_mut(i);
             for &(lane, addr) in &lanes[k..k + run] {
