@@ -23,12 +23,12 @@ use crate::program::Program;
 use crate::sram::Sram;
 use crate::streams::Streams;
 use crate::{mxm, sxm, vxm};
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 mod batch;
 mod busy;
+mod due;
 mod latch;
 mod pool;
 
@@ -809,16 +809,16 @@ impl Chip {
         let mut budget = limits.issue_budget;
         // Queues that can issue, by the next cycle they do (then by index, the order in
         // which queues issue within a cycle). Parked queues join when notified.
-        let mut due: BinaryHeap<Reverse<(u64, usize)>> = self
-            .active
-            .iter()
-            .filter(|&&qi| !self.q[qi].parked)
-            .map(|&qi| Reverse((self.q[qi].next, qi)))
-            .collect();
+        let mut due = due::Due::new(0);
+        for &qi in &self.active {
+            if !self.q[qi].parked {
+                due.push(self.q[qi].next, qi);
+            }
+        }
         let mut now: Vec<usize> = Vec::new();
         loop {
             // The next cycle anything happens.
-            let mut t = due.peek().map_or(u64::MAX, |Reverse((t, _))| *t);
+            let mut t = due.next().unwrap_or(u64::MAX);
             if let Some(&n) = self.notify_at.iter().next() {
                 t = t.min(n);
             }
@@ -874,18 +874,12 @@ impl Chip {
                     if self.q[qi].parked {
                         self.q[qi].parked = false;
                         self.q[qi].next = t;
-                        due.push(Reverse((t, qi)));
+                        due.push(t, qi);
                     }
                 }
             }
             now.clear();
-            while let Some(&Reverse((tq, qi))) = due.peek() {
-                if tq > t {
-                    break;
-                }
-                due.pop();
-                now.push(qi);
-            }
+            due.pop_until(t, &mut now);
             // Breakpoints are checked for every queue before anything issues this cycle.
             if !self.breakpoints.is_empty()
                 && self.resume_cycle != Some(t)
@@ -925,7 +919,7 @@ impl Chip {
                 if s.rep.is_none() && s.pc >= self.code[qi].len() && !s.parked {
                     finished = true;
                 } else if !s.parked {
-                    due.push(Reverse((s.next, qi)));
+                    due.push(s.next, qi);
                 }
             }
             if finished {
