@@ -282,6 +282,26 @@ def test_a_broken_chain_faults_the_same():
     assert fault is not None and "chain" in fault
 
 
+def breakpoint_runs(prog: lpu.Program, inputs: dict, queue: str, watch: str) -> list:
+    """Run with a breakpoint on `queue`'s second instruction, then on to the end, one by
+    one and in batches; both must agree. Returns the batched chip's two stops: status,
+    cycle, statistics and tensor `watch`'s bytes."""
+    seen = []
+    for fast in (False, True):
+        chip = lpu.Chip(prog.config, fast=fast)
+        chip.load(prog)
+        for name, v in inputs.items():
+            write_tensor(chip, prog.tensor(name), v)
+        chip.add_breakpoint(queue, 1)
+        states = []
+        for _ in range(2):
+            status = chip.run()
+            states.append((status, chip.cycle, chip.stats(), read_tensor(chip, prog.tensor(watch)).tobytes()))
+        seen.append(states)
+    assert seen[0] == seen[1]
+    return seen[1]
+
+
 def test_a_breakpoint_amid_batches_stops_in_the_same_state():
     """A breakpoint on cycle ~150 while every queue is in the middle of a batched run:
     the fast chip redoes the stretch one by one from before its first batch. Slice
@@ -292,21 +312,8 @@ def test_a_breakpoint_amid_batches_stops_in_the_same_state():
     prog = lpu.assemble(text + "\n.queue mem.W5.0\n    nop 150\n    read 0, s20e\n")
     rng = np.random.default_rng(5)
     x, y = (rng.integers(-50, 50, (200, cfg.lanes)).astype(np.int8) for _ in range(2))
-    seen = []
-    for fast in (False, True):
-        chip = lpu.Chip(cfg, fast=fast)
-        chip.load(prog)
-        write_tensor(chip, prog.tensor("x"), x)
-        write_tensor(chip, prog.tensor("y"), y)
-        write_tensor(chip, prog.tensor("z"), np.full((200, cfg.lanes), 7, np.int8))
-        chip.add_breakpoint("mem.W5.0", 1)
-        states = []
-        for _ in range(2):
-            status = chip.run()
-            states.append((status, chip.cycle, chip.stats(), read_tensor(chip, prog.tensor("z")).tobytes()))
-        seen.append(states)
-    assert seen[0] == seen[1]
-    (stop, at, _, half), (end, _, _, full) = seen[1]
+    z = np.full((200, cfg.lanes), 7, np.int8)
+    (stop, at, _, half), (end, _, _, full) = breakpoint_runs(prog, {"x": x, "y": y, "z": z}, "mem.W5.0", "z")
     assert stop == lpu.RunStatus.BREAKPOINT and end == lpu.RunStatus.HALTED
     want = (x.astype(np.int16) + y).astype(np.int8)
     assert full == want.tobytes()
@@ -333,21 +340,7 @@ def test_a_breakpoint_amid_batches_that_write_what_they_read():
     prog = lpu.assemble(text + "\n.queue mem.E5.0\n    nop 150\n    read 0, s20e\n")
     rng = np.random.default_rng(6)
     xv, yv = (rng.integers(-50, 50, (n, cfg.lanes)).astype(np.int8) for _ in range(2))
-    seen = []
-    for fast in (False, True):
-        chip = lpu.Chip(cfg, fast=fast)
-        chip.load(prog)
-        write_tensor(chip, prog.tensor("x"), xv)
-        write_tensor(chip, prog.tensor("y"), yv)
-        chip.add_breakpoint("mem.E5.0", 1)
-        states = []
-        for _ in range(2):
-            status = chip.run()
-            states.append((status, chip.cycle, chip.stats(), read_tensor(chip, prog.tensor("x")).tobytes()))
-        seen.append(states)
-    slow, fast_states = seen
-    assert slow == fast_states
-    (stop, _, _, half), (end, _, _, full) = fast_states
+    (stop, _, _, half), (end, _, _, full) = breakpoint_runs(prog, {"x": xv, "y": yv}, "mem.E5.0", "x")
     assert stop == lpu.RunStatus.BREAKPOINT and end == lpu.RunStatus.HALTED
     want = (xv.astype(np.int16) + yv).astype(np.int8)
     assert full == want.tobytes()

@@ -41,8 +41,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .._core import Tensor
-from ..builder import AluOut, Builder, Flow, _stream_operand
-from ..errors import CapacityError, InputError, LpuError, ScheduleError
+from ..builder import Builder, Flow, _stream_operand
+from ..errors import CapacityError, InputError, LpuError
 from .reduce import allreduce
 from .vector import retry
 
@@ -339,24 +339,6 @@ def _append_at(b: Builder, st: DecodeState, x: Tensor, tile: int, cache: Tensor,
     return end
 
 
-def _alongside(b: Builder, value: AluOut, tensor: Tensor, stream: int, count: int) -> Tuple[Flow, AluOut]:
-    """Stream `count` vectors of `tensor` (two cycles apart) past the VXM together with
-    `value` held in an ALU: the read is moved later (in steps of the hold's period)
-    until its MEM slots are free."""
-    lat = b.lat["vxm_basic"]
-    for k in range(4096):
-        at = value.cycle + lat * (k + 1)
-        mark = b.checkpoint()
-        try:
-            f = b.read(tensor, stream=stream, vectors=(0, count), arrive=(b.vxm_pos, at), stride=lat)
-        except LpuError:
-            b.rollback(mark)
-            continue
-        held = b.hold(value, count + k)
-        return f, AluOut(held.alu, at, count, lat, held.dtype)
-    raise ScheduleError(f"no free cycle to read '{tensor.name}'")
-
-
 def _masked_max(b: Builder, st: DecodeState, plane: int, t: int) -> int:
     """Scores from the slots (read from cycle `t`) with positions after pos set to
     -inf, into ``scores``; their maximum over the lanes of each head into ``maxes``."""
@@ -460,7 +442,7 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
         st.ones_ready = b.mxm_install(ps, b.mxm_load(ps, of) + 1)
     ef = b.read(st.probs, stream=16, arrive=(pe, max(st.ones_ready, b.earliest([st.probs], pe, t_p))), stride=4,
                 west=False, search=True)
-    t_inv = retry(b, "softmax", b.mxm_abc(ps, ef, 0), partial(_inverse_sums, b, st, ps))
+    retry(b, "softmax", b.mxm_abc(ps, ef, 0), partial(_inverse_sums, b, st, ps))
     # 6. Per kv tile: P_h . V for the heads of that tile, each shifted to lanes 0..hd-1
     # and scaled by 1 / sum on its way out.
     end = 0
@@ -477,7 +459,7 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
         done = b.mxm_abc(plane, acts, slot)
         last_abc = acts.at(pp) + 4 * (len(heads) - 1)
         for n, h in enumerate(heads):
-            landed, t_acc = retry(b, "attend", max(done + n, acc_free, t_inv - 4 * b.lanes // 16),
+            landed, t_acc = retry(b, "attend", max(done + n, acc_free),
                                   partial(_out_row, b, st, plane, slot + n, h, out))
             end = max(end, landed)
             acc_free = t_acc + 1

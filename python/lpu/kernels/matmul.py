@@ -248,7 +248,6 @@ def dequant_epilogue(w: Weights, row_scale: Optional[Tensor] = None) -> Epilogue
     scales = w.scales
 
     def epi(b: Builder, acc: Flow, j: int) -> Flow:
-        t = acc.at(b.vxm_pos)
         f = b.vxm("cast", acc, dtype="int32", to="float32")  # chained in the ALU
         s = b.read(scales, stream=12, vectors=(j, 1), arrive=(b.vxm_pos, f.cycle))
         if acc.count > 1:
@@ -257,7 +256,6 @@ def dequant_epilogue(w: Weights, row_scale: Optional[Tensor] = None) -> Epilogue
             return b.vxm("mul", f, s, stream=28, west=acc.west)
         g = b.vxm("mul", f, s)
         r = b.read(row_scale, stream=8, vectors=(0, 1), arrive=(b.vxm_pos, g.cycle))
-        _ = t
         return b.vxm("mul", g, r, stream=28, west=acc.west)
 
     return epi

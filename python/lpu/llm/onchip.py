@@ -236,5 +236,3 @@ def print_progress(what: str, i: int, n: int) -> None:
         sys.stderr.write("\n")
     sys.stderr.flush()
 
-
-_ = List  # typing re-export guard
