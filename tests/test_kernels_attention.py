@@ -81,3 +81,27 @@ def test_decode_attention_over_steps(cname, H, KV, hd, S):
             assert np.all(np.abs(got[h] - want) <= bound), (step, h, np.abs(got[h] - want).max())
     assert len(cycles) == 1, "every step takes the same number of cycles"
     np.testing.assert_array_equal(read_tensor(chip, prog.tensor("pos")), 7)
+
+
+def test_attention_keeps_its_sum_plane_to_itself():
+    """attend sums on the first East plane, loaded with ones once per program: a program
+    that loads that plane too is refused, not run with the wrong weights."""
+    cfg = lpu.ChipConfig("tsp_small")
+    shape = A.AttentionShape(4, 2, 8, 16)
+    ps = cfg.mxm_planes // 2
+
+    def build(before: bool):
+        b = Builder(cfg)
+        st = A.new_state(b, shape)
+        q = b.input("q", "float32", (32,), hemi="E")
+        kc, vc = A.new_cache(b, st, "kc"), A.new_cache(b, st, "vc")
+        out = b.output("out", "float16", (4, cfg.lanes), hemi="E")
+        if before:
+            b.mxm_install(ps, 5)
+        t = A.attend(b, st, q, kc, vc, out, start=A.prologue(b, st))
+        b.mxm_install(ps, t + 10)
+        A.attend(b, st, q, kc, vc, out, start=t + 20)
+
+    for before in (True, False):
+        with pytest.raises(lpu.InputError, match=f"plane {ps}"):
+            build(before)

@@ -128,6 +128,8 @@ class DecodeState:
     ones: Tensor         # float16 (S, lanes): ones, the weights of the sum plane
     #: Cycle the sum plane's ones can be used (set by the first attend; -1 before).
     ones_ready: int = -1
+    #: Instructions on the sum plane's load queue once the ones were placed.
+    ones_loads: int = 0
 
     @property
     def qt(self) -> int:
@@ -436,10 +438,18 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
     # per program on the first East plane), summed in order over positions; then 1/sum.
     ps = b.config.mxm_planes // 2
     pe = b.mxm_pos(ps)
+    loads = len(b._queues.get(f"mxm{ps}.ld", ()))
     if st.ones_ready < 0:
+        if loads:
+            raise InputError(f"attend sums on MXM plane {ps} (the first East plane), which this program "
+                             "already loads: keep that plane for attention")
         of = b.read(st.ones, stream=0, spread=8, arrive=(pe, b.earliest([st.ones], pe, start)), west=False,
                     search=True)
         st.ones_ready = b.mxm_install(ps, b.mxm_load(ps, of) + 1)
+        st.ones_loads = len(b._queues[f"mxm{ps}.ld"])
+    elif loads != st.ones_loads:
+        raise InputError(f"MXM plane {ps} holds attention's ones, and something else loaded it since the "
+                         "first attend: keep that plane for attention")
     ef = b.read(st.probs, stream=16, arrive=(pe, max(st.ones_ready, b.earliest([st.probs], pe, t_p))), stride=4,
                 west=False, search=True)
     retry(b, "softmax", b.mxm_abc(ps, ef, 0), partial(_inverse_sums, b, st, ps))
