@@ -10,20 +10,33 @@ import pytest
 import lpu
 from lpu.builder import Builder
 from lpu.kernels import vector as V
-from lpu.kernels.reduce import allreduce, constants_for, reduce_levels
+from lpu.kernels.reduce import allreduce, constants_for
 
 CONFIGS = ["tsp_small", "tsp_v1"]
 
 
 def tree_sum(x: np.ndarray, lanes: int) -> np.float32:
-    """The allreduce's addition order: suffix tree over shifts by 1, 2, 4, ... lanes."""
+    """The allreduce's addition order: a radix-4 suffix tree, level n = 1, 4, 16, ...
+    adding (s + s[+n]) + (s[+2n] + s[+3n]) in fp32, shifts of the whole vector or more
+    left out."""
     s = np.zeros(lanes, np.float32)
     s[: len(x)] = x
-    for k in range(reduce_levels(lanes)):
-        n = 1 << k
-        shifted = np.zeros_like(s)
-        shifted[: lanes - n] = s[n:]
-        s = (shifted + s).astype(np.float32)
+
+    def shifted(m: int) -> np.ndarray:
+        out = np.zeros_like(s)
+        out[: lanes - m] = s[m:]
+        return out
+
+    n = 1
+    while n < lanes:
+        parts = [s] + [shifted(m * n) for m in (1, 2, 3) if m * n < lanes]
+        low = (parts[0] + parts[1]).astype(np.float32)
+        if len(parts) == 2:
+            s = low
+        else:
+            high = (parts[2] + parts[3]).astype(np.float32) if len(parts) == 4 else parts[2]
+            s = (low + high).astype(np.float32)
+        n *= 4
     return s[0]
 
 

@@ -1,12 +1,21 @@
 """Reductions across the lanes of a vector, with the result in every lane.
 
 The VXM works lane by lane, so a sum or maximum over lanes moves data across lanes in
-the SXM: a suffix tree (``shifts`` by 1, 2, 4, ... lanes: lane l accumulates lanes
-l, l+1, ...) and an exclusive prefix tree (``shiftn``: lanes ..., l-2, l-1) run side by
-side, and lane l's total is suffix[l] (op) prefix[l]. Each level is a round trip
-VXM -> SXM -> VXM; ceil(log2(lanes)) levels. The order of the additions is fixed by
-the tree, so results are deterministic. Lanes shifted in from outside the vector are
-zero, which is neutral for ``add``; for ``max``/``min`` they are replaced by -inf/+inf.
+the SXM, in trees whose levels are each a round trip VXM -> SXM -> VXM (about 100
+cycles on tsp_v1, where the SXM sits beyond the hemisphere's MEM slices).
+
+- Sums: a suffix tree of radix 4 (level n = 1, 4, 16, ...: lane l adds lanes l + n,
+  l + 2n and l + 3n, as (v + v[+n]) + (v[+2n] + v[+3n]), using the hemisphere's four
+  shifters) puts the total in lane 0 in ceil(log4(lanes)) levels; the same tree with
+  ``shiftn`` over the total masked to lane 0 copies it to every lane (adding zeros
+  is exact, so every lane holds the same bits). The order of the additions is fixed by
+  the tree, so results are deterministic.
+- max/min: a suffix tree (``shifts`` by 1, 2, 4, ...) and an exclusive prefix tree
+  (``shiftn``) of radix 2 run side by side, and lane l's total is suffix[l] (op)
+  prefix[l] (exact in any order); ceil(log2(lanes)) levels.
+
+Lanes shifted in from outside the vector are zero, which is neutral for ``add``; for
+``max``/``min`` they are replaced by -inf/+inf.
 
 Streams used while it runs (West SXM): westward 16..31, eastward 16..31, and for a
 max or min of several vectors westward 12..15.
@@ -23,7 +32,7 @@ from .._core import Tensor
 from ..builder import AluOut, Builder, Flow
 from ..errors import InputError
 
-__all__ = ["allreduce", "reduce_levels"]
+__all__ = ["allreduce", "reduce_levels", "sum_levels"]
 
 _NEUTRAL = {"max": -np.inf, "min": np.inf}
 
@@ -100,8 +109,9 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     ignored (treated as the neutral element). Returns the results at the VXM (in an
     ALU, or on ``stream``).
 
-    Sums: a suffix tree puts the total in lane 0 (additions in a fixed tree order), then
-    a prefix tree of the masked total copies it to every lane (adding zeros is exact).
+    Sums: a suffix tree of radix 4 puts the total in lane 0 (additions in a fixed tree
+    order), then the same tree of the masked total copies it to every lane (adding zeros
+    is exact).
     max/min: suffix and exclusive-prefix trees side by side, combined per lane (exact).
     The input must reach the VXM no earlier than the constants it needs (see
     :func:`constants_for`)."""
@@ -124,11 +134,11 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
         v = b.vxm("copy", v, stream=16, west=True)
     assert isinstance(v, Flow)
     if op == "add":
-        total = _tree(b, v, "shifts", "add", None, levels, stream=16, last_stream=None)
+        total = _sum_tree(b, v, "shifts", stream=16, last_stream=None)
         assert isinstance(total, AluOut)
         e0 = const(_unit(b, dtype, c), 24, total.cycle)
         lane0 = b.vxm("mul", total, e0, stream=16, west=True)
-        return _tree(b, lane0, "shiftn", "add", None, levels, stream=16, last_stream=stream, last_west=west)
+        return _sum_tree(b, lane0, "shiftn", stream=16, last_stream=stream, last_west=west)
     suf, pre, first = _fill_tensors(b, op, dtype, c)
     s_out = p_out = v
     s_val: Union[Flow, AluOut] = v
@@ -157,16 +167,34 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     return b.vxm(op, s_val, p_val, stream=stream, west=west)
 
 
-def _tree(b: Builder, v: Flow, shift: str, op: str, fill: Optional[Tensor], levels: int, *, stream: int,
-          last_stream: Optional[int], last_west: bool = False) -> Union[Flow, AluOut]:
-    """v = op(v, shift(v, 2^k)) for k < levels, each level a round trip to the West SXM."""
+def sum_levels(lanes: int) -> int:
+    """Levels of the radix-4 sum tree over `lanes` lanes."""
+    return max(1, math.ceil(math.log(lanes, 4) - 1e-9))
+
+
+def _sum_tree(b: Builder, v: Flow, shift: str, *, stream: int, last_stream: Optional[int],
+              last_west: bool = False) -> Union[Flow, AluOut]:
+    """v = (v + v[n]) + (v[2n] + v[3n]) for n = 1, 4, 16, ... (v[m]: v shifted by m lanes
+    with ``shift``; shifts of the whole vector or more are left out), each level a
+    round trip to the West SXM's four shifters."""
+    lanes = b.lanes
     out: Union[Flow, AluOut] = v
-    for k in range(levels):
+    n = 1
+    while n < lanes:
         assert isinstance(out, Flow)
-        sh = b.sxm(shift, out, hemi="W", stream=16, west=False, n=1 << k)
-        cp = b.sxm("shifts", out, hemi="W", stream=20, west=False, n=0)
-        last = k == levels - 1
-        out = b.vxm(op, sh, cp, stream=last_stream if last else stream, west=last_west if last else True)
+        # The copy (a shift by 0) and the shifted vectors reach the VXM together.
+        parts = [b.sxm("shifts", out, hemi="W", stream=16, west=False, n=0)]
+        parts += [b.sxm(shift, out, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
+                  for m in (1, 2, 3) if m * n < lanes]
+        last = 4 * n >= lanes
+        dst = dict(stream=last_stream, west=last_west) if last else dict(stream=stream, west=True)
+        if len(parts) == 2:
+            out = b.vxm("add", parts[0], parts[1], **dst)  # type: ignore[call-overload]
+        else:
+            low = b.vxm("add", parts[0], parts[1])
+            high = b.vxm("add", parts[2], parts[3]) if len(parts) == 4 else b.vxm("copy", parts[2])
+            out = b.vxm("add", low, high, **dst)  # type: ignore[call-overload]
+        n *= 4
     return out
 
 
