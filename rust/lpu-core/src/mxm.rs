@@ -145,12 +145,21 @@ impl Weights {
             w.resize(n * n, 0.0);
             let rows = self.raw.chunks(rb).take(self.used);
             if self.transpose {
-                let mut col = vec![0f32; n];
-                for (r, row) in rows.enumerate() {
-                    // Buffer row r becomes array column r.
-                    widen_row(self.int8, row, &mut col);
-                    for (w, v) in w[r..].iter_mut().step_by(n).zip(&col) {
-                        *w = *v;
+                // Buffer row r becomes array column r. A block of rows is widened first,
+                // so that each array row gets a run of values at a time rather than one
+                // value per cache line.
+                const BLOCK: usize = 16;
+                let mut block = vec![0f32; BLOCK * n];
+                let raw: Vec<&[u8]> = rows.collect();
+                for (b, chunk) in raw.chunks(BLOCK).enumerate() {
+                    for (row, out) in chunk.iter().zip(block.chunks_mut(n)) {
+                        widen_row(self.int8, row, out);
+                    }
+                    let r0 = b * BLOCK;
+                    for (c, wrow) in w.chunks_mut(n).enumerate() {
+                        for (i, v) in wrow[r0..r0 + chunk.len()].iter_mut().enumerate() {
+                            *v = block[i * n + c];
+                        }
                     }
                 }
             } else {
@@ -968,6 +977,7 @@ mod tests {
             (false, 80, true),
             (true, 33, false),
             (true, 80, false),
+            (true, 45, true),
         ] {
             let rb = if int8 { n } else { 2 * n };
             let vals = fp16_bits(used as u64 + 17, n * n);
