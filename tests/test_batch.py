@@ -23,13 +23,18 @@ from lpu.layout import read_tensor, write_tensor
 from conftest import ROOT
 
 
+def loaded(prog: lpu.Program, inputs: dict, fast: bool) -> lpu.Chip:
+    chip = lpu.Chip(prog.config, fast=fast)
+    chip.load(prog)
+    for name, v in inputs.items():
+        write_tensor(chip, prog.tensor(name), v)
+    return chip
+
+
 def run_both(prog: lpu.Program, inputs: dict, *, until=None):
     out = []
     for fast in (False, True):
-        chip = lpu.Chip(prog.config, fast=fast)
-        chip.load(prog)
-        for name, v in inputs.items():
-            write_tensor(chip, prog.tensor(name), v)
+        chip = loaded(prog, inputs, fast)
         status = chip.run() if until is None else chip.run_until(until)
         tensors = {t.name: read_tensor(chip, t) for t in prog.tensors}
         fault = None if chip.fault is None else str(chip.fault)
@@ -288,10 +293,7 @@ def breakpoint_runs(prog: lpu.Program, inputs: dict, queue: str, watch: str) -> 
     cycle, statistics and tensor `watch`'s bytes."""
     seen = []
     for fast in (False, True):
-        chip = lpu.Chip(prog.config, fast=fast)
-        chip.load(prog)
-        for name, v in inputs.items():
-            write_tensor(chip, prog.tensor(name), v)
+        chip = loaded(prog, inputs, fast)
         chip.add_breakpoint(queue, 1)
         states = []
         for _ in range(2):
