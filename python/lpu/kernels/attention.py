@@ -8,10 +8,10 @@ so one static program serves every position:
   rows for ``pos`` are fetched with ``gather`` (per-lane address = table base + pos) as
   the map passes the tables on its way to the VXM; the SXM permuter swaps the two
   halves of every head.
-- Appending k and v: a cache is an ``(S + 8, kv_dim)`` fp16 tensor split over 8 slices
-  (so ``lw`` can take 8 rows per cycle). Row ``pos`` is written by a ``scatter`` in
-  every slice whose map sends it to address ``pos // 8`` in slice ``pos % 8`` and to a
-  spare word (rows S..S+7) in the other seven.
+- Appending k and v: a cache is an ``(S + ROWS, kv_dim)`` fp16 tensor split over
+  ``ROWS`` = 8 slices (the fp16 rows one ``lw`` takes per cycle). Row ``pos`` is written
+  by a ``scatter`` in every slice whose map sends it to address ``pos // 8`` in slice
+  ``pos % 8`` and to a spare word (rows S..S+7) in the other seven.
 - Scores: the K cache rows are installed in an MXM plane *transposed*
   (``iw transpose=1``: column t = key t); each query head, moved into its kv head's
   lanes, goes through it as one activation row, giving one vector per head with
@@ -40,11 +40,17 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .._core import Tensor
+from .._core import LW_STREAMS, Tensor
 from ..builder import Builder, Flow, _stream_operand
 from ..errors import CapacityError, InputError, LpuError
 from .reduce import allreduce
 from .vector import retry
+
+#: fp16 rows one ``lw`` takes (two streams each). A cache is split over this many slices,
+#: so that its rows reach a plane at that rate; positions are addressed as
+#: (pos // ROWS, pos % ROWS).
+ROWS = LW_STREAMS // 2
+assert ROWS & (ROWS - 1) == 0, "pos % ROWS and pos // ROWS are a mask and a shift"
 
 __all__ = [
     "AttentionShape",
@@ -113,14 +119,14 @@ class DecodeState:
     pos: Tensor          # int16: every lane = position of the token being decoded
     posf: Tensor         # float32 copy of pos
     rope_map: Tensor     # int16 (qt + kvt, lanes): addresses of the rope rows for pos, per tile
-    cache_map: Tensor    # int16 (8, lanes): relative scatter address per cache slice
+    cache_map: Tensor    # int16 (ROWS, lanes): relative scatter address per cache slice
     tables: Tuple[Tensor, Tensor, Tensor, Tensor]  # cos_q, sin_q (scaled by 1/sqrt(hd)), cos_k, sin_k
     perm: Tensor         # int16 lane map of rotate_half
     consts: Dict[str, Tensor]  # int16 constant vectors (see new_state)
     lanev: Tensor        # float32 (H, lanes): lane t = t in every row
     neg: Tensor          # float32 (H, lanes): -inf
     kvmask: Tensor       # float32 (heads per tile, lanes): 1 on a head's lanes within a tile
-    qp: List[Tensor]     # per kv tile, float16 (H8, lanes): query heads in their kv head's lanes
+    qp: List[Tensor]     # per kv tile, float16 (H, lanes): query heads in their kv head's lanes
     scores: Tensor       # float32 (H, lanes) scratch: head h's score of position t in lane t
     maxes: Tensor        # float32 (H, lanes) scratch: row h = max of scores row h in every lane
     probs: Tensor        # float16 (H, lanes) scratch: exp(score - max), unnormalised
@@ -149,8 +155,8 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
     lanes = cfg.lanes
     S = shape.max_seq
     hd = shape.head_dim
-    if S > lanes or S % 8:
-        raise InputError(f"max_seq {S} must be a multiple of 8 and at most {lanes} (one tile of positions)")
+    if S > lanes or S % ROWS:
+        raise InputError(f"max_seq {S} must be a multiple of {ROWS} and at most {lanes} (one tile of positions)")
     if hd % 2 or lanes % hd or shape.n_heads % shape.n_kv_heads:
         raise InputError(f"head_dim {hd} must be even and divide {lanes}; n_heads a multiple of n_kv_heads")
     if shape.n_heads > lanes:
@@ -187,7 +193,8 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
 
     col = np.ones((1, lanes), np.int16)
     for name, value in (
-        ("j", np.arange(8, dtype=np.int16)[:, None] * col), ("seven", 7), ("spare", S // 8), ("three", 3),
+        ("j", np.arange(ROWS, dtype=np.int16)[:, None] * col), ("seven", ROWS - 1), ("spare", S // ROWS),
+        ("three", ROWS.bit_length() - 1),
         ("one", 1), ("ntiles", np.array([qt] * qt + [kvt] * kvt, np.int16)[:, None] * col),
         ("tile_base", np.array([base + i for i in range(qt)] + [base + i for i in range(kvt)], np.int16)[:, None] * col),
     ):
@@ -199,7 +206,7 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
         pos=pos,
         posf=b.scratch("_posf", "float32", (lanes,), hemi="W"),
         rope_map=b.scratch("_rope_map", "int16", (qt + kvt, lanes), hemi="E", slices=far),
-        cache_map=b.scratch("_cache_map", "int16", (8, lanes), hemi="W", split=8),
+        cache_map=b.scratch("_cache_map", "int16", (ROWS, lanes), hemi="W", split=ROWS),
         tables=tables,  # type: ignore[arg-type]
         perm=b.constant("_rope_perm", perm.astype(np.int16), "int16", hemi="W"),
         consts=consts,
@@ -213,7 +220,7 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
         maxes=b.scratch("_maxes", "float32", (H, lanes), hemi="E", apart_from=[scores]),
         probs=b.scratch("_probs", "float16", (H, lanes), hemi="E"),
         invs=b.scratch("_invs", "float32", (H, lanes), hemi="E"),
-        ones=b.constant("_ones", np.ones((S, lanes), np.float16), "float16", hemi="E", split=8),
+        ones=b.constant("_ones", np.ones((S, lanes), np.float16), "float16", hemi="E", split=ROWS),
     )
 
 
@@ -223,7 +230,7 @@ def new_cache(b: Builder, st: DecodeState, name: str) -> List[Tensor]:
     lane) for the scatter maps."""
     out = []
     for i in range(st.kvt):
-        t = b.scratch(f"{name}{i}", "float16", (st.shape.max_seq + 8, b.lanes), hemi="E", split=8)
+        t = b.scratch(f"{name}{i}", "float16", (st.shape.max_seq + ROWS, b.lanes), hemi="E", split=ROWS)
         b.constant(f"{t.name}.base", np.full(b.lanes, t.addr, np.int16), "int16", hemi="W", apart_from=[st.cache_map])
         out.append(t)
     return out
@@ -253,10 +260,10 @@ def prologue(b: Builder, st: DecodeState, *, start: int = 0) -> int:
         r = b.vxm("and", p, _const(b, st, "seven", 16, t))
         p2 = b.read(st.pos, stream=20, arrive=(vxm, t + 2))
         q = b.vxm("shr", p2, _const(b, st, "three", 24, t + 2))
-        rs = b.hold(r, 8)
+        rs = b.hold(r, ROWS)
         sel = b.vxm("eq", rs, b.read(st.consts["j"], stream=28, arrive=(vxm, rs.cycle), stride=2))
-        qs = b.hold(q, 8)
-        spare = b.hold(_const(b, st, "spare", 4, sel.cycle - 2), 8)
+        qs = b.hold(q, ROWS)
+        spare = b.hold(_const(b, st, "spare", 4, sel.cycle - 2), ROWS)
         if not qs.cycle == spare.cycle == sel.cycle:
             raise LpuError("internal: prologue timing")
         rel = b.vxm("add", b.vxm("mask", qs, sel), b.vxm("maskn", spare, sel), stream=0, west=True)
@@ -316,10 +323,10 @@ def _append_at(b: Builder, st: DecodeState, x: Tensor, tile: int, cache: Tensor,
     data = b.vxm("cast", xs, dtype="float32", to="float16", stream=0, west=west)
     # The 8 maps (relative map + cache base) land on the same cycle as the data.
     t_m = t + cast_lat - add_lat
-    rels = b.read(st.cache_map, stream=16, arrive=(vxm, t_m), spread=8)
+    rels = b.read(st.cache_map, stream=16, arrive=(vxm, t_m), spread=ROWS)
     bs = b.read(base, stream=4, arrive=(vxm, t_m))
     maps: List[Flow] = []
-    for j in range(8):
+    for j in range(ROWS):
         rj = Flow(rels.base + 2 * j, 2, rels.west, rels.key, rels.origin, 1, 1, "int16", 1, rels.fid)
         mj = b.vxm("add", rj, bs, stream=2 + 2 * j, west=west)
         assert isinstance(mj, Flow)
@@ -328,7 +335,7 @@ def _append_at(b: Builder, st: DecodeState, x: Tensor, tile: int, cache: Tensor,
     hemi = 0 if cache.hemi == "W" else 1
     for j, mp in enumerate(maps):
         for plane in range(2):
-            sl = cache.slices[plane * 8 + j]
+            sl = cache.slices[plane * ROWS + j]
             pos = b.config.mem_position(hemi, sl)
             tt = data.at(pos)
             q = b._mem_queue(hemi, sl, tt, tt, True)
@@ -423,7 +430,7 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
     last_abc = ld_free = -1
     for i, k_i in enumerate(kc):
         at = max(b.earliest([k_i], pp, end), ld_free + 1)
-        kf = b.read(k_i, stream=0, vectors=(0, S), spread=8, arrive=(pp, at), west=True, search=True)
+        kf = b.read(k_i, stream=0, vectors=(0, S), spread=ROWS, arrive=(pp, at), west=True, search=True)
         ld_free = max(b.mxm_load(plane, kf) + 1, last_abc + 1)
         ready = b.mxm_install(plane, ld_free, transpose=True)
         qf = b.read(st.qp[i], stream=16, vectors=(0, H), arrive=(pp, max(ready, b.earliest([st.qp[i]], pp, end))),
@@ -443,7 +450,7 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
         if loads:
             raise InputError(f"attend sums on MXM plane {ps} (the first East plane), which this program "
                              "already loads: keep that plane for attention")
-        of = b.read(st.ones, stream=0, spread=8, arrive=(pe, b.earliest([st.ones], pe, start)), west=False,
+        of = b.read(st.ones, stream=0, spread=ROWS, arrive=(pe, b.earliest([st.ones], pe, start)), west=False,
                     search=True)
         st.ones_ready = b.mxm_install(ps, b.mxm_load(ps, of) + 1)
         st.ones_loads = len(b._queues[f"mxm{ps}.ld"])
@@ -461,7 +468,7 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
     for i, v_i in enumerate(vc):
         heads = [h for h in range(H) if sh.kv_head(h) // hpt == i]
         at = max(b.earliest([v_i], pp, last_abc), ld_free + 1)
-        vf = b.read(v_i, stream=0, vectors=(0, S), spread=8, arrive=(pp, at), west=True, search=True)
+        vf = b.read(v_i, stream=0, vectors=(0, S), spread=ROWS, arrive=(pp, at), west=True, search=True)
         ld_free = max(b.mxm_load(plane, vf) + 1, last_abc + 1)
         ready = b.mxm_install(plane, ld_free)
         acts = b.read(st.probs, stream=16, vectors=(heads[0], len(heads)),

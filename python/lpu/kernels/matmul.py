@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .._core import Tensor
+from .._core import LW_STREAMS, Tensor
 from ..builder import Builder, Flow
 from ..errors import CapacityError, InputError, LpuError
 
@@ -111,7 +111,7 @@ def load_weights(b: Builder, name: str, w: np.ndarray, dtype: str = "float16", *
     scales = None
     if dtype == "int8":
         q, sc = quantized if quantized is not None else quantize_per_channel(w)
-        data, split = q, 16
+        data, split = q, LW_STREAMS
         nt = -(-w.shape[1] // cfg.lanes)
         sc_pad = np.zeros(nt * cfg.lanes, dtype=np.float32)
         sc_pad[: len(sc)] = sc
@@ -119,7 +119,7 @@ def load_weights(b: Builder, name: str, w: np.ndarray, dtype: str = "float16", *
         scales = b.constant(f"{name}.scales", sc_pad.reshape(nt, cfg.lanes), "float32",
                             hemi="E" if hemi == "W" else "W")
     elif dtype == "float16":
-        data, split = w.astype(np.float16), 8
+        data, split = w.astype(np.float16), LW_STREAMS // 2
     else:
         raise InputError(f"MXM weights are int8 or float16, not {dtype}")
     tiles, rows = [], []
@@ -185,7 +185,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
                        f"put '{y.name}' in the other hemisphere")
     toward = west_planes  # flows towards the planes go west for West planes
     stride = 4 if fp16 else 1
-    spread = 8 if fp16 else 16
+    spread = LW_STREAMS // 2 if fp16 else LW_STREAMS
     kp = w.tiles[0].shape[0]
     if M > cfg.mxm_acc_slots // 2:
         raise CapacityError(f"{M} activation rows exceed half the {cfg.mxm_acc_slots} accumulator slots")
