@@ -171,7 +171,8 @@ impl Weights {
         })
     }
 
-    /// Whether a product of `m` rows runs straight from the installed bytes.
+    /// Whether a product of `m` rows runs straight from the installed bytes (counting
+    /// it towards `DIRECT_CALLS` if so: call once per product).
     fn direct(&self, m: usize) -> bool {
         m < DIRECT_ROWS
             && !self.transpose
