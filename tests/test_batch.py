@@ -350,3 +350,33 @@ def test_a_breakpoint_amid_batches_that_write_what_they_read():
     new = np.all(mid == want, axis=1)
     assert new.any() and not new.all(), "x is half updated at the breakpoint"
     assert (mid[~new] == xv[~new]).all()
+
+
+def test_a_repeat_not_yet_taken_is_a_hazard():
+    """A queue whose instruction issued on cycle t takes the `repeat` after it on t + 1.
+    A queue earlier in issue order that starts a batch on t + 1 must count those
+    re-issues among the writes still to come: here mem.W0.1 stores what passes it on
+    s0w, first x's rows (read in E10, upstream), then from cycle 47 y's rows, which
+    mem.E2.0 (nearer) puts on the same stream from cycle 40 on, one a cycle."""
+    src = """
+.chip tsp_small
+.input x i8 [20,32] hemi=E addr=0 slices=10
+.input y i8 [13,32] hemi=E addr=0 slices=2
+.output z i8 [20,32] hemi=W addr=0 slices=0
+.queue mem.E10.0
+    @25 read 0, s0w            ; reaches W0 (12 positions west) 3 + 12 cycles later
+    repeat 19, 1
+.queue mem.E2.0
+    @40 read 0, s0w            ; 4 positions from W0: from cycle 47 on, W0 sees y
+    repeat 12, 1
+.queue mem.W0.1
+    @40 write 0, s0w
+    repeat 19, 1
+"""
+    prog = lpu.assemble(src)
+    rng = np.random.default_rng(8)
+    x = rng.integers(-128, 128, (20, 32)).astype(np.int8)
+    y = rng.integers(-128, 128, (13, 32)).astype(np.int8)
+    batched, out, fault = run_both(prog, {"x": x, "y": y})
+    assert fault is None and batched > 0
+    np.testing.assert_array_equal(out["z"], np.concatenate([x[:7], y]))

@@ -101,7 +101,10 @@ impl Chip {
             let code = &self.code[qi];
             let mut t = s.next;
             let mut pc = s.pc;
-            let mut prev: Option<(Instr, u64)> = None;
+            // A `repeat` re-issues the instruction before it. A queue may wait at one
+            // whose instruction already issued (it is taken on the next cycle): then
+            // that issue is the one repeated, as `step_queue` will do.
+            let mut prev: Option<(Instr, u64)> = (pc > 0).then(|| (code[pc - 1], s.last_issue));
             if let Some(rep) = &s.rep {
                 let mut instr = rep.instr;
                 advance(&mut instr, rep.k + 1);
@@ -122,12 +125,13 @@ impl Chip {
                         if let (Some((p, tp)), true) = (prev, n > 0) {
                             let mut first = p;
                             advance(&mut first, 1);
+                            let t0 = (tp + d).max(t);
                             issues.push(Upcoming {
                                 queue: qi,
-                                t0: tp + d,
+                                t0,
                                 instr: first,
                             });
-                            t = tp + n * d + 1;
+                            t = t0 + (n - 1) * d + 1;
                         }
                     }
                     Op::Sync => {
