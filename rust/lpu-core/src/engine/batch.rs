@@ -371,13 +371,12 @@ impl Chip {
         let mut k = max_k.min((self.cfg.addresses as u64).saturating_sub(addr0));
         // The slice's other port must stay idle (no other access, so no bank conflict and
         // no write that a read should see), and nothing may be waiting to land on it.
-        let other = self.queue_index(&format!(
-            "mem.{}{}.{}",
-            crate::config::HEMISPHERES[hemi as usize],
+        let other = self.queue_of(QueueKind::Mem {
+            hemi,
             slice,
-            1 - port
-        ));
-        let mut stop = other.map_or(u64::MAX, |o| self.first_issue_of(hz, o, &[]));
+            port: 1 - port,
+        });
+        let mut stop = self.first_issue_of(hz, other, &[]);
         if self
             .pending
             .iter()
@@ -782,8 +781,8 @@ impl Chip {
         if !src.index.is_multiple_of(nb) || src.index + nb > self.cfg.streams {
             return 0;
         }
-        let ld = self.queue_index(&format!("mxm{p}.ld"));
-        let stop = ld.map_or(u64::MAX, |q| self.first_issue_of(hz, q, &[Op::Iw]));
+        let ld = self.queue_of(QueueKind::MxmLoad { plane: p as u8 });
+        let stop = self.first_issue_of(hz, ld, &[Op::Iw]);
         let mut k = self.safe_reads(hz, src, nb, pos, run, max_k);
         while k > 0 && t + (k - 1) * d >= stop {
             k -= 1;
@@ -887,8 +886,8 @@ impl Chip {
             return 0;
         }
         // An abc not yet issued could still change a slot we read.
-        let abc = self.queue_index(&format!("mxm{p}.abc"));
-        let stop = abc.map_or(u64::MAX, |q| self.first_issue_of(hz, q, &[]));
+        let abc = self.queue_of(QueueKind::MxmAbc { plane: p as u8 });
+        let stop = self.first_issue_of(hz, abc, &[]);
         let slot0 = instr.args[0] as u64;
         let mut results = Vec::new();
         while (results.len() as u64) < max_k {

@@ -23,7 +23,7 @@ use crate::program::Program;
 use crate::sram::Sram;
 use crate::streams::Streams;
 use crate::{mxm, sxm, vxm};
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 mod batch;
@@ -380,6 +380,8 @@ pub struct Chip {
     cfg: ChipConfig,
     lanes: usize,
     queues: Vec<QueueInfo>,
+    /// Index of each queue by its kind (batches look up partner queues often).
+    by_kind: Arc<HashMap<QueueKind, usize>>,
     lat: [u32; 256],
     sram: Sram,
     streams: Streams,
@@ -443,6 +445,13 @@ impl Chip {
         let horizon = max_lat + cfg.positions() as usize + 8;
         let queues = cfg.queues();
         let nq = queues.len();
+        let by_kind = Arc::new(
+            queues
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (q.kind, i))
+                .collect(),
+        );
         let planes = cfg.mxm_planes as usize;
         Ok(Chip {
             lanes,
@@ -484,6 +493,7 @@ impl Chip {
             sb: vec![0; 16 * lanes],
             so: vec![0; 16 * lanes],
             queues,
+            by_kind,
             lat,
             cfg,
         })
@@ -546,6 +556,11 @@ impl Chip {
 
     pub fn queue_index(&self, name: &str) -> Option<usize> {
         self.queues.iter().position(|q| q.name == name)
+    }
+
+    /// The queue of a kind (every kind the config names has one).
+    fn queue_of(&self, kind: QueueKind) -> usize {
+        self.by_kind[&kind]
     }
 
     /// Load a program (it must target this chip's config) and prepare to run `entry`.
