@@ -24,14 +24,6 @@ const MIN_BATCH: u64 = 4;
 /// Most re-issues in one batch (bounds the memory held for their results).
 const MAX_BATCH: u64 = 4096;
 
-/// The first upcoming issue of an instruction (or of a run of re-issues) of another queue.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Upcoming {
-    queue: usize,
-    t0: u64,
-    instr: Instr,
-}
-
 /// One batch attempt: queue, its instruction (operands of the first re-issue), its
 /// position, the cycles of the re-issues and how many at most.
 struct Job<'a> {
@@ -56,11 +48,13 @@ impl Run {
     }
 }
 
-/// What other queues may still do.
+/// What other queues may still do before cycle `end`: the checks walk the schedule of
+/// only the queues that matter to them (a partner queue; the writers of a stream), as
+/// far as `end`.
+#[derive(Clone, Copy)]
 struct Hazards {
-    issues: Vec<Upcoming>,
-    /// From this cycle on, some queue's schedule is unknown (it waits for a notify).
-    unknown: u64,
+    except: usize,
+    end: u64,
 }
 
 /// Results of accumulator slots written by a batch of `abc`, kept until every issue of
@@ -83,127 +77,94 @@ impl Chip {
         (rep.instr, rep.k, rep.left as u64, rep.d as u64)
     }
 
-    /// The issues other queues still have before cycle `end` (`issues`: a list to fill,
-    /// so that its memory is reused from one attempt to the next instead of growing
-    /// from nothing each time).
-    fn hazards(&self, except: usize, end: u64, mut issues: Vec<Upcoming>) -> Hazards {
-        issues.clear();
-        let mut unknown = u64::MAX;
-        for &qi in &self.active {
-            if qi == except {
-                continue;
-            }
-            let s = &self.q[qi];
-            if s.parked {
-                unknown = unknown.min(s.next.max(self.cycle));
-                continue;
-            }
-            let code = &self.code[qi];
-            let mut t = s.next;
-            let mut pc = s.pc;
-            // A `repeat` re-issues the instruction before it. A queue may wait at one
-            // whose instruction already issued (it is taken on the next cycle): then
-            // that issue is the one repeated, as `step_queue` will do.
-            let mut prev: Option<(Instr, u64)> = (pc > 0).then(|| (code[pc - 1], s.last_issue));
-            if let Some(rep) = &s.rep {
-                let mut instr = rep.instr;
-                advance(&mut instr, rep.k + 1);
-                issues.push(Upcoming {
-                    queue: qi,
-                    t0: t,
-                    instr,
-                });
-                t += (rep.left as u64 - 1) * rep.d as u64 + 1;
-            }
-            while t < end && pc < code.len() {
-                let instr = code[pc];
-                pc += 1;
-                match instr.op {
-                    Op::Nop => t += instr.args[0] as u64,
-                    Op::Repeat => {
-                        let (n, d) = (instr.args[0] as u64, instr.args[1] as u64);
-                        if let (Some((p, tp)), true) = (prev, n > 0) {
-                            let mut first = p;
-                            advance(&mut first, 1);
-                            let t0 = (tp + d).max(t);
-                            issues.push(Upcoming {
-                                queue: qi,
-                                t0,
-                                instr: first,
-                            });
-                            t = t0 + (n - 1) * d + 1;
-                        }
+    /// Queue `qi`'s issues before cycle `end`, each as `f(cycle, instruction)` (a run of
+    /// re-issues as its first one, which is when it can first act). Returns the cycle
+    /// from which its schedule is unknown (it waits for a notify), or `u64::MAX`.
+    fn walk(&self, qi: usize, end: u64, mut f: impl FnMut(u64, &Instr)) -> u64 {
+        let s = &self.q[qi];
+        if s.parked {
+            return s.next.max(self.cycle);
+        }
+        let code = &self.code[qi];
+        let mut t = s.next;
+        let mut pc = s.pc;
+        // A `repeat` re-issues the instruction before it. A queue may wait at one
+        // whose instruction already issued (it is taken on the next cycle): then
+        // that issue is the one repeated, as `step_queue` will do.
+        let mut prev: Option<(Instr, u64)> = (pc > 0).then(|| (code[pc - 1], s.last_issue));
+        if let Some(rep) = &s.rep {
+            let mut instr = rep.instr;
+            advance(&mut instr, rep.k + 1);
+            f(t, &instr);
+            t += (rep.left as u64 - 1) * rep.d as u64 + 1;
+        }
+        while t < end && pc < code.len() {
+            let instr = code[pc];
+            pc += 1;
+            match instr.op {
+                Op::Nop => t += instr.args[0] as u64,
+                Op::Repeat => {
+                    let (n, d) = (instr.args[0] as u64, instr.args[1] as u64);
+                    if let (Some((p, tp)), true) = (prev, n > 0) {
+                        let mut first = p;
+                        advance(&mut first, 1);
+                        let t0 = (tp + d).max(t);
+                        f(t0, &first);
+                        t = t0 + (n - 1) * d + 1;
                     }
-                    Op::Sync => {
-                        unknown = unknown.min(t);
-                        break;
-                    }
-                    _ => {
-                        issues.push(Upcoming {
-                            queue: qi,
-                            t0: t,
-                            instr,
-                        });
-                        prev = Some((instr, t));
-                        t += if instr.op == Op::Ifetch {
-                            instr.latency(&self.cfg.latencies) as u64
-                        } else {
-                            1
-                        };
-                    }
+                }
+                Op::Sync => return t,
+                _ => {
+                    f(t, &instr);
+                    prev = Some((instr, t));
+                    t += if instr.op == Op::Ifetch {
+                        instr.latency(&self.cfg.latencies) as u64
+                    } else {
+                        1
+                    };
                 }
             }
         }
-        Hazards { issues, unknown }
-    }
-
-    /// Streams an instruction on queue `qi` writes: (first stream, count, landing latency).
-    fn stream_writes(&self, instr: &Instr) -> Option<(StreamRef, u32)> {
-        let a = instr.args;
-        let (v, n) = match instr.op {
-            Op::Read | Op::Gather => (a[1], 1),
-            Op::Acc => (a[1], 4),
-            Op::Receive => (a[0], 1),
-            Op::Shiftn | Op::Shifts => (a[2], dt_bytes(a[0])),
-            Op::Permute | Op::Distribute => (a[3], dt_bytes(a[0])),
-            Op::Rotate => (a[1], a[2] * a[2]),
-            Op::Transpose => (a[1], 16),
-            Op::Cast => (a[3], dt_bytes(a[1])),
-            _ if instr.def().has(flags::BINARY) => (a[3], dt_bytes(a[0])),
-            _ if instr.def().has(flags::UNARY) => (a[2], dt_bytes(a[0])),
-            _ => return None,
-        };
-        StreamRef::from_operand(v).map(|s| (s, n))
+        u64::MAX
     }
 
     /// First cycle on which another queue might land a value on streams
     /// [s, s+n) (same direction) at a position in [lo, hi].
     fn first_stream_landing(&self, hz: &Hazards, s: StreamRef, n: u32, lo: u32, hi: u32) -> u64 {
-        let mut first = hz.unknown;
-        for u in &hz.issues {
-            let Some((w, wn)) = self.stream_writes(&u.instr) else {
-                continue;
-            };
-            let pos = self.queues[u.queue].position;
-            if w.west != s.west || pos < lo || pos > hi {
-                continue;
-            }
-            if w.index < s.index + n && s.index < w.index + wn {
-                first = first.min(u.t0 + self.lat[u.instr.op as usize] as u64);
-            }
+        let streams = self.cfg.streams;
+        let base = s.west as usize * streams as usize;
+        let mut who: Vec<usize> = (s.index..(s.index + n).min(streams))
+            .flat_map(|i| self.writers[base + i as usize].iter().copied())
+            .filter(|&q| q != hz.except && (lo..=hi).contains(&self.queues[q].position))
+            .collect();
+        who.sort_unstable();
+        who.dedup();
+        let mut first = u64::MAX;
+        for q in who {
+            let unknown = self.walk(q, hz.end, |t0, instr| {
+                if let Some((w, wn)) = stream_writes(instr) {
+                    if w.west == s.west && w.index < s.index + n && s.index < w.index + wn {
+                        first = first.min(t0 + self.lat[instr.op as usize] as u64);
+                    }
+                }
+            });
+            first = first.min(unknown);
         }
         first
     }
 
     /// First issue of queue `qi` among the hazards (`ops`: only these ops, if given).
     fn first_issue_of(&self, hz: &Hazards, qi: usize, ops: &[Op]) -> u64 {
-        let mut first = hz.unknown;
-        for u in &hz.issues {
-            if u.queue == qi && (ops.is_empty() || ops.contains(&u.instr.op)) {
-                first = first.min(u.t0);
-            }
+        if qi == hz.except {
+            return u64::MAX;
         }
-        first
+        let mut first = u64::MAX;
+        let unknown = self.walk(qi, hz.end, |t0, instr| {
+            if ops.is_empty() || ops.contains(&instr.op) {
+                first = first.min(t0);
+            }
+        });
+        first.min(unknown)
     }
 
     /// How many of `k` reads of streams [s, s+n) at `pos` on `r`'s cycles come before any
@@ -303,8 +264,10 @@ impl Chip {
         }
         let mut instr = base;
         advance(&mut instr, k0 + 1);
-        let spare = std::mem::take(&mut self.hz_spare);
-        let hz = self.hazards(qi, t + max_k * d + 64, spare);
+        let hz = Hazards {
+            except: qi,
+            end: t + max_k * d + 64,
+        };
         let kind = self.queues[qi].kind;
         let job = Job {
             qi,
@@ -325,7 +288,6 @@ impl Chip {
             (Unit::Mxm, QueueKind::MxmAcc { plane }) => self.batch_acc(&job, plane as usize),
             _ => 0,
         };
-        self.hz_spare = hz.issues;
         if k == 0 {
             return 0;
         }
@@ -376,7 +338,7 @@ impl Chip {
             slice,
             port: 1 - port,
         });
-        let mut stop = self.first_issue_of(hz, other, &[]);
+        let stop = self.first_issue_of(hz, other, &[]);
         if self
             .pending
             .iter()
@@ -388,7 +350,6 @@ impl Chip {
         {
             return 0;
         }
-        stop = stop.min(hz.unknown);
         while k > 0 && t + (k - 1) * d >= stop {
             k -= 1;
         }
@@ -1074,6 +1035,25 @@ pub(super) fn advance(instr: &mut Instr, k: u32) {
             instr.args[fi] += k;
         }
     }
+}
+
+/// Streams an instruction writes: (first stream, count).
+pub(super) fn stream_writes(instr: &Instr) -> Option<(StreamRef, u32)> {
+    let a = instr.args;
+    let (v, n) = match instr.op {
+        Op::Read | Op::Gather => (a[1], 1),
+        Op::Acc => (a[1], 4),
+        Op::Receive => (a[0], 1),
+        Op::Shiftn | Op::Shifts => (a[2], dt_bytes(a[0])),
+        Op::Permute | Op::Distribute => (a[3], dt_bytes(a[0])),
+        Op::Rotate => (a[1], a[2] * a[2]),
+        Op::Transpose => (a[1], 16),
+        Op::Cast => (a[3], dt_bytes(a[1])),
+        _ if instr.def().has(flags::BINARY) => (a[3], dt_bytes(a[0])),
+        _ if instr.def().has(flags::UNARY) => (a[2], dt_bytes(a[0])),
+        _ => return None,
+    };
+    StreamRef::from_operand(v).map(|s| (s, n))
 }
 
 fn dt_bytes(code: u32) -> u32 {

@@ -395,8 +395,9 @@ pub struct Chip {
     entry: Option<String>,
     q: Vec<QState>,
     active: Vec<usize>,
-    /// The last batch attempt's list of hazards, for the next one to fill.
-    hz_spare: Vec<batch::Upcoming>,
+    /// By stream (`west as usize * streams + index`): the queues whose code writes
+    /// it, the only ones a batch reading or writing that stream must look ahead at.
+    writers: Arc<[Vec<usize>]>,
     cycle: u64,
     pending: VecDeque<PendingWrite>,
     bulk_pending: Vec<batch::BulkWrite>,
@@ -465,7 +466,7 @@ impl Chip {
             entry: None,
             q: vec![QState::default(); nq],
             active: Vec::new(),
-            hz_spare: Vec::new(),
+            writers: Arc::from([]),
             cycle: 0,
             pending: VecDeque::new(),
             bulk_pending: Vec::new(),
@@ -601,6 +602,20 @@ impl Chip {
             }
         }
         self.unread = unread.into();
+        let streams = self.cfg.streams as usize;
+        let mut writers = vec![Vec::new(); 2 * streams];
+        for (qi, code) in code.iter().enumerate() {
+            for (s, n) in code.iter().filter_map(batch::stream_writes) {
+                let first = s.west as usize * streams;
+                for i in s.index as usize..(s.index + n).min(streams as u32) as usize {
+                    let w: &mut Vec<usize> = &mut writers[first + i];
+                    if w.last() != Some(&qi) {
+                        w.push(qi);
+                    }
+                }
+            }
+        }
+        self.writers = writers.into();
         self.code = code;
         self.program = Some(prog);
         self.entry = entry.map(str::to_string);
@@ -654,11 +669,13 @@ impl Chip {
         let prog = self.program.take();
         let code = std::mem::take(&mut self.code);
         let unread = std::mem::take(&mut self.unread);
+        let writers = std::mem::take(&mut self.writers);
         let entry = self.entry.take();
         let pool = std::mem::take(&mut self.pool);
         *self = fresh;
         self.pool = pool;
         self.unread = unread;
+        self.writers = writers;
         self.policy = keep_policy;
         self.fast = fast;
         self.breakpoints = bps;
