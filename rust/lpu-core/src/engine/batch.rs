@@ -20,7 +20,7 @@ use crate::mxm::Activations;
 use crate::streams::{Fold, Rows};
 
 /// Fewest re-issues worth a batch.
-const MIN_BATCH: u64 = 4;
+const MIN_BATCH: u64 = 2;
 /// Most re-issues in one batch (bounds the memory held for their results).
 const MAX_BATCH: u64 = 4096;
 
