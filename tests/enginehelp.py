@@ -612,7 +612,7 @@ LATENCY = {
     "mul": "vxm_mul", "tanh": "vxm_special", "exp": "vxm_special", "exp2": "vxm_special",
     "rsqrt": "vxm_special", "cast": "vxm_cast", "lw": "mxm_lw", "iw": "mxm_iw",
     "abc": "mxm_abc", "acc": "mxm_acc", "shiftn": "sxm_shift", "shifts": "sxm_shift",
-    "permute": "sxm_permute", "distribute": "sxm_distribute", "rotate": "sxm_rotate",
+    "permute": "sxm_permute", "broadcast": "sxm_permute", "distribute": "sxm_distribute", "rotate": "sxm_rotate",
     "transpose": "sxm_transpose", "notify": "icu_notify", "config": "icu_config",
     "ifetch": "icu_ifetch", "send": "c2c", "receive": "c2c", "deskew": "c2c",
 }

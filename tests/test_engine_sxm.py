@@ -1,4 +1,4 @@
-"""SXM: shifts, permute, distribute, rotate and transpose through whole programs
+"""SXM: shifts, permute, broadcast, distribute, rotate and transpose through whole programs
 (SRAM -> stream -> SXM -> stream -> SRAM) against numpy, with cycle counts from the
 timing rule. The West SXM sits west of the West MEM slices, so its operands flow west
 and its results east (and the reverse for the East SXM)."""
@@ -16,7 +16,7 @@ import lpu
 
 import enginehelp as h
 
-COVERS = {"shiftn", "shifts", "permute", "distribute", "rotate", "transpose", "read", "write"}
+COVERS = {"shiftn", "shifts", "permute", "broadcast", "distribute", "rotate", "transpose", "read", "write"}
 
 CFG = h.config("tsp_small")
 LANES = CFG.lanes
@@ -46,6 +46,8 @@ def sxm_prog(op: str, dt: str, rows: int, hemi: str = "W", n: int = 0, unit: int
         p.tensor("input", "map", "i16", [rows, cfg.lanes], hemi, [4, 5])
         p.load(hemi, [4, 5], 4, din, t, sx, rows)
         q, text = f"sxm.{hemi}.perm{unit}", f"permute {dt}, s0{din}, s4{din}, s8{dout}"
+    elif op == "broadcast":
+        q, text = f"sxm.{hemi}.perm{unit}", f"broadcast {dt}, s0{din}, s8{dout}"
     elif op == "distribute":
         p.tensor("input", "map", "i8", [rows, cfg.lanes], hemi, [4])
         p.load(hemi, [4], 4, din, t, sx, rows)
@@ -122,6 +124,18 @@ def test_permute_with_a_non_permutation_is_bad_operand():
     chip, status = h.run_fault(p, {"x": np.zeros((rows, LANES), np.int16), "map": amap})
     h.check_fault(chip, status, "bad_operand", it.cycle + 1, it.queue, p.index(it),
                   message=f"names lane {LANES}, beyond {LANES} lanes", repeat=1)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("hemi", ["W", "E"])
+def test_broadcast(dt, hemi):
+    rng = np.random.default_rng(zlib.crc32(f"broadcast/{dt}/{hemi}".encode()))
+    rows = 3
+    p = sxm_prog("broadcast", dt, rows, hemi)
+    x = random_bits(rng, dt, (rows, LANES))
+    out, info = h.run(p, {"x": h.host_of(dt, x)})
+    np.testing.assert_array_equal(h.bits_of(dt, out["z"]), np.tile(x[:, :16], LANES // 16))
+    assert info.cycles == p.expected_cycles()
 
 
 @pytest.mark.parametrize("dt", DTYPES)

@@ -20,7 +20,7 @@ def test_every_unit_of_the_published_architecture_is_covered():
     assert {"nop", "repeat", "sync", "notify", "config", "ifetch"} <= names
     assert {"read", "write", "gather", "scatter"} <= names
     assert {"lw", "iw", "abc", "acc"} <= names
-    assert {"shiftn", "shifts", "permute", "distribute", "rotate", "transpose"} <= names
+    assert {"shiftn", "shifts", "permute", "broadcast", "distribute", "rotate", "transpose"} <= names
     assert {"send", "receive", "deskew"} <= names
     vxm = {i.mnemonic for i in isa.instructions("VXM")}
     assert {"add", "sub", "mul", "neg", "abs", "max", "min", "eq", "ne", "lt", "le", "gt", "ge"} <= vxm

@@ -762,15 +762,15 @@ class Builder:
     # -------------------------------------------------------------------- SXM --
     def sxm(self, op: str, src: Flow, *, hemi: Union[str, int], stream: int, west: Optional[bool] = None,
             n: int = 0, map: Optional[Flow] = None, unit: Optional[int] = None) -> Flow:
-        """An SXM operation (shiftn, shifts, permute, distribute, rotate, transpose) in
-        one hemisphere's SXM, on the cycle `src` reaches it."""
+        """An SXM operation (shiftn, shifts, permute, distribute, broadcast, rotate,
+        transpose) in one hemisphere's SXM, on the cycle `src` reaches it."""
         h = _HEMI[hemi]
         pos = self.config.sxm_position(h)
         t = src.at(pos)
         if map is not None and map.at(pos) != t:
             raise ScheduleError(f"{op}: data reaches the SXM on cycle {t} but the map on {map.at(pos)}")
         kind = {"shiftn": "shift", "shifts": "shift", "permute": "perm", "distribute": "dist",
-                "rotate": "rot", "transpose": "trans"}[op]
+                "broadcast": "perm", "rotate": "rot", "transpose": "trans"}[op]
         end = t + (src.count - 1) * src.stride
         prefix = f"sxm.{'WE'[h]}.{kind}"
         count = sum(1 for q in self._queue_names if q.startswith(prefix))
@@ -784,6 +784,8 @@ class Builder:
         dt = _DT_CODE[src.dtype]
         if op in ("shiftn", "shifts"):
             ops, width = [dt, src.operand(), dst, n], src.bytes
+        elif op == "broadcast":
+            ops, width = [dt, src.operand(), dst], src.bytes
         elif op in ("permute", "distribute"):
             assert map is not None, f"{op} needs a map flow"
             ops, width = [dt, src.operand(), map.operand(), dst], src.bytes

@@ -356,6 +356,9 @@ isa! {
     Distribute = 0x73, "distribute", Sxm, lat(LatKey::SxmDistribute), set::ALL, 0,
         ["dt": DT, "src": Stream, "map": Stream, "dst": Stream],
         "Within each superlane, dst lane j = src lane map[j] of the same superlane (map[j] >= 16 gives 0).";
+    Broadcast = 0x76, "broadcast", Sxm, lat(LatKey::SxmPermute), set::ALL, 0,
+        ["dt": DT, "src": Stream, "dst": Stream],
+        "dst lane l = src lane l mod 16: superlane 0 copied to every superlane, on the permuter (a distribute first makes it one lane to all).";
     Rotate = 0x74, "rotate", Sxm, lat(LatKey::SxmRotate), 0, 0,
         ["src": Stream, "dst": Stream, "n": Count(3)],
         "From the n streams src.. (n = 3 or 4) emit n*n streams: dst+i*n+j = stream j rotated down by i lanes.";

@@ -227,6 +227,10 @@ pub fn check_instr(cfg: &ChipConfig, kind: QueueKind, i: &Instr) -> Result<(), D
         Op::Gather | Op::Scatter => group_ok("map", a[0], 2)?,
         Op::Lw => group_ok("src", a[1], 16)?,
         Op::Acc => group_ok("dst", a[1], 4)?,
+        Op::Broadcast => {
+            group_ok("src", a[1], dt(0))?;
+            group_ok("dst", a[2], dt(0))?;
+        }
         Op::Shiftn | Op::Shifts => {
             group_ok("src", a[1], dt(0))?;
             group_ok("dst", a[2], dt(0))?;
@@ -296,7 +300,7 @@ pub fn check_instr(cfg: &ChipConfig, kind: QueueKind, i: &Instr) -> Result<(), D
 pub fn sxm_unit(op: Op) -> Option<SxmUnit> {
     Some(match op {
         Op::Shiftn | Op::Shifts => SxmUnit::Shifter,
-        Op::Permute => SxmUnit::Permuter,
+        Op::Permute | Op::Broadcast => SxmUnit::Permuter,
         Op::Distribute => SxmUnit::Distributor,
         Op::Transpose => SxmUnit::Transposer,
         Op::Rotate => SxmUnit::Rotator,

@@ -20,6 +20,15 @@ pub fn shift(src: &[&[u8]], dst: &mut [Vec<u8>], n: usize, north: bool) {
     }
 }
 
+/// Every superlane of every plane takes the plane's superlane 0 (lanes 0..16).
+pub fn broadcast(src: &[&[u8]], dst: &mut [Vec<u8>]) {
+    for (s, d) in src.iter().zip(dst.iter_mut()) {
+        for chunk in d.chunks_mut(16) {
+            chunk.copy_from_slice(&s[..chunk.len()]);
+        }
+    }
+}
+
 /// Decode a 2-stream map of little-endian uint16 lane indices.
 pub fn map16(lo: &[u8], hi: &[u8]) -> Vec<usize> {
     lo.iter()
@@ -134,6 +143,11 @@ mod tests {
         let c: Vec<u8> = (20..28).collect();
         let mut out = vec![vec![0u8; 8]; 9];
         rotate(&[&a, &b, &c], &mut out);
+        let wide: Vec<u8> = (0..48).collect();
+        let mut two = vec![vec![0u8; 48]; 2];
+        broadcast(&[&wide, &wide[..]], &mut two);
+        let first: Vec<u8> = (0..16).collect();
+        assert_eq!(two[1], [first.clone(), first.clone(), first].concat());
         assert_eq!(out[0], a);
         assert_eq!(out[3 + 1], vec![11, 12, 13, 14, 15, 16, 17, 10]);
         assert_eq!(out[6 + 2][7], 21);

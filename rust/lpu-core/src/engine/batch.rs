@@ -592,7 +592,9 @@ impl Chip {
         let a = instr.args;
         let lanes = self.lanes;
         let (src, dst, n_in, n_out, map) = match instr.op {
-            Op::Shiftn | Op::Shifts => (a[1], a[2], dt_bytes(a[0]), dt_bytes(a[0]), None),
+            Op::Shiftn | Op::Shifts | Op::Broadcast => {
+                (a[1], a[2], dt_bytes(a[0]), dt_bytes(a[0]), None)
+            }
             Op::Permute => (a[1], a[3], dt_bytes(a[0]), dt_bytes(a[0]), Some((a[2], 2))),
             Op::Distribute => (a[1], a[3], dt_bytes(a[0]), dt_bytes(a[0]), Some((a[2], 1))),
             Op::Rotate => (a[0], a[1], a[2], a[2] * a[2], None),
@@ -640,6 +642,7 @@ impl Chip {
                 Op::Shiftn | Op::Shifts => {
                     sxm::shift(&srcs, &mut out, a[3] as usize, instr.op == Op::Shiftn)
                 }
+                Op::Broadcast => sxm::broadcast(&srcs, &mut out),
                 Op::Rotate => sxm::rotate(&srcs, &mut out),
                 Op::Transpose => sxm::transpose(&srcs, &mut out),
                 Op::Distribute => sxm::distribute(&srcs, maps[0][j], &mut out),
@@ -1044,7 +1047,7 @@ pub(super) fn stream_writes(instr: &Instr) -> Option<(StreamRef, u32)> {
         Op::Read | Op::Gather => (a[1], 1),
         Op::Acc => (a[1], 4),
         Op::Receive => (a[0], 1),
-        Op::Shiftn | Op::Shifts => (a[2], dt_bytes(a[0])),
+        Op::Shiftn | Op::Shifts | Op::Broadcast => (a[2], dt_bytes(a[0])),
         Op::Permute | Op::Distribute => (a[3], dt_bytes(a[0])),
         Op::Rotate => (a[1], a[2] * a[2]),
         Op::Transpose => (a[1], 16),

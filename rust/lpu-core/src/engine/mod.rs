@@ -1738,9 +1738,9 @@ impl Chip {
         let a = instr.args;
         let lanes = self.lanes;
         let (src, dst, n_in, n_out) = match instr.op {
-            Op::Shiftn | Op::Shifts | Op::Distribute | Op::Permute => {
+            Op::Shiftn | Op::Shifts | Op::Broadcast | Op::Distribute | Op::Permute => {
                 let nb = DType::from_code(a[0]).expect("validated dtype").bytes();
-                let dst = if matches!(instr.op, Op::Shiftn | Op::Shifts) {
+                let dst = if matches!(instr.op, Op::Shiftn | Op::Shifts | Op::Broadcast) {
                     a[2]
                 } else {
                     a[3]
@@ -1760,6 +1760,7 @@ impl Chip {
             Op::Shiftn | Op::Shifts => {
                 sxm::shift(&srcs, &mut out, a[3] as usize, instr.op == Op::Shiftn)
             }
+            Op::Broadcast => sxm::broadcast(&srcs, &mut out),
             Op::Rotate => sxm::rotate(&srcs, &mut out),
             Op::Transpose => sxm::transpose(&srcs, &mut out),
             Op::Distribute | Op::Permute => {
