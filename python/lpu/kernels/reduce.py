@@ -4,21 +4,20 @@ The VXM works lane by lane, so a sum or maximum over lanes moves data across lan
 the SXM, in trees whose levels are each a round trip VXM -> SXM -> VXM (about 100
 cycles on tsp_v1, where the SXM sits beyond the hemisphere's MEM slices).
 
-- Sums: a suffix tree of radix 4 (level n = 1, 4, 16, ...: lane l adds lanes l + n,
-  l + 2n and l + 3n, as (v + v[+n]) + (v[+2n] + v[+3n]), using the hemisphere's four
-  shifters) puts the total in lane 0 in ceil(log4(lanes)) levels; the same tree with
-  ``shiftn`` over the total masked to lane 0 copies it to every lane (adding zeros
-  is exact, so every lane holds the same bits). The order of the additions is fixed by
-  the tree, so results are deterministic.
-- max/min: a suffix tree (``shifts`` by 1, 2, 4, ...) and an exclusive prefix tree
-  (``shiftn``) of radix 2 run side by side, and lane l's total is suffix[l] (op)
-  prefix[l] (exact in any order); ceil(log2(lanes)) levels.
+A suffix tree of radix 4 (level n = 1, 4, 16, ...: lane l combines lanes l, l + n,
+l + 2n and l + 3n, as op(op(v, v[+n]), op(v[+2n], v[+3n])), using the hemisphere's four
+shifters) puts the total in lane 0 in ceil(log4(lanes)) levels; a distributor copies it
+to the lanes of superlane 0 and the permuter's broadcast copies that superlane to every
+superlane, so every lane holds the same bits. The order of
+the additions is fixed by the tree, so sums are deterministic; a maximum or minimum is
+exact in any order.
 
 Lanes shifted in from outside the vector are zero, which is neutral for ``add``; for
 ``max``/``min`` they are replaced by -inf/+inf.
 
-Streams used while it runs (West SXM): westward 16..31, eastward 16..31, and for a
-max or min of several vectors westward 12..15.
+Streams used while it runs (West SXM): westward 16 (to the SXM), 20..28 (the neutral
+fills of max and min, and the mask of ``valid``), 12 (the distributor's map), eastward
+16..31.
 """
 
 from __future__ import annotations
@@ -32,14 +31,9 @@ from .._core import Tensor
 from ..builder import AluOut, Builder, Flow
 from ..errors import InputError
 
-__all__ = ["allreduce", "reduce_levels", "sum_levels"]
+__all__ = ["allreduce", "sum_levels"]
 
 _NEUTRAL = {"max": -np.inf, "min": np.inf}
-
-
-def reduce_levels(lanes: int) -> int:
-    """Tree levels needed to reduce `lanes` lanes."""
-    return max(1, math.ceil(math.log2(lanes)))
 
 
 def _constant(b: Builder, name: str, rows: np.ndarray, dtype: str, count: int) -> Tensor:
@@ -53,21 +47,18 @@ def _constant(b: Builder, name: str, rows: np.ndarray, dtype: str, count: int) -
 
 
 def _fill_tensors(b: Builder, op: str, dtype: str, count: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
-    """Constant vectors that put the neutral element into shifted-in lanes: suffix level
-    k (its last 2^k lanes), prefix level k (its first 2^k lanes; 2 at level 0) and the
-    prefix tree's shift by one (lane 0). Separate tensors so they can be read at once."""
+    """Constant vectors that put the neutral element into the lanes a shift by m * n
+    brings in from outside (the last m * n lanes), one row per tree level (n = 4^level):
+    one tensor for each m = 1, 2, 3, so that the three can be read at once."""
     lanes = b.lanes
-    levels = reduce_levels(lanes)
-    suf = np.zeros((levels, lanes))
-    pre = np.zeros((levels, lanes))
-    for k in range(levels):
-        suf[k, lanes - (1 << k):] = _NEUTRAL[op]
-        pre[k, : (2 if k == 0 else 1 << k)] = _NEUTRAL[op]
-    one = np.zeros((1, lanes))
-    one[0, 0] = _NEUTRAL[op]
-    return (_constant(b, f"_reduce_suffix_{op}", suf, dtype, count),
-            _constant(b, f"_reduce_prefix_{op}", pre, dtype, count),
-            _constant(b, f"_reduce_first_{op}", one, dtype, count))
+    levels = sum_levels(lanes)
+    fills = []
+    for m in (1, 2, 3):
+        rows = np.zeros((levels, lanes))
+        for k in range(levels):
+            rows[k, max(0, lanes - m * 4**k):] = _NEUTRAL[op]
+        fills.append(_constant(b, f"_reduce_fill{m}_{op}", rows, dtype, count))
+    return fills[0], fills[1], fills[2]
 
 
 def _valid_const(b: Builder, op: str, valid: int, dtype: str, count: int = 1) -> Tensor:
@@ -76,19 +67,17 @@ def _valid_const(b: Builder, op: str, valid: int, dtype: str, count: int = 1) ->
     return _constant(b, f"_valid_{op}_{valid}", arr, dtype, count)
 
 
+def _lane0_map(b: Builder, count: int) -> Tensor:
+    return _constant(b, "_lane0_map", np.zeros((1, b.lanes)), "int8", count)
+
+
 def constants_for(b: Builder, op: str, dtype: str, valid: Optional[int] = None, count: int = 1) -> "list[Tensor]":
     """The constant tensors an allreduce of `count` vectors reads (so callers can wait
     for them)."""
-    out = list(_fill_tensors(b, op, dtype, count)) if op != "add" else [_unit(b, dtype, count)]
+    out = [_lane0_map(b, count)] + (list(_fill_tensors(b, op, dtype, count)) if op != "add" else [])
     if valid is not None and valid < b.lanes:
         out.append(_valid_const(b, op, valid, dtype, count))
     return out
-
-
-def _unit(b: Builder, dtype: str, count: int = 1) -> Tensor:
-    e0 = np.zeros((1, b.lanes))
-    e0[0, 0] = 1
-    return _constant(b, "_lane0", e0, dtype, count)
 
 
 @overload
@@ -109,17 +98,14 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     ignored (treated as the neutral element). Returns the results at the VXM (in an
     ALU, or on ``stream``).
 
-    Sums: a suffix tree of radix 4 puts the total in lane 0 (additions in a fixed tree
-    order), then the same tree of the masked total copies it to every lane (adding zeros
-    is exact).
-    max/min: suffix and exclusive-prefix trees side by side, combined per lane (exact).
+    A radix-4 suffix tree puts each total in lane 0 (sums add in a fixed tree order);
+    the distributor and the permuter's broadcast copy it to every lane.
     The input must reach the VXM no earlier than the constants it needs (see
     :func:`constants_for`)."""
     if op not in ("add", "max", "min"):
         raise InputError(f"allreduce supports add, max and min, not {op}")
     dtype, c = x.dtype, x.count
     d = x.stride if c > 1 else 1
-    levels = reduce_levels(b.lanes)
     vxm = b.vxm_pos
 
     def const(t: Tensor, stream: int, at: int, row: int = 0) -> Flow:
@@ -133,69 +119,39 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     if isinstance(v, AluOut) or not v.west:
         v = b.vxm("copy", v, stream=16, west=True)
     assert isinstance(v, Flow)
-    if op == "add":
-        total = _sum_tree(b, v, "shifts", stream=16, last_stream=None)
-        assert isinstance(total, AluOut)
-        e0 = const(_unit(b, dtype, c), 24, total.cycle)
-        lane0 = b.vxm("mul", total, e0, stream=16, west=True)
-        return _sum_tree(b, lane0, "shiftn", stream=16, last_stream=stream, last_west=west)
-    suf, pre, first = _fill_tensors(b, op, dtype, c)
-    s_out = p_out = v
-    s_val: Union[Flow, AluOut] = v
-    p_val: Union[Flow, AluOut] = v
-    for k in range(levels):
-        n = 1 << k
-        s_sh = b.sxm("shifts", s_out, hemi="W", stream=16, west=False, n=n)
-        s_cp = b.sxm("shifts", s_out, hemi="W", stream=20, west=False, n=0)
-        p_sh = b.sxm("shiftn", p_out, hemi="W", stream=24, west=False, n=2 if k == 0 else n)
-        p_cp = b.sxm("shiftn" if k == 0 else "shifts", p_out, hemi="W", stream=28, west=False, n=1 if k == 0 else 0)
-        t = s_sh.at(vxm)
-        parts = [
-            b.vxm("add", s_sh, const(suf, 24, t, k)),
-            b.vxm("copy", s_cp),
-            b.vxm("add", p_sh, const(pre, 28, t, k)),
-            # A series is still passing the VXM on stream 20 when the level's results
-            # leave on it; its fill comes on 12..15 instead.
-            b.vxm("add", p_cp, const(first, 20 if c == 1 else 12, t)) if k == 0 else b.vxm("copy", p_cp),
-        ]
-        last = k == levels - 1
-        s_val = b.vxm(op, parts[0], parts[1], stream=None if last else 16, west=True)
-        p_val = b.vxm(op, parts[2], parts[3], stream=None if last else 20, west=True)
-        if not last:
-            assert isinstance(s_val, Flow) and isinstance(p_val, Flow)
-            s_out, p_out = s_val, p_val
-    return b.vxm(op, s_val, p_val, stream=stream, west=west)
+    fills = _fill_tensors(b, op, dtype, c) if op != "add" else None
+    lanes = b.lanes
+    n, level = 1, 0
+    while n < lanes:
+        # The copy (a shift by 0) and the shifted vectors reach the VXM together.
+        parts: "list[Union[Flow, AluOut]]" = [b.sxm("shifts", v, hemi="W", stream=16, west=False, n=0)]
+        parts += [b.sxm("shifts", v, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
+                  for m in (1, 2, 3) if m * n < lanes]
+        if fills is not None:
+            at = _when(b, parts[0])
+            filled: "list[Union[Flow, AluOut]]" = [b.vxm("copy", parts[0])]
+            filled += [b.vxm("add", p, const(fills[m - 1], 16 + 4 * m, at, level)) for m, p in enumerate(parts[1:], 1)]
+            parts = filled
+        if len(parts) == 2:
+            v = b.vxm(op, parts[0], parts[1], stream=16, west=True)
+        else:
+            low = b.vxm(op, parts[0], parts[1])
+            high = b.vxm(op, parts[2], parts[3]) if len(parts) == 4 else b.vxm("copy", parts[2])
+            v = b.vxm(op, low, high, stream=16, west=True)
+        n *= 4
+        level += 1
+    # Lane 0 to every lane: to the lanes of its superlane by the distributor (a map of
+    # zeros), then superlane 0 to every superlane by the permuter.
+    sxm = b.sxm_pos("W")
+    zeros = b.read(_lane0_map(b, c), stream=12, arrive=(sxm, v.at(sxm)), stride=d)
+    spread = b.sxm("distribute", v, hemi="W", stream=16, west=False, map=zeros)
+    every = b.sxm("broadcast", spread, hemi="W", stream=16, west=False)
+    return b.vxm("copy", every, stream=stream, west=west)
 
 
 def sum_levels(lanes: int) -> int:
     """Levels of the radix-4 sum tree over `lanes` lanes."""
     return max(1, math.ceil(math.log(lanes, 4) - 1e-9))
-
-
-def _sum_tree(b: Builder, v: Flow, shift: str, *, stream: int, last_stream: Optional[int],
-              last_west: bool = False) -> Union[Flow, AluOut]:
-    """v = (v + v[n]) + (v[2n] + v[3n]) for n = 1, 4, 16, ... (v[m]: v shifted by m lanes
-    with ``shift``; shifts of the whole vector or more are left out), each level a
-    round trip to the West SXM's four shifters."""
-    lanes = b.lanes
-    out: Union[Flow, AluOut] = v
-    n = 1
-    while n < lanes:
-        assert isinstance(out, Flow)
-        # The copy (a shift by 0) and the shifted vectors reach the VXM together.
-        parts = [b.sxm("shifts", out, hemi="W", stream=16, west=False, n=0)]
-        parts += [b.sxm(shift, out, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
-                  for m in (1, 2, 3) if m * n < lanes]
-        last = 4 * n >= lanes
-        dst = dict(stream=last_stream, west=last_west) if last else dict(stream=stream, west=True)
-        if len(parts) == 2:
-            out = b.vxm("add", parts[0], parts[1], **dst)  # type: ignore[call-overload]
-        else:
-            low = b.vxm("add", parts[0], parts[1])
-            high = b.vxm("add", parts[2], parts[3]) if len(parts) == 4 else b.vxm("copy", parts[2])
-            out = b.vxm("add", low, high, **dst)  # type: ignore[call-overload]
-        n *= 4
-    return out
 
 
 def _when(b: Builder, v: Union[Flow, AluOut]) -> int:
