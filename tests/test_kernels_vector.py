@@ -186,3 +186,23 @@ def test_quantize_is_the_documented_fp32_steps(cname, n, dtype, valid):
         np.testing.assert_array_equal(out["xq"][lanes < valid], want_q[lanes < valid])
     else:
         np.testing.assert_array_equal(out["xq"], want_q)
+
+
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_allreduce_copies_any_total_to_every_lane(special):
+    """The total leaves lane 0 by copying, not by arithmetic: an infinite or NaN sum is
+    the same in every lane (multiplying it by a 0/1 mask and adding zeros, as an earlier
+    version did, turned the other lanes into NaN)."""
+    cfg = lpu.ChipConfig("tsp_v1")
+    lanes = cfg.lanes
+    b = Builder(cfg)
+    x = b.input("x", "float32", (lanes,), hemi="W")
+    y = b.output("y", "float32", (lanes,), hemi="E")
+    t = b.earliest([x] + constants_for(b, "add", "float32"), b.vxm_pos)
+    b.write(allreduce(b, b.read(x, stream=0, arrive=(b.vxm_pos, t)), "add", stream=0), y)
+    xv = np.ones(lanes, np.float32)
+    xv[100] = special
+    out = lpu.Runner(b.build())(x=xv)["y"]
+    want = np.full(lanes, tree_sum(xv, lanes), np.float32)
+    assert np.isnan(want[0]) == np.isnan(special)
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
