@@ -380,3 +380,64 @@ def test_a_repeat_not_yet_taken_is_a_hazard():
     batched, out, fault = run_both(prog, {"x": x, "y": y})
     assert fault is None and batched > 0
     np.testing.assert_array_equal(out["z"], np.concatenate([x[:7], y]))
+
+
+def _position(hemi: str, sl: int) -> int:
+    """Where MEM slice `sl` of a hemisphere sits on tsp_small (the VXM is at 28)."""
+    return 27 - sl if hemi == "W" else 29 + sl
+
+
+@st.composite
+def relay_programs(draw):
+    """MEM read runs that put rows on one stream from several slices (a nearer one
+    overwrites what passes it) and write runs that store what passes them, mostly
+    timed to catch some reader's rows, sometimes with a nearer reader starting on the
+    writer's first cycle: legal programs the kernels never make, with random starts,
+    lengths, periods and ports. Some catch nothing valid, or use both ports of a slice
+    at once: those fault, and must fault the same way in both modes."""
+    d = draw(st.sampled_from("ew"))
+    slices = draw(st.lists(st.tuples(st.sampled_from("WE"), st.integers(0, 23)), min_size=3, max_size=7,
+                           unique=True))
+    # In stream order (upstream first); the first is a reader, so every writer has one
+    # upstream, and the last a writer.
+    slices.sort(key=lambda hs: _position(*hs), reverse=d == "w")
+    roles = ["read"] + [draw(st.sampled_from(["write", "read"])) for _ in slices[2:]] + ["write"]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    runs = []  # [role, hemi, slice, port, start, n, period]
+    for i, (hemi, sl) in enumerate(slices):
+        port = draw(st.integers(0, 1))
+        if roles[i] == "read":
+            n, period, start = draw(st.integers(1, 24)), draw(st.sampled_from([1, 1, 1, 2])), draw(st.integers(0, 40))
+        elif draw(st.integers(0, 9)) < 9:
+            src = draw(st.sampled_from([j for j in range(i) if roles[j] == "read"]))
+            _, rh, rsl, _, rs, rn, period = runs[src]
+            skip = draw(st.integers(0, rn - 1))
+            n = draw(st.integers(1, rn - skip))
+            dist = abs(_position(hemi, sl) - _position(rh, rsl))
+            start = rs + 3 + dist + skip * period + draw(st.sampled_from([0] * 8 + [-1, 1]))
+            nearer = [j for j in range(src + 1, i) if roles[j] == "read"]
+            if nearer and draw(st.booleans()):
+                runs[draw(st.sampled_from(nearer))][4] = start  # a repeat taken while we batch
+        else:
+            n, period, start = draw(st.integers(1, 24)), 1, draw(st.integers(0, 60))
+        runs.append([roles[i], hemi, sl, port, max(start, 0), n, period])
+    lines = [".chip tsp_small"]
+    inputs = {}
+    for i, (role, hemi, sl, port, start, n, period) in enumerate(runs):
+        if role == "read":
+            lines.append(f".input x{i} i8 [{n},32] hemi={hemi} addr=0 slices={sl}")
+            inputs[f"x{i}"] = rng.integers(-128, 128, (n, 32)).astype(np.int8)
+        else:
+            lines.append(f".output z{i} i8 [{n},32] hemi={hemi} addr=0 slices={sl}")
+        repeat = f"\n    repeat {n - 1}, {period}" if n > 1 else ""
+        lines += [f".queue mem.{hemi}{sl}.{port}", f"    @{start} {role} 0, s0{d}{repeat}"]
+    return lpu.assemble("\n".join(lines) + "\n"), inputs
+
+
+@settings(max_examples=600, deadline=None)
+@given(relay_programs())
+def test_random_relays_on_one_stream(case):
+    """Batches of reads and writes on a stream that several queues write: everything
+    (stores, faults, cycles) as one-by-one issue gives."""
+    prog, inputs = case
+    run_both(prog, inputs)
