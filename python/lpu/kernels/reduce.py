@@ -23,7 +23,7 @@ fills of max and min, and the mask of ``valid``), 12 (the distributor's map), ea
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union, overload
+from typing import Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -36,14 +36,17 @@ __all__ = ["allreduce", "sum_levels"]
 _NEUTRAL = {"max": -np.inf, "min": np.inf}
 
 
-def _constant(b: Builder, name: str, rows: np.ndarray, dtype: str, count: int) -> Tensor:
+def _constant(b: Builder, name: str, rows: np.ndarray, dtype: str, count: int,
+              apart_from: Sequence[Tensor] = ()) -> Tensor:
     """The constant `name` (one vector per row of `rows`), each row repeated `count`
-    times so that a series of `count` vectors can read its own copy; made once."""
+    times so that a series of `count` vectors can read its own copy; made once (in
+    slices other than those of `apart_from`, to be read at the same time)."""
     full = f"{name}_{dtype}" + (f"_x{count}" if count > 1 else "")
     existing = [t for t in b._tensors if t.name == full]
     if existing:
         return existing[0]
-    return b.constant(full, np.repeat(rows, count, axis=0).astype(dtype), dtype, hemi="E")
+    return b.constant(full, np.repeat(rows, count, axis=0).astype(dtype), dtype, hemi="E",
+                      apart_from=list(apart_from))
 
 
 def _fill_tensors(b: Builder, op: str, dtype: str, count: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
@@ -57,7 +60,7 @@ def _fill_tensors(b: Builder, op: str, dtype: str, count: int = 1) -> Tuple[Tens
         rows = np.zeros((levels, lanes))
         for k in range(levels):
             rows[k, max(0, lanes - m * 4**k):] = _NEUTRAL[op]
-        fills.append(_constant(b, f"_reduce_fill{m}_{op}", rows, dtype, count))
+        fills.append(_constant(b, f"_reduce_fill{m}_{op}", rows, dtype, count, apart_from=fills))
     return fills[0], fills[1], fills[2]
 
 
