@@ -22,6 +22,7 @@ epilogue results 28..31 away.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -156,8 +157,31 @@ class _PlaneState:
     ld_free: int = 0
     abc_last: int = -1
     acc_free: int = 0
+    #: The accumulator slot buffer (0 or 1) the next n tile on this plane uses.
+    buf: int = 0
     #: Last cycle an acc reads each slot buffer (the next abc into it must come after).
     buf_read: Dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _MxmState:
+    """What earlier matmuls of a program left busy: each plane, and the next free
+    diagonal of the weight and result streams of each hemisphere's planes. Kept per
+    builder, so that matmuls started on the same cycle (on one input, say) overlap:
+    one loads its weights into a plane while another multiplies on the other."""
+
+    planes: Dict[int, _PlaneState] = field(default_factory=dict)
+    buses: Dict["tuple[bool, str]", _Bus] = field(default_factory=dict)
+
+    def bus(self, west: bool, what: str) -> _Bus:
+        return self.buses.setdefault((west, what), _Bus(west))
+
+
+_STATES: "weakref.WeakKeyDictionary[Builder, _MxmState]" = weakref.WeakKeyDictionary()
+
+
+def _state(b: Builder) -> _MxmState:
+    return _STATES.setdefault(b, _MxmState())
 
 
 def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epilogue: Optional[Epilogue] = None,
@@ -189,14 +213,16 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
     kp = w.tiles[0].shape[0]
     if M > cfg.mxm_acc_slots // 2:
         raise CapacityError(f"{M} activation rows exceed half the {cfg.mxm_acc_slots} accumulator slots")
-    wbus, obus = _Bus(toward), _Bus(not toward)
-    planes = {p: _PlaneState() for p in w.planes}
+    state = _state(b)
+    wbus, obus = state.bus(toward, "weights"), state.bus(not toward, "results")
     end = start
     for j in range(w.nt):
-        p = w.planes[j % len(w.planes)]
-        ps = planes[p]
+        # The plane that is free to load soonest (the lowest on a tie).
+        p = min(w.planes, key=lambda q: (state.planes.setdefault(q, _PlaneState()).ld_free, q))
+        ps = state.planes[p]
         pos = b.mxm_pos(p)
-        buf = (j // len(w.planes)) % 2
+        buf = ps.buf
+        ps.buf = 1 - buf
         slot = buf * M
         x_stream = 16 + 2 * (p % 2)
         done = 0

@@ -132,38 +132,38 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         quantized = {name: b.scratch(f"{name}_q", "int8", tuple(t.shape), hemi="E") for name, t in
                      (("xn", xn), ("attn_heads", yh), ("hidden", h))}
 
-    def mm(xin: Tensor, w: Weights, out: Tensor, t: int) -> int:
-        if not int8:
-            return matmul(b, xin, w, out, start=t)
-        xq = quantized[xin.name]
-        # attend leaves values in the lanes past each head's hd (multiplied by zero rows).
-        valid = shape.head_dim if xin.name == "attn_heads" else None
-        t = quantize(b, xin, xq, row_scale, valid=valid, start=t)
-        return matmul(b, xq, w, out, start=t, epilogue=dequant_epilogue(w, row_scale))
+    def mm(xin: Tensor, products: "list[tuple[Weights, Tensor]]", t: int) -> int:
+        """out = xin @ w for each (w, out), all from cycle t: they overlap on the planes
+        (one loads its weights while another multiplies)."""
+        epilogue: Callable[[Weights], Any] = lambda w: None
+        if int8:
+            # attend leaves values in the lanes past each head's hd (multiplied by zero rows).
+            valid = shape.head_dim if xin.name == "attn_heads" else None
+            t = quantize(b, xin, quantized[xin.name], row_scale, valid=valid, start=t)
+            xin = quantized[xin.name]
+            epilogue = lambda w: dequant_epilogue(w, row_scale)
+        return max(matmul(b, xin, w, out, start=t, epilogue=epilogue(w)) for w, out in products)
 
     note("schedule", 1, steps)
     t = A.prologue(b, st)
     for i, L in enumerate(layers):
         t = rmsnorm(b, x, L["g_att"], xn, eps=c.norm_eps, start=t)
-        t = mm(xn, L["wq"], q, t)
-        t = mm(xn, L["wk"], k, t)
-        t = mm(xn, L["wv"], v, t)
+        t = mm(xn, [(L["wq"], q), (L["wk"], k), (L["wv"], v)], t)
         t = A.rope(b, st, q, qr, which="q", start=t)
         t = A.rope(b, st, k, kr, which="k", start=t)
         t = A.append(b, st, kr, L["kc"], start=t)
         t = A.append(b, st, v, L["vc"], start=t)
         t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=t)
-        t = mm(yh, L["wo"], o, t)
+        t = mm(yh, [(L["wo"], o)], t)
         t = binary(b, "add", x, o, x, start=t)
         t = rmsnorm(b, x, L["g_ffn"], xn, eps=c.norm_eps, start=t)
-        t = mm(xn, L["w1"], g, t)
-        t = mm(xn, L["w3"], u, t)
+        t = mm(xn, [(L["w1"], g), (L["w3"], u)], t)
         t = swiglu(b, g, u, h, start=t)
-        t = mm(h, L["w2"], o, t)
+        t = mm(h, [(L["w2"], o)], t)
         t = binary(b, "add", x, o, x, start=t)
         note("schedule", i + 2, steps)
     t = rmsnorm(b, x, g_fin, xn, eps=c.norm_eps, start=t)
-    t = mm(xn, head, logits, t)
+    t = mm(xn, [(head, logits)], t)
     t = argmax(b, logits, nxt, start=t)
     A.advance(b, st, start=t)
     prog = b.build()
