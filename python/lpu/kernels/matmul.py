@@ -9,11 +9,14 @@ Layouts (``lanes`` = 320 on tsp_v1):
 - activations: ``(kt, M, lanes)``: tile i holds ``x[:, 320i : 320i+320]`` (kt = K tiles).
 - result: ``(nt, M, lanes)`` int32 (int8 weights) or float32 (fp16 weights).
 
-A matmul uses the two planes of one hemisphere: the n-tiles alternate between them, the
-K tiles of one n-tile accumulate in the plane's accumulator slots (``abc acc=1``), and
-the results leave through the VXM (where an optional epilogue of VXM operations can be
-applied on the fly) into the output tensor in the other hemisphere. Matmuls on the West
-and East planes use disjoint streams, so two can run at the same time.
+A matmul uses the two planes of one hemisphere: each n-tile goes to the plane free to
+load soonest, the K tiles of one n-tile accumulate in the plane's accumulator slots
+(``abc acc=1``), and the results leave through the VXM (where an optional epilogue of
+VXM operations can be applied on the fly) into the output tensor in the other
+hemisphere. What the planes and their streams are busy with carries over from one
+matmul to the next in a program, so matmuls started on the same cycle overlap (one
+loads its weights while another multiplies). Matmuls on the West and East planes use
+disjoint streams, so two can run at the same time.
 
 Stream use for planes in hemisphere H (directions "towards" / "away from" the planes):
 weights 0..15 towards, activations 16..19 towards, accumulator results 20..27 away,
