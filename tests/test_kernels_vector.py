@@ -16,27 +16,12 @@ CONFIGS = ["tsp_small", "tsp_v1"]
 
 
 def tree_sum(x: np.ndarray, lanes: int) -> np.float32:
-    """The allreduce's addition order: a radix-4 suffix tree, level n = 1, 4, 16, ...
-    adding (s + s[+n]) + (s[+2n] + s[+3n]) in fp32, shifts of the whole vector or more
-    left out."""
-    s = np.zeros(lanes, np.float32)
+    """The allreduce's addition order (whatever the tree's radix): the pairwise sum of
+    the lanes in order, zero padded to a power of two, in fp32."""
+    s = np.zeros(1 << (lanes - 1).bit_length(), np.float32)
     s[: len(x)] = x
-
-    def shifted(m: int) -> np.ndarray:
-        out = np.zeros_like(s)
-        out[: lanes - m] = s[m:]
-        return out
-
-    n = 1
-    while n < lanes:
-        parts = [s] + [shifted(m * n) for m in (1, 2, 3) if m * n < lanes]
-        low = (parts[0] + parts[1]).astype(np.float32)
-        if len(parts) == 2:
-            s = low
-        else:
-            high = (parts[2] + parts[3]).astype(np.float32) if len(parts) == 4 else parts[2]
-            s = (low + high).astype(np.float32)
-        n *= 4
+    while len(s) > 1:
+        s = (s[0::2] + s[1::2]).astype(np.float32)
     return s[0]
 
 

@@ -2,22 +2,29 @@
 
 The VXM works lane by lane, so a sum or maximum over lanes moves data across lanes in
 the SXM, in trees whose levels are each a round trip VXM -> SXM -> VXM (about 100
-cycles on tsp_v1, where the SXM sits beyond the hemisphere's MEM slices).
+cycles on tsp_v1, where each SXM sits beyond its hemisphere's MEM slices).
 
-A suffix tree of radix 4 (level n = 1, 4, 16, ...: lane l combines lanes l, l + n,
-l + 2n and l + 3n, as op(op(v, v[+n]), op(v[+2n], v[+3n])), using the hemisphere's four
-shifters) puts the total in lane 0 in ceil(log4(lanes)) levels; a distributor copies it
-to the lanes of superlane 0 and the permuter's broadcast copies that superlane to every
-superlane, so every lane holds the same bits. The order of
-the additions is fixed by the tree, so sums are deterministic; a maximum or minimum is
-exact in any order.
+A suffix tree puts the total in lane 0: at level n, lane l combines lanes l, l + n,
+l + 2n, ... (shifts of the whole vector or more left out), in pairs. Sums use radix 8,
+both SXMs' four shifters (the West one shifts by 0..3n, the East one by 4n..7n; they
+are equally far from the VXM, so all eight parts come back together): n = 1, 8, 64,
+3 levels for 320 lanes. max/min use radix 4 on the West SXM alone (n = 1, 4, 16, ...,
+5 levels), because each shifted part first gets the neutral element in the lanes it
+shifted in from outside, and the constants for eight parts would need more streams
+than are free. Then a distributor copies lane 0 to the lanes of superlane 0 and the
+permuter's broadcast copies that superlane to every superlane, so every lane holds the
+same bits.
+
+The additions pair neighbours at every level, so whatever the radix, a sum is the
+pairwise (binary tree) sum of the lanes in order: deterministic and documented. A
+maximum or minimum is exact in any order.
 
 Lanes shifted in from outside the vector are zero, which is neutral for ``add``; for
 ``max``/``min`` they are replaced by -inf/+inf.
 
-Streams used while it runs (West SXM): westward 16 (to the SXM), 20..28 (the neutral
-fills of max and min, and the mask of ``valid``), 12 (the distributor's map), eastward
-16..31.
+Streams used while it runs: westward 16 (to the West SXM), 20..28 and 8 (from the
+East SXM; for max/min, the neutral fills), 24 (the mask of ``valid``), 12 (the
+distributor's map); eastward 12 (to the East SXM) and 16..31 (from the West SXM).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def _fill_tensors(b: Builder, op: str, dtype: str, count: int = 1) -> Tuple[Tens
     one tensor for each m = 1, 2, 3, so that the three can be read at once."""
     lanes = b.lanes
     levels = sum_levels(lanes)
-    fills = []
+    fills: "list[Tensor]" = []
     for m in (1, 2, 3):
         rows = np.zeros((levels, lanes))
         for k in range(levels):
@@ -101,8 +108,9 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     ignored (treated as the neutral element). Returns the results at the VXM (in an
     ALU, or on ``stream``).
 
-    A radix-4 suffix tree puts each total in lane 0 (sums add in a fixed tree order);
-    the distributor and the permuter's broadcast copy it to every lane.
+    A suffix tree puts each total in lane 0 (radix 8 over both SXMs for sums, which
+    add in pairwise order; radix 4 for max and min); the distributor and the
+    permuter's broadcast copy it to every lane.
     The input must reach the VXM no earlier than the constants it needs (see
     :func:`constants_for`)."""
     if op not in ("add", "max", "min"):
@@ -119,30 +127,27 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
         # Neutral values in the lanes past `valid`: x * mask for sums, x + pad otherwise.
         mask = const(_valid_const(b, op, valid, dtype, c), 24, _when(b, v))
         v = b.vxm("mul" if op == "add" else "add", v, mask)
-    if isinstance(v, AluOut) or not v.west:
-        v = b.vxm("copy", v, stream=16, west=True)
-    assert isinstance(v, Flow)
-    fills = _fill_tensors(b, op, dtype, c) if op != "add" else None
     lanes = b.lanes
-    n, level = 1, 0
-    while n < lanes:
-        # The copy (a shift by 0) and the shifted vectors reach the VXM together.
-        parts: "list[Union[Flow, AluOut]]" = [b.sxm("shifts", v, hemi="W", stream=16, west=False, n=0)]
-        parts += [b.sxm("shifts", v, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
-                  for m in (1, 2, 3) if m * n < lanes]
-        if fills is not None:
+    if op == "add":
+        v = _sum_to_lane0(b, v)
+    else:
+        if isinstance(v, AluOut) or not v.west:
+            v = b.vxm("copy", v, stream=16, west=True)
+        fills = _fill_tensors(b, op, dtype, c)
+        n, level = 1, 0
+        while n < lanes:
+            # The copy (a shift by 0) and the shifted vectors reach the VXM together.
+            parts: "list[Union[Flow, AluOut]]" = [b.sxm("shifts", v, hemi="W", stream=16, west=False, n=0)]
+            parts += [b.sxm("shifts", v, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
+                      for m in (1, 2, 3) if m * n < lanes]
             at = _when(b, parts[0])
             filled: "list[Union[Flow, AluOut]]" = [b.vxm("copy", parts[0])]
             filled += [b.vxm("add", p, const(fills[m - 1], 16 + 4 * m, at, level)) for m, p in enumerate(parts[1:], 1)]
-            parts = filled
-        if len(parts) == 2:
-            v = b.vxm(op, parts[0], parts[1], stream=16, west=True)
-        else:
-            low = b.vxm(op, parts[0], parts[1])
-            high = b.vxm(op, parts[2], parts[3]) if len(parts) == 4 else b.vxm("copy", parts[2])
-            v = b.vxm(op, low, high, stream=16, west=True)
-        n *= 4
-        level += 1
+            a, z = _pairs(b, op, filled)
+            v = b.vxm(op, a, z, stream=16, west=True)
+            n *= 4
+            level += 1
+    assert isinstance(v, Flow)
     # Lane 0 to every lane: to the lanes of its superlane by the distributor (a map of
     # zeros), then superlane 0 to every superlane by the permuter.
     sxm = b.sxm_pos("W")
@@ -152,9 +157,48 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     return b.vxm("copy", every, stream=stream, west=west)
 
 
-def sum_levels(lanes: int) -> int:
-    """Levels of the radix-4 sum tree over `lanes` lanes."""
-    return max(1, math.ceil(math.log(lanes, 4) - 1e-9))
+def sum_levels(lanes: int, radix: int = 4) -> int:
+    """Levels of a suffix tree of `radix` over `lanes` lanes."""
+    return max(1, math.ceil(math.log(lanes, radix) - 1e-9))
+
+
+#: Westward streams that bring the East SXM's four shifts back to the VXM.
+_EAST_PARTS = (20, 24, 28, 8)
+
+
+def _sum_to_lane0(b: Builder, x: Union[Flow, AluOut]) -> Flow:
+    """Lane 0 of the result holds the sum of x's lanes, on its way to the West SXM
+    (westward stream 16). A suffix tree of radix 8 over both SXMs: each level sends the
+    vector to the West SXM's four shifters (shifts by 0, n, 2n, 3n) and the East SXM's
+    (4n .. 7n), which sit as far from the VXM on either side, so all eight come back
+    together; they are added in pairs, ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 +
+    p7)), shifts of the whole vector or more left out; n = 1, 8, 64, ..."""
+    lanes = b.lanes
+    west = b.vxm("copy", x, stream=16, west=True)
+    east = b.vxm("copy", x, stream=12, west=False)
+    n = 1
+    while True:
+        parts: "list[Union[Flow, AluOut]]" = [
+            b.sxm("shifts", west, hemi="W", stream=16 + 4 * m, west=False, n=m * n) for m in range(4) if m * n < lanes]
+        parts += [b.sxm("shifts", east, hemi="E", stream=_EAST_PARTS[m - 4], west=True, n=m * n)
+                  for m in range(4, 8) if m * n < lanes]
+        a, z = _pairs(b, "add", parts)
+        west = b.vxm("add", a, z, stream=16, west=True)
+        n *= 8
+        if n >= lanes:
+            return west
+        east = b.vxm("add", a, z, stream=12, west=False)
+
+
+def _pairs(b: Builder, op: str, parts: "list[Union[Flow, AluOut]]") -> "tuple[Union[Flow, AluOut], ...]":
+    """Combine `parts` with ``op`` in pairs, round after round (an odd one out is copied
+    so that every operand of a round arrives together), down to the last two."""
+    while len(parts) > 2:
+        paired: "list[Union[Flow, AluOut]]" = [b.vxm(op, parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        if len(parts) % 2:
+            paired.append(b.vxm("copy", parts[-1]))
+        parts = paired
+    return parts[0], parts[1]
 
 
 def _when(b: Builder, v: Union[Flow, AluOut]) -> int:
