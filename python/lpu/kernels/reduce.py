@@ -5,26 +5,24 @@ the SXM, in trees whose levels are each a round trip VXM -> SXM -> VXM (about 10
 cycles on tsp_v1, where each SXM sits beyond its hemisphere's MEM slices).
 
 A suffix tree puts the total in lane 0: at level n, lane l combines lanes l, l + n,
-l + 2n, ... (shifts of the whole vector or more left out), in pairs. Sums use radix 8,
-both SXMs' four shifters (the West one shifts by 0..3n, the East one by 4n..7n; they
-are equally far from the VXM, so all eight parts come back together): n = 1, 8, 64,
-3 levels for 320 lanes. max/min use radix 4 on the West SXM alone (n = 1, 4, 16, ...,
-5 levels), because each shifted part first gets the neutral element in the lanes it
-shifted in from outside, and the constants for eight parts would need more streams
-than are free. Then a distributor copies lane 0 to the lanes of superlane 0 and the
-permuter's broadcast copies that superlane to every superlane, so every lane holds the
-same bits.
+l + 2n, ... (shifts of the whole vector or more left out), in pairs. It has radix 8
+over both SXMs' four shifters (the West one shifts by 0..3n, the East one by 4n..7n;
+they are equally far from the VXM, so all eight parts come back together): n = 1, 8,
+64, 3 levels for 320 lanes. Lanes shifted in from outside the vector are zero, which
+is neutral for ``add``, and lane 0 never takes them in when the lanes are a whole
+number of the top level's stride (320 = 5 x 64). Otherwise max/min use radix 4 on the
+West SXM alone (n = 1, 4, 16, ...), each shifted part first getting -inf/+inf in the
+lanes it shifted in (the constants for eight parts would need more streams than are
+free). Then a distributor copies lane 0 to the lanes of superlane 0 and the permuter's
+broadcast copies that superlane to every superlane, so every lane holds the same bits.
 
-The additions pair neighbours at every level, so whatever the radix, a sum is the
-pairwise (binary tree) sum of the lanes in order: deterministic and documented. A
-maximum or minimum is exact in any order.
+The tree pairs neighbours at every level, so whatever the radix, a sum is the pairwise
+(binary tree) sum of the lanes in order: deterministic and documented. A maximum or
+minimum is exact in any order.
 
-Lanes shifted in from outside the vector are zero, which is neutral for ``add``; for
-``max``/``min`` they are replaced by -inf/+inf.
-
-Streams used while it runs: westward 16 (to the West SXM), 20..28 and 8 (from the
-East SXM; for max/min, the neutral fills), 24 (the mask of ``valid``), 12 (the
-distributor's map); eastward 12 (to the East SXM) and 16..31 (from the West SXM).
+Streams used while it runs: westward 16 (to the West SXM), 20, 24, 28 and 8 (from the
+East SXM; in the radix-4 tree, the neutral fills), 24 (the mask of ``valid``), 12 (the
+distributor's map); eastward 4 (to the East SXM) and 16..31 (from the West SXM).
 """
 
 from __future__ import annotations
@@ -84,7 +82,7 @@ def _lane0_map(b: Builder, count: int) -> Tensor:
 def constants_for(b: Builder, op: str, dtype: str, valid: Optional[int] = None, count: int = 1) -> "list[Tensor]":
     """The constant tensors an allreduce of `count` vectors reads (so callers can wait
     for them)."""
-    out = [_lane0_map(b, count)] + (list(_fill_tensors(b, op, dtype, count)) if op != "add" else [])
+    out = [_lane0_map(b, count)] + (list(_fill_tensors(b, op, dtype, count)) if _needs_fills(b, op) else [])
     if valid is not None and valid < b.lanes:
         out.append(_valid_const(b, op, valid, dtype, count))
     return out
@@ -108,9 +106,9 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
     ignored (treated as the neutral element). Returns the results at the VXM (in an
     ALU, or on ``stream``).
 
-    A suffix tree puts each total in lane 0 (radix 8 over both SXMs for sums, which
-    add in pairwise order; radix 4 for max and min); the distributor and the
-    permuter's broadcast copy it to every lane.
+    A suffix tree (radix 8 over both SXMs; sums add in pairwise order) puts each
+    total in lane 0; the distributor and the permuter's broadcast copy it to every
+    lane.
     The input must reach the VXM no earlier than the constants it needs (see
     :func:`constants_for`)."""
     if op not in ("add", "max", "min"):
@@ -128,8 +126,8 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
         mask = const(_valid_const(b, op, valid, dtype, c), 24, _when(b, v))
         v = b.vxm("mul" if op == "add" else "add", v, mask)
     lanes = b.lanes
-    if op == "add":
-        v = _sum_to_lane0(b, v)
+    if not _needs_fills(b, op):
+        v = _to_lane0(b, v, op)
     else:
         if isinstance(v, AluOut) or not v.west:
             v = b.vxm("copy", v, stream=16, west=True)
@@ -166,28 +164,39 @@ def sum_levels(lanes: int, radix: int = 4) -> int:
 _EAST_PARTS = (20, 24, 28, 8)
 
 
-def _sum_to_lane0(b: Builder, x: Union[Flow, AluOut]) -> Flow:
-    """Lane 0 of the result holds the sum of x's lanes, on its way to the West SXM
+def _needs_fills(b: Builder, op: str) -> bool:
+    """Whether the radix-8 tree's lane 0 would take in lanes shifted in from outside
+    the vector: never for sums (they are zero); for max/min, unless the lanes are a
+    whole number of the top level's stride (320 = 5 x 64 on tsp_v1), so that lane 0's
+    part of the tree covers exactly lanes 0 .. lanes - 1."""
+    top = 8 ** (sum_levels(b.lanes, 8) - 1)
+    return op != "add" and b.lanes % top != 0
+
+
+def _to_lane0(b: Builder, x: Union[Flow, AluOut], op: str) -> Flow:
+    """Lane 0 of the result holds ``op`` over x's lanes, on its way to the West SXM
     (westward stream 16). A suffix tree of radix 8 over both SXMs: each level sends the
     vector to the West SXM's four shifters (shifts by 0, n, 2n, 3n) and the East SXM's
     (4n .. 7n), which sit as far from the VXM on either side, so all eight come back
-    together; they are added in pairs, ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 +
-    p7)), shifts of the whole vector or more left out; n = 1, 8, 64, ..."""
+    together; they are combined in pairs, ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 +
+    p7)), shifts of the whole vector or more left out; n = 1, 8, 64, ... Other lanes
+    take in zeros from outside the vector, which only matters for max/min (see
+    :func:`_needs_fills`)."""
     lanes = b.lanes
     west = b.vxm("copy", x, stream=16, west=True)
-    east = b.vxm("copy", x, stream=12, west=False)
+    east = b.vxm("copy", x, stream=4, west=False)
     n = 1
     while True:
         parts: "list[Union[Flow, AluOut]]" = [
             b.sxm("shifts", west, hemi="W", stream=16 + 4 * m, west=False, n=m * n) for m in range(4) if m * n < lanes]
         parts += [b.sxm("shifts", east, hemi="E", stream=_EAST_PARTS[m - 4], west=True, n=m * n)
                   for m in range(4, 8) if m * n < lanes]
-        a, z = _pairs(b, "add", parts)
-        west = b.vxm("add", a, z, stream=16, west=True)
+        a, z = _pairs(b, op, parts)
+        west = b.vxm(op, a, z, stream=16, west=True)
         n *= 8
         if n >= lanes:
             return west
-        east = b.vxm("add", a, z, stream=12, west=False)
+        east = b.vxm(op, a, z, stream=4, west=False)
 
 
 def _pairs(b: Builder, op: str, parts: "list[Union[Flow, AluOut]]") -> "tuple[Union[Flow, AluOut], ...]":
