@@ -127,6 +127,29 @@ def test_int8_matmuls_are_the_specified_quantisation():
         np.testing.assert_allclose(rd(out)[: len(want)], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 
 
+def int8_steps(model, tokens, max_seq=None) -> int:
+    """Steps of `model` with int8 weights on the chip against the reference with the
+    same quantisation (bound: see test_int8_weights_end_to_end); returns how many
+    greedy tokens could be checked (top-2 gap above twice the bound)."""
+    ref = ReferenceModel(model)
+    for name, w in list(ref.w.items()):
+        if w.ndim == 2 and name != "tok_embeddings":
+            ref.w[name] = QuantLinear(w)
+    chip = ChipModel(model, max_seq=max_seq, weights="int8")
+    assert "l0.wq.scales" in {t.name for t in chip.program.tensors}
+    checked = 0
+    for pos, tok in enumerate(tokens):
+        want = ref.forward(tok, pos)
+        got = chip.step(tok)
+        bound = 5e-2 * np.abs(want).max()
+        assert np.abs(got - want).max() <= bound, (pos, np.abs(got - want).max(), bound)
+        top2 = np.sort(want)[-2:]
+        if top2[1] - top2[0] > 2 * bound:
+            assert chip.argmax() == int(np.argmax(want))
+            checked += 1
+    return checked
+
+
 def test_int8_weights_end_to_end():
     """Whole steps against the reference with the same quantisation. The chip's fp16 K/V
     cache and probabilities move attention outputs by about 1e-3 relative; at 127 levels
@@ -134,49 +157,17 @@ def test_int8_weights_end_to_end():
     neighbouring int8 step, and two layers compound it: we allow 5e-2 of the largest
     logit (measured: below 3.5e-2) and check greedy tokens where the top-2 gap is wider."""
     model = random_model(0, max_seq_len=32, **SHAPES["small-gqa"][1])
-    ref = ReferenceModel(model)
-    for name, w in list(ref.w.items()):
-        if w.ndim == 2 and name != "tok_embeddings":
-            ref.w[name] = QuantLinear(w)
-    chip = ChipModel(model, max_seq=32, weights="int8")
-    assert "l0.wq.scales" in {t.name for t in chip.program.tensors}
-    checked = 0
-    for pos, tok in enumerate([1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100]):
-        want = ref.forward(tok, pos)
-        got = chip.step(tok)
-        bound = 5e-2 * np.abs(want).max()
-        assert np.abs(got - want).max() <= bound, (pos, np.abs(got - want).max(), bound)
-        top2 = np.sort(want)[-2:]
-        if top2[1] - top2[0] > 2 * bound:
-            assert chip.argmax() == int(np.argmax(want))
-            checked += 1
-    assert checked >= 3
+    assert int8_steps(model, [1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100], max_seq=32) >= 3
 
 
 def test_bundled_model_with_int8_weights():
     """The bundled model, int8 weights, full cache length (its own schedule: the SRAM
     layout differs from fp16's, and a constant placed badly once made it unschedulable
-    while every smaller model compiled): steps against the quantised reference, bound as
-    in test_int8_weights_end_to_end (measured: below 1.4e-2)."""
+    while every smaller model compiled); same bound (measured: below 1.4e-2)."""
     from lpu.llm import load_bundled
 
     model = load_bundled()
-    ref = ReferenceModel(model)
-    for name, w in list(ref.w.items()):
-        if w.ndim == 2 and name != "tok_embeddings":
-            ref.w[name] = QuantLinear(w)
-    chip = ChipModel(model, weights="int8")
-    checked = 0
-    for pos, tok in enumerate(model.tokenizer.encode("def main():\n    return 1")):
-        want = ref.forward(tok, pos)
-        got = chip.step(tok)
-        bound = 5e-2 * np.abs(want).max()
-        assert np.abs(got - want).max() <= bound, (pos, np.abs(got - want).max(), bound)
-        top2 = np.sort(want)[-2:]
-        if top2[1] - top2[0] > 2 * bound:
-            assert chip.argmax() == int(np.argmax(want))
-            checked += 1
-    assert checked >= 10
+    assert int8_steps(model, model.tokenizer.encode("def main():\n    return 1")) >= 10
 
 
 def test_bundled_model_greedy_64_tokens():
