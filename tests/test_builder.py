@@ -155,3 +155,27 @@ def test_placement_order_is_data_order(small):
     # Unrelated words are free.
     z = b2.scratch("z", "int8", (4, small.lanes), hemi="W", slices=[1], addr=64)
     b2.write(xs, z)
+
+
+def test_indirect_accesses_share_no_cycle_with_other_accesses_of_their_slice(small):
+    """A gather's or scatter's addresses are data, so its bank is unknown: it cannot
+    share a cycle with a read or a write of the same slice (on the chip, the same bank
+    would be a bank_conflict fault at run time)."""
+    def setup():
+        b = Builder(small)
+        x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])
+        y = b.scratch("y", "int8", (1, small.lanes), hemi="W", slices=[0], addr=300)  # bank 1
+        d = b.input("d", "int8", (1, small.lanes), hemi="W", slices=[3])
+        m = b.input("m", "int16", (1, small.lanes), hemi="W", slices=[4, 5])
+        pos = b.mem_pos("W", 0)
+        return b, x, y, b.read(d, stream=1, arrive=(pos, 17)), b.read(m, stream=2, arrive=(pos, 17))
+
+    b, x, y, df, mf = setup()
+    b.read(x, stream=0, at=20)  # slice W0 reads bank 0 on cycle 17
+    with pytest.raises(ScheduleError, match="bank, is data"):
+        b.scatter(df, mf, y)
+    b, x, y, df, mf = setup()
+    b.scatter(df, mf, y)  # slice W0 writes an unknown bank on cycle 17
+    with pytest.raises(ScheduleError, match="read is taken"):
+        b.read(x, stream=0, at=20)
+    assert b.read(x, stream=0, at=20, search=True).at(b.mem_pos("W", 0)) == 21

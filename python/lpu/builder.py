@@ -347,11 +347,13 @@ class Builder:
         return ident
 
     def _mem_queue(self, hemi: int, slice_: int, start: int, end: int, write: bool) -> str:
-        """A free port of a slice for an access with no known address (gather/scatter)."""
+        """A free port of a slice for an access with no known address (gather/scatter).
+        Its bank is not known either, so it cannot share a cycle with any other access
+        of the slice."""
         use = self._slice_use.setdefault((hemi, slice_), {})
-        if any(use.get(c, (None, None))[1 if write else 0] is not None for c in range(start, end + 1)):
-            raise ScheduleError(f"MEM slice {'WE'[hemi]}{slice_} already {'writes' if write else 'reads'} "
-                                f"during cycles {start}..{end}")
+        if any(use.get(c, (None, None)) != (None, None) for c in range(start, end + 1)):
+            raise ScheduleError(f"MEM slice {'WE'[hemi]}{slice_} is already accessed during cycles {start}..{end} "
+                                f"(a {'scatter' if write else 'gather'}'s address, so its bank, is data)")
         for port in (0, 1):
             q = f"mem.{'WE'[hemi]}{slice_}.{port}"
             if self._busy(q, start, end) is None:
@@ -422,7 +424,8 @@ class Builder:
                 for k in range(n):
                     r, w = use.get(issue + k * d, (None, None))
                     bank = int(addr0 + k >= self.config.addresses // 2)
-                    if (w is not None if write else r is not None) or (r if write else w) == bank:
+                    # The other kind of access on our bank, or on an unknown one (-1).
+                    if (w is not None if write else r is not None) or (r if write else w) in (bank, -1):
                         return None
                 port = None
                 for cand in (0, 1):
@@ -460,13 +463,15 @@ class Builder:
         return None
 
     def _mark(self, hemi: int, sl: int, issue: int, n: int, d: int, addr0: int, write: bool) -> None:
+        """Record a slice's reads or writes of words addr0.. (addr0 = -1: addresses that
+        are data, so the bank is unknown)."""
         use = self._slice_use.setdefault((hemi, sl), {})
         for k in range(n):
             c = issue + k * d
             old = use.get(c)
             self._journal.append((use, c, old))
             r, w = old or (None, None)
-            bank = int(addr0 + k >= self.config.addresses // 2)
+            bank = -1 if addr0 < 0 else int(addr0 + k >= self.config.addresses // 2)
             use[c] = (r, bank) if write else (bank, w)
 
     def read(self, tensor: Tensor, *, stream: int, vectors: Optional[Tuple[int, int]] = None, at: Optional[int] = None,
@@ -581,7 +586,7 @@ class Builder:
             pos = self.config.mem_position(hemi, sl)
             t = map_flow.at(pos)
             q = self._mem_queue(hemi, sl, t, t + (n - 1) * d, False)
-            self._mark(hemi, sl, t, n, d, 0, False)
+            self._mark(hemi, sl, t, n, d, -1, False)
             ident = self.place(q, t, "gather", [map_flow.operand(), _stream_operand(stream + b, map_flow.west)],
                                n - 1, d)
             self._banks.append((hemi, sl, t, n, d, -1, False, ident))
@@ -610,7 +615,7 @@ class Builder:
             if map_flow.at(pos) != t:
                 raise ScheduleError(f"scatter: data reaches slice {sl} on cycle {t} but the map on {map_flow.at(pos)}")
             q = self._mem_queue(hemi, sl, t, t + (n - 1) * d, True)
-            self._mark(hemi, sl, t, n, d, 0, True)
+            self._mark(hemi, sl, t, n, d, -1, True)
             ident = self.place(q, t, "scatter", [map_flow.operand(), _stream_operand(flow.base + b, flow.west)],
                                n - 1, d)
             self._banks.append((hemi, sl, t, n, d, -1, True, ident))

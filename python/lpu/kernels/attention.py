@@ -339,7 +339,7 @@ def _append_at(b: Builder, st: DecodeState, x: Tensor, tile: int, cache: Tensor,
             pos = b.config.mem_position(hemi, sl)
             tt = data.at(pos)
             q = b._mem_queue(hemi, sl, tt, tt, True)
-            b._mark(hemi, sl, tt, 1, 1, 0, True)
+            b._mark(hemi, sl, tt, 1, 1, -1, True)
             ident = b.place(q, tt, "scatter", [mp.operand(), _stream_operand(data.base + plane, data.west)])
             b._banks.append((hemi, sl, tt, 1, 1, -1, True, ident))
             b._stream_read(data, pos, tt, 1, 1, ident, [data.base + plane])
