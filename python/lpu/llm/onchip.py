@@ -149,11 +149,11 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     for i, L in enumerate(layers):
         t = rmsnorm(b, x, L["g_att"], xn, eps=c.norm_eps, start=t)
         t = mm(xn, [(L["wq"], q), (L["wk"], k), (L["wv"], v)], t)
-        t = A.rope(b, st, q, qr, which="q", start=t)
-        t = A.rope(b, st, k, kr, which="k", start=t)
-        t = A.append(b, st, kr, L["kc"], start=t)
-        t = A.append(b, st, v, L["vc"], start=t)
-        t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=t)
+        # Independent work starts together (each waits for the units the others hold).
+        t_q = A.rope(b, st, q, qr, which="q", start=t)
+        t_v = A.append(b, st, v, L["vc"], start=t)
+        t_k = A.append(b, st, kr, L["kc"], start=A.rope(b, st, k, kr, which="k", start=t))
+        t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=max(t_q, t_k, t_v))
         t = mm(yh, [(L["wo"], o)], t)
         t = binary(b, "add", x, o, x, start=t)
         t = rmsnorm(b, x, L["g_ffn"], xn, eps=c.norm_eps, start=t)
