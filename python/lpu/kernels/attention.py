@@ -416,20 +416,20 @@ def attend(b: Builder, st: DecodeState, q: Tensor, kc: List[Tensor], vc: List[Te
         t = b.earliest([q, st.kvmask], sxm, end if h == 0 else start)
 
         def attempt(t: int, h: int = h, g: int = g, n: int = n) -> int:
-            xs = b.read(q, stream=0, vectors=(h // hpt, 1), arrive=(sxm, t), west=True)
+            xs = b.read(q, stream=20, vectors=(h // hpt, 1), arrive=(sxm, t), west=True)
             moved = b.sxm("shifts" if n >= 0 else "shiftn", xs, hemi="W", stream=0, west=False, n=abs(n))
             m = b.read(st.kvmask, stream=4, vectors=(g % hpt, 1), arrive=(vxm, moved.at(vxm)))
             y = b.vxm("cast", b.vxm("mul", moved, m), dtype="float32", to="float16", stream=8, west=False)
             return b.write(y, st.qp[g // hpt], vectors=(h, 1))
 
         end = max(end, retry(b, "attend", t, attempt))
-    # 2. Scores: per kv tile, its K rows installed transposed (column t = key t), the
-    # query rows through it, accumulating over kv tiles in the slots: slot h holds
-    # head h's scores with position t in lane t.
+    # 2. Scores: per kv tile, its K rows installed transposed (column t = key t; loaded
+    # while step 1 runs), the query rows through it, accumulating over kv tiles in the
+    # slots: slot h holds head h's scores with position t in lane t.
     done = 0
     last_abc = ld_free = -1
     for i, k_i in enumerate(kc):
-        at = max(b.earliest([k_i], pp, end), ld_free + 1)
+        at = max(b.earliest([k_i], pp, start), ld_free + 1)
         kf = b.read(k_i, stream=0, vectors=(0, S), spread=ROWS, arrive=(pp, at), west=True, search=True)
         ld_free = max(b.mxm_load(plane, kf) + 1, last_abc + 1)
         ready = b.mxm_install(plane, ld_free, transpose=True)
