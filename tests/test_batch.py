@@ -287,14 +287,14 @@ def test_a_broken_chain_faults_the_same():
     assert fault is not None and "chain" in fault
 
 
-def breakpoint_runs(prog: lpu.Program, inputs: dict, queue: str, watch: str) -> list:
-    """Run with a breakpoint on `queue`'s second instruction, then on to the end, one by
-    one and in batches; both must agree. Returns the batched chip's two stops: status,
-    cycle, statistics and tensor `watch`'s bytes."""
+def breakpoint_runs(prog: lpu.Program, inputs: dict, queue: str, watch: str, index: int = 1) -> list:
+    """Run with a breakpoint on `queue`'s instruction `index` (its second by default),
+    then on to the end, one by one and in batches; both must agree. Returns the batched
+    chip's two stops: status, cycle, statistics and tensor `watch`'s bytes."""
     seen = []
     for fast in (False, True):
         chip = loaded(prog, inputs, fast)
-        chip.add_breakpoint(queue, 1)
+        chip.add_breakpoint(queue, index)
         states = []
         for _ in range(2):
             status = chip.run()
@@ -441,3 +441,23 @@ def test_random_relays_on_one_stream(case):
     (stores, faults, cycles) as one-by-one issue gives."""
     prog, inputs = case
     run_both(prog, inputs)
+
+
+def test_a_breakpoint_on_a_repeat_stops_there_in_both_modes():
+    """Batches may start with the instruction a repeat repeats (before the repeat is
+    taken, a cycle later); a breakpoint on the repeat itself must still stop there."""
+    prog = lpu.assemble("""
+.chip tsp_small
+.input x i8 [20,32] hemi=W addr=0 slices=0
+.output z i8 [20,32] hemi=E addr=0 slices=0
+.queue mem.W0.0
+    @10 read 0, s0e
+    repeat 19, 1
+.queue mem.E0.0
+    @15 write 0, s0e           ; E0 is 2 positions east of W0; a read lands in 3
+    repeat 19, 1
+""")
+    x = np.random.default_rng(9).integers(-128, 128, (20, 32)).astype(np.int8)
+    (stop, at, _, half), (end, _, _, full) = breakpoint_runs(prog, {"x": x}, "mem.W0.0", "z", index=2)
+    assert stop == lpu.RunStatus.BREAKPOINT and at == 11 and end == lpu.RunStatus.HALTED
+    assert full == x.tobytes() and half != full

@@ -252,18 +252,20 @@ impl Chip {
     }
 
     /// Run as many of `qi`'s next re-issues as can be done at once (at most `limit`),
-    /// starting on cycle `t`. Returns how many were done (0: issue one by one).
-    pub(super) fn try_batch(&mut self, qi: usize, t: u64, limit: u64) -> u64 {
+    /// starting on cycle `t`; with `with_base`, the run starts with the repeated
+    /// instruction itself, not yet issued (see `step_queue`). Returns how many issues
+    /// were done (0: issue one by one).
+    pub(super) fn try_batch(&mut self, qi: usize, t: u64, limit: u64, with_base: bool) -> u64 {
         if !self.fast || !self.watchpoints.is_empty() {
             return 0;
         }
         let (base, k0, left, d) = self.rep_instrs(qi);
-        let max_k = left.min(MAX_BATCH).min(limit);
+        let max_k = (left + with_base as u64).min(MAX_BATCH).min(limit);
         if max_k < MIN_BATCH {
             return 0;
         }
         let mut instr = base;
-        advance(&mut instr, k0 + 1);
+        advance(&mut instr, k0 + 1 - with_base as u32);
         let hz = Hazards {
             except: qi,
             end: t + max_k * d + 64,
@@ -304,8 +306,9 @@ impl Chip {
         let s = &mut self.q[qi];
         s.last_issue = last;
         let rep = s.rep.as_mut().expect("in a repeat");
-        rep.k += k as u32;
-        rep.left -= k as u32;
+        let reissues = k as u32 - with_base as u32;
+        rep.k += reissues;
+        rep.left -= reissues;
         if rep.left == 0 {
             s.rep = None;
             s.next = last + 1;

@@ -925,8 +925,13 @@ impl Chip {
             if self.fast
                 && base.is_none()
                 && now.iter().any(|&q| {
+                    // In a repeat, taking one, or issuing the instruction before one.
                     let s = &self.q[q];
-                    s.rep.is_some() || self.code[q].get(s.pc).is_some_and(|i| i.op == Op::Repeat)
+                    s.rep.is_some()
+                        || self.code[q][s.pc.min(self.code[q].len())..]
+                            .iter()
+                            .take(2)
+                            .any(|i| i.op == Op::Repeat)
                 })
             {
                 // A batch may happen this cycle: keep the state to redo it from if needed.
@@ -1035,7 +1040,7 @@ impl Chip {
                         s.batch_skip -= 1;
                     } else {
                         let limit = (*budget).min(until.saturating_sub(t).div_ceil(d));
-                        let k = self.try_batch(qi, t, limit);
+                        let k = self.try_batch(qi, t, limit, false);
                         let s = &mut self.q[qi];
                         if k > 0 {
                             s.batch_backoff = 0;
@@ -1107,11 +1112,57 @@ impl Chip {
                 }
                 _ => {}
             }
+            if self.batch_with_repeat(qi, pc, t, until, tracer, budget) {
+                return;
+            }
             self.q[qi].next = t + 1;
             self.issue(qi, pc, 0, &instr, t, tracer);
             *budget = budget.saturating_sub(1);
             return;
         }
+    }
+
+    /// The instruction at `pc` (due on `t`, `pc` already stepped past it) followed by
+    /// `repeat n, d` is a run of n + 1 issues from `t`: batch it from its first issue,
+    /// as if the repeat had been taken. Returns whether a batch was done; if not,
+    /// nothing changed. (Not with breakpoints, which may stop on the repeat itself.)
+    fn batch_with_repeat<T: Tracer>(
+        &mut self,
+        qi: usize,
+        pc: usize,
+        t: u64,
+        until: u64,
+        tracer: &T,
+        budget: &mut u64,
+    ) -> bool {
+        let Some(&r) = self.code[qi].get(pc + 1) else {
+            return false;
+        };
+        if r.op != Op::Repeat || r.args[0] == 0 || tracer.enabled() || !self.breakpoints.is_empty()
+        {
+            return false;
+        }
+        let (n, d) = (r.args[0], r.args[1]);
+        let instr = self.code[qi][pc];
+        let s = &mut self.q[qi];
+        s.pc = pc + 2;
+        s.rep = Some(Rep {
+            instr,
+            index: pc,
+            left: n,
+            d,
+            k: 0,
+        });
+        let limit = (*budget).min(until.saturating_sub(t).div_ceil(d as u64));
+        let k = self.try_batch(qi, t, limit, true);
+        if k == 0 {
+            let s = &mut self.q[qi];
+            s.pc = pc + 1;
+            s.rep = None;
+            return false;
+        }
+        *budget = budget.saturating_sub(k);
+        true
     }
 
     fn raise_at(
