@@ -131,19 +131,20 @@ impl Chip {
     /// First cycle on which another queue might land a value on streams
     /// [s, s+n) (same direction) at a position in [lo, hi].
     fn first_stream_landing(&self, hz: &Hazards, s: StreamRef, n: u32, lo: u32, hi: u32) -> u64 {
-        let streams = self.cfg.streams;
-        let base = s.west as usize * streams as usize;
-        let mut who: Vec<usize> = (s.index..(s.index + n).min(streams))
-            .flat_map(|i| self.writers[base + i as usize].iter().copied())
-            .filter(|&q| q != hz.except && (lo..=hi).contains(&self.queues[q].position))
-            .collect();
-        who.sort_unstable();
-        who.dedup();
+        let streams = self.cfg.streams as usize;
+        let n = (n as usize).min(streams.saturating_sub(s.index as usize));
+        if n == 0 {
+            return u64::MAX;
+        }
+        let group = (s.west as usize * streams + s.index as usize) * streams + n - 1;
         let mut first = u64::MAX;
-        for q in who {
+        for &q in &self.writers[group] {
+            if q == hz.except || !(lo..=hi).contains(&self.queues[q].position) {
+                continue;
+            }
             let unknown = self.walk(q, hz.end, |t0, instr| {
                 if let Some((w, wn)) = stream_writes(instr) {
-                    if w.west == s.west && w.index < s.index + n && s.index < w.index + wn {
+                    if w.west == s.west && w.index < s.index + n as u32 && s.index < w.index + wn {
                         first = first.min(t0 + self.lat[instr.op as usize] as u64);
                     }
                 }

@@ -395,8 +395,9 @@ pub struct Chip {
     entry: Option<String>,
     q: Vec<QState>,
     active: Vec<usize>,
-    /// By stream (`west as usize * streams + index`): the queues whose code writes
-    /// it, the only ones a batch reading or writing that stream must look ahead at.
+    /// By group of streams (`(west as usize * streams + first) * streams + count - 1`):
+    /// the queues whose code writes any of them, in order, the only ones a batch
+    /// reading or writing those streams must look ahead at.
     writers: Arc<[Vec<usize>]>,
     cycle: u64,
     pending: VecDeque<PendingWrite>,
@@ -615,7 +616,17 @@ impl Chip {
                 }
             }
         }
-        self.writers = writers.into();
+        // Every group of consecutive streams: the union of its streams' writers.
+        let mut groups = vec![Vec::new(); 2 * streams * streams];
+        for (g, list) in groups.iter_mut().enumerate() {
+            let (first, count) = (g / streams, g % streams + 1);
+            if first % streams + count <= streams {
+                *list = writers[first..first + count].concat();
+                list.sort_unstable();
+                list.dedup();
+            }
+        }
+        self.writers = groups.into();
         self.code = code;
         self.program = Some(prog);
         self.entry = entry.map(str::to_string);
