@@ -18,6 +18,7 @@ use super::*;
 use crate::isa::flags;
 use crate::mxm::Activations;
 use crate::streams::{Fold, Rows};
+use std::sync::OnceLock;
 
 /// Fewest re-issues worth a batch.
 const MIN_BATCH: u64 = 2;
@@ -55,6 +56,52 @@ impl Run {
 struct Hazards {
     except: usize,
     end: u64,
+}
+
+/// The queues whose code writes each stream, and each group of consecutive streams
+/// (made when first looked at: a program looks at few of them).
+#[derive(Default)]
+pub(super) struct Writers {
+    streams: usize,
+    /// By `west as usize * streams + index`, in queue order.
+    by_stream: Vec<Vec<usize>>,
+    /// By `(west as usize * streams + first) * streams + count - 1`.
+    groups: Vec<OnceLock<Vec<usize>>>,
+}
+
+impl Writers {
+    pub(super) fn new(code: &[Arc<[Instr]>], streams: usize) -> Writers {
+        let mut by_stream = vec![Vec::new(); 2 * streams];
+        for (qi, code) in code.iter().enumerate() {
+            for (s, n) in code.iter().filter_map(stream_writes) {
+                let base = s.west as usize * streams;
+                for i in s.index as usize..(s.index + n).min(streams as u32) as usize {
+                    let w: &mut Vec<usize> = &mut by_stream[base + i];
+                    if w.last() != Some(&qi) {
+                        w.push(qi);
+                    }
+                }
+            }
+        }
+        Writers {
+            streams,
+            by_stream,
+            groups: (0..2 * streams * streams)
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// The writers of streams first..first + count (count >= 1, within the direction).
+    fn group(&self, west: bool, first: usize, count: usize) -> &[usize] {
+        let key = west as usize * self.streams + first;
+        self.groups[key * self.streams + count - 1].get_or_init(|| {
+            let mut list = self.by_stream[key..key + count].concat();
+            list.sort_unstable();
+            list.dedup();
+            list
+        })
+    }
 }
 
 /// Results of accumulator slots written by a batch of `abc`, kept until every issue of
@@ -136,9 +183,8 @@ impl Chip {
         if n == 0 {
             return u64::MAX;
         }
-        let group = (s.west as usize * streams + s.index as usize) * streams + n - 1;
         let mut first = u64::MAX;
-        for &q in &self.writers[group] {
+        for &q in self.writers.group(s.west, s.index as usize, n) {
             if q == hz.except || !(lo..=hi).contains(&self.queues[q].position) {
                 continue;
             }

@@ -395,10 +395,9 @@ pub struct Chip {
     entry: Option<String>,
     q: Vec<QState>,
     active: Vec<usize>,
-    /// By group of streams (`(west as usize * streams + first) * streams + count - 1`):
-    /// the queues whose code writes any of them, in order, the only ones a batch
+    /// The queues whose code writes each group of streams: the only ones a batch
     /// reading or writing those streams must look ahead at.
-    writers: Arc<[Vec<usize>]>,
+    writers: Arc<batch::Writers>,
     cycle: u64,
     pending: VecDeque<PendingWrite>,
     bulk_pending: Vec<batch::BulkWrite>,
@@ -467,7 +466,7 @@ impl Chip {
             entry: None,
             q: vec![QState::default(); nq],
             active: Vec::new(),
-            writers: Arc::from([]),
+            writers: Arc::default(),
             cycle: 0,
             pending: VecDeque::new(),
             bulk_pending: Vec::new(),
@@ -603,30 +602,7 @@ impl Chip {
             }
         }
         self.unread = unread.into();
-        let streams = self.cfg.streams as usize;
-        let mut writers = vec![Vec::new(); 2 * streams];
-        for (qi, code) in code.iter().enumerate() {
-            for (s, n) in code.iter().filter_map(batch::stream_writes) {
-                let first = s.west as usize * streams;
-                for i in s.index as usize..(s.index + n).min(streams as u32) as usize {
-                    let w: &mut Vec<usize> = &mut writers[first + i];
-                    if w.last() != Some(&qi) {
-                        w.push(qi);
-                    }
-                }
-            }
-        }
-        // Every group of consecutive streams: the union of its streams' writers.
-        let mut groups = vec![Vec::new(); 2 * streams * streams];
-        for (g, list) in groups.iter_mut().enumerate() {
-            let (first, count) = (g / streams, g % streams + 1);
-            if first % streams + count <= streams {
-                *list = writers[first..first + count].concat();
-                list.sort_unstable();
-                list.dedup();
-            }
-        }
-        self.writers = groups.into();
+        self.writers = Arc::new(batch::Writers::new(&code, self.cfg.streams as usize));
         self.code = code;
         self.program = Some(prog);
         self.entry = entry.map(str::to_string);
