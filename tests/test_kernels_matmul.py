@@ -34,7 +34,7 @@ def fp16_reference(x16: np.ndarray, w: np.ndarray) -> np.ndarray:
     return y
 
 
-def build(cfg, K, N, M, dtype, hemi, epilogue=False):
+def build(cfg, K, N, M, dtype, hemi, epilogue=False, start=0, load_from=None):
     b = Builder(cfg)
     rng = np.random.default_rng(K * 1000 + N + M)
     W = rng.standard_normal((K, N)).astype(np.float32)
@@ -43,7 +43,7 @@ def build(cfg, K, N, M, dtype, hemi, epilogue=False):
     other = "E" if hemi == "W" else "W"
     out_dt = "float32" if dtype == "float16" or epilogue else "int32"
     y = b.output("y", out_dt, (w.nt, M, cfg.lanes), hemi=other)
-    end = matmul(b, x, w, y, epilogue=dequant_epilogue(w) if epilogue else None)
+    end = matmul(b, x, w, y, epilogue=dequant_epilogue(w) if epilogue else None, start=start, load_from=load_from)
     return b.build(), W, w, end
 
 
@@ -122,3 +122,17 @@ def test_results_must_leave_through_the_vxm(small):
     y = b.output("y", "float32", (1, 1, small.lanes), hemi="W")
     with pytest.raises(lpu.LpuError, match="other hemisphere"):
         matmul(b, x, w, y)
+
+
+def test_weights_load_before_the_activations_are_due(small):
+    """With load_from, the planes take their weights before `start` (when x would still
+    be in the making): same results, and the products start as soon as x may be read."""
+    K, N, M = 100, 96, 2
+    x = np.random.default_rng(7).standard_normal((M, K)).astype(np.float16)
+    ends = []
+    for load_from in (None, 0):
+        prog, W, w, end = build(small, K, N, M, "float16", "W", start=200, load_from=load_from)
+        got = untile(lpu.Runner(prog)(x=tiles_of(x, small.lanes, np.float16))["y"], N)
+        np.testing.assert_array_equal(got, fp16_reference(x, W))
+        ends.append(end)
+    assert ends[1] < ends[0]

@@ -188,13 +188,15 @@ def _state(b: Builder) -> _MxmState:
 
 
 def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epilogue: Optional[Epilogue] = None,
-           y_first: int = 0, x_first: int = 0) -> int:
+           y_first: int = 0, x_first: int = 0, load_from: Optional[int] = None) -> int:
     """Schedule y = x @ W from cycle `start`; returns the cycle the last result lands.
 
     ``x`` has shape (kt, M, lanes) (or (M, K) with K <= lanes) and the weights' dtype;
     ``y`` receives nt * M vectors starting at vector ``y_first`` (tile j, row m at
     ``y_first + j*M + m``). ``epilogue(b, flow, j)`` may transform each result tile on its
-    way through the VXM (it must return a flow of the same length).
+    way through the VXM (it must return a flow of the same length). With ``load_from``,
+    the weights may be loaded into the planes from that cycle on (earlier than `start`,
+    while x is still being made); x is read from `start`.
     """
     cfg = b.config
     lanes = cfg.lanes
@@ -231,7 +233,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
         done = 0
         for i in range(w.kt):
             rows = w.rows[j][i] if w.rows else min(lanes, kp - i * lanes)
-            t = max(ps.ld_free, wbus.earliest(pos), b.earliest([w.tiles[j]], pos, start))
+            t = max(ps.ld_free, wbus.earliest(pos), b.earliest([w.tiles[j]], pos, start if load_from is None else min(start, load_from)))
             wf = b.read(w.tiles[j], stream=0, vectors=(w.first_row(j, i), rows), arrive=(pos, t), spread=spread,
                         west=toward, search=True)
             wbus.take(wf)

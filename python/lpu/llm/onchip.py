@@ -132,9 +132,10 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         quantized = {name: b.scratch(f"{name}_q", "int8", tuple(t.shape), hemi="E") for name, t in
                      (("xn", xn), ("attn_heads", yh), ("hidden", h))}
 
-    def mm(xin: Tensor, products: "list[tuple[Weights, Tensor]]", t: int) -> int:
+    def mm(xin: Tensor, products: "list[tuple[Weights, Tensor]]", t: int, load_from: Optional[int] = None) -> int:
         """out = xin @ w for each (w, out), all from cycle t: they overlap on the planes
-        (one loads its weights while another multiplies)."""
+        (one loads its weights while another multiplies). The weights may be loaded
+        from cycle `load_from` on, while xin is still being made."""
         epilogue: Callable[[Weights], Any] = lambda w: None
         if int8:
             # attend leaves values in the lanes past each head's hd (multiplied by zero rows).
@@ -142,13 +143,14 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
             t = quantize(b, xin, quantized[xin.name], row_scale, valid=valid, start=t)
             xin = quantized[xin.name]
             epilogue = lambda w: dequant_epilogue(w, row_scale)
-        return max(matmul(b, xin, w, out, start=t, epilogue=epilogue(w)) for w, out in products)
+        return max(matmul(b, xin, w, out, start=t, epilogue=epilogue(w), load_from=load_from) for w, out in products)
 
     note("schedule", 1, steps)
     t = A.prologue(b, st)
     for i, L in enumerate(layers):
+        t0 = t
         t = rmsnorm(b, x, L["g_att"], xn, eps=c.norm_eps, start=t)
-        t = mm(xn, [(L["wq"], q), (L["wk"], k), (L["wv"], v)], t)
+        t = mm(xn, [(L["wq"], q), (L["wk"], k), (L["wv"], v)], t, load_from=t0)
         # Independent work starts together (each waits for the units the others hold).
         t_q = A.rope(b, st, q, qr, which="q", start=t)
         t_v = A.append(b, st, v, L["vc"], start=t)
@@ -156,14 +158,17 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=max(t_q, t_k, t_v))
         t = mm(yh, [(L["wo"], o)], t)
         t = binary(b, "add", x, o, x, start=t)
+        t0 = t
         t = rmsnorm(b, x, L["g_ffn"], xn, eps=c.norm_eps, start=t)
-        t = mm(xn, [(L["w1"], g), (L["w3"], u)], t)
+        t = mm(xn, [(L["w1"], g), (L["w3"], u)], t, load_from=t0)
+        t0 = t
         t = swiglu(b, g, u, h, start=t)
-        t = mm(h, [(L["w2"], o)], t)
+        t = mm(h, [(L["w2"], o)], t, load_from=t0)
         t = binary(b, "add", x, o, x, start=t)
         note("schedule", i + 2, steps)
+    t0 = t
     t = rmsnorm(b, x, g_fin, xn, eps=c.norm_eps, start=t)
-    t = mm(xn, [(head, logits)], t)
+    t = mm(xn, [(head, logits)], t, load_from=t0)
     t = argmax(b, logits, nxt, start=t)
     A.advance(b, st, start=t)
     prog = b.build()
