@@ -220,6 +220,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
         raise CapacityError(f"{M} activation rows exceed half the {cfg.mxm_acc_slots} accumulator slots")
     state = _state(b)
     wbus, obus = state.bus(toward, "weights"), state.bus(not toward, "results")
+    load_start = start if load_from is None else min(start, load_from)
     end = start
     for j in range(w.nt):
         # The plane that is free to load soonest (the lowest on a tie).
@@ -233,7 +234,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
         done = 0
         for i in range(w.kt):
             rows = w.rows[j][i] if w.rows else min(lanes, kp - i * lanes)
-            t = max(ps.ld_free, wbus.earliest(pos), b.earliest([w.tiles[j]], pos, start if load_from is None else min(start, load_from)))
+            t = max(ps.ld_free, wbus.earliest(pos), b.earliest([w.tiles[j]], pos, load_start))
             wf = b.read(w.tiles[j], stream=0, vectors=(w.first_row(j, i), rows), arrive=(pos, t), spread=spread,
                         west=toward, search=True)
             wbus.take(wf)
