@@ -492,3 +492,29 @@ def test_a_final_nop_does_not_delay_halting():
         chip.load(prog)
         assert chip.run() == lpu.RunStatus.HALTED
         assert chip.cycle == cycle and chip.cycles == 0
+
+
+def test_an_entry_point_sets_where_queues_start_also_after_a_reset():
+    from lpu.layout import read_tensor, write_tensor
+
+    prog = lpu.assemble("""
+.chip tsp_small
+.input x i8 [2,32] hemi=W addr=0 slices=0
+.output z i8 [1,32] hemi=E addr=0 slices=0
+.queue mem.W0.0
+    read 0, s0e
+    read 1, s0e
+.queue mem.E0.0
+    nop 5                      ; a read on cycle 0 reaches E0 (2 positions east) on 5
+    write 0, s0e
+.entry second mem.W0.0=1
+""")
+    x = np.arange(64).reshape(2, 32).astype(np.int8)
+    for entry, want in ((None, x[0]), ("second", x[1])):
+        chip = lpu.Chip(prog.config)
+        chip.load(prog, entry=entry)
+        for _ in range(2):  # a reset goes back to the entry point
+            write_tensor(chip, prog.tensor("x"), x)
+            assert chip.run() == lpu.RunStatus.HALTED
+            np.testing.assert_array_equal(read_tensor(chip, prog.tensor("z"))[0], want)
+            chip.reset()

@@ -370,6 +370,15 @@ struct BankUse {
     write: Option<u8>,
 }
 
+/// Each opcode's functional latency on a chip of this config (0 for queue control).
+fn latencies(cfg: &ChipConfig) -> [u32; 256] {
+    let mut lat = [0u32; 256];
+    for d in crate::isa::TABLE {
+        lat[d.opcode as usize] = d.latency.map_or(0, |k| cfg.latencies.get(k));
+    }
+    lat
+}
+
 /// A whole-chip state saved by [`Chip::snapshot`].
 #[derive(Clone)]
 pub struct Snapshot(Box<Chip>);
@@ -379,9 +388,11 @@ pub struct Snapshot(Box<Chip>);
 pub struct Chip {
     cfg: ChipConfig,
     lanes: usize,
-    queues: Vec<QueueInfo>,
+    queues: Arc<Vec<QueueInfo>>,
     /// Index of each queue by its kind (batches look up partner queues often).
     by_kind: Arc<HashMap<QueueKind, usize>>,
+    /// By queue: the instruction the loaded entry point starts it at.
+    start_pc: Arc<[usize]>,
     lat: [u32; 256],
     sram: Sram,
     streams: Streams,
@@ -437,15 +448,7 @@ fn hemi_name(h: u8) -> &'static str {
 impl Chip {
     pub fn new(cfg: ChipConfig) -> Result<Chip, crate::error::ConfigError> {
         cfg.validate()?;
-        let lanes = cfg.lanes();
-        let mut lat = [0u32; 256];
-        for d in crate::isa::TABLE {
-            lat[d.opcode as usize] = d.latency.map_or(0, |k| cfg.latencies.get(k));
-        }
-        let max_lat = *lat.iter().max().unwrap() as usize;
-        let horizon = max_lat + cfg.positions() as usize + 8;
-        let queues = cfg.queues();
-        let nq = queues.len();
+        let queues: Arc<Vec<QueueInfo>> = Arc::new(cfg.queues());
         let by_kind = Arc::new(
             queues
                 .iter()
@@ -453,13 +456,32 @@ impl Chip {
                 .map(|(i, q)| (q.kind, i))
                 .collect(),
         );
-        let planes = cfg.mxm_planes as usize;
-        Ok(Chip {
+        let max_lat = *latencies(&cfg).iter().max().unwrap() as usize;
+        let horizon = max_lat + cfg.positions() as usize + 8;
+        let streams = Streams::new(cfg.streams as usize, cfg.lanes(), horizon, cfg.positions());
+        let planes = vec![Plane::default(); cfg.mxm_planes as usize];
+        Ok(Chip::from_parts(cfg, queues, by_kind, streams, planes))
+    }
+
+    /// A chip as `new` makes it, from the parts a reset keeps: the queue table, and the
+    /// stream store and planes emptied in place.
+    fn from_parts(
+        cfg: ChipConfig,
+        queues: Arc<Vec<QueueInfo>>,
+        by_kind: Arc<HashMap<QueueKind, usize>>,
+        streams: Streams,
+        planes: Vec<Plane>,
+    ) -> Chip {
+        let lanes = cfg.lanes();
+        let lat = latencies(&cfg);
+        let nq = queues.len();
+        let n_planes = planes.len();
+        Chip {
             lanes,
             sram: Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, lanes),
-            streams: Streams::new(cfg.streams as usize, lanes, horizon, cfg.positions()),
+            streams,
             alu_out: vec![latch::Latch::default(); cfg.vxm_alus as usize],
-            planes: vec![Plane::default(); planes],
+            planes,
             program: None,
             code: vec![Arc::from(Vec::new()); nq],
             unread: Arc::from([]),
@@ -479,7 +501,7 @@ impl Chip {
             halted: true,
             stats: Stats {
                 per_queue: vec![0; nq],
-                mxm_busy: vec![0; planes],
+                mxm_busy: vec![0; n_planes],
                 ..Stats::default()
             },
             fault: None,
@@ -495,9 +517,10 @@ impl Chip {
             so: vec![0; 16 * lanes],
             queues,
             by_kind,
+            start_pc: Arc::from([]),
             lat,
             cfg,
-        })
+        }
     }
 
     pub fn config(&self) -> &ChipConfig {
@@ -603,6 +626,15 @@ impl Chip {
         }
         self.unread = unread.into();
         self.writers = Arc::new(batch::Writers::new(&code, self.cfg.streams as usize));
+        let mut start_pc = vec![0; self.queues.len()];
+        if let Some(e) = prog.entries.iter().find(|e| Some(e.name.as_str()) == entry) {
+            for (name, pc) in &e.starts {
+                if let Some(i) = self.queue_index(name) {
+                    start_pc[i] = *pc as usize;
+                }
+            }
+        }
+        self.start_pc = start_pc.into();
         self.code = code;
         self.program = Some(prog);
         self.entry = entry.map(str::to_string);
@@ -641,14 +673,20 @@ impl Chip {
     /// Back to the state right after `load`, with `sram` as the SRAM if given (else the
     /// program's initialisers on an empty SRAM).
     fn reinit(&mut self, sram: Option<Sram>) {
-        let mut fresh = Chip::new(self.cfg.clone()).expect("config was valid");
         // The largest structures are emptied in place rather than made again.
-        std::mem::swap(&mut fresh.streams, &mut self.streams);
-        fresh.streams.clear();
-        fresh.planes = std::mem::take(&mut self.planes)
+        let mut streams = std::mem::replace(&mut self.streams, Streams::new(0, 0, 0, 0));
+        streams.clear();
+        let planes = std::mem::take(&mut self.planes)
             .into_iter()
             .map(Plane::recycled)
             .collect();
+        let fresh = Chip::from_parts(
+            self.cfg.clone(),
+            self.queues.clone(),
+            self.by_kind.clone(),
+            streams,
+            planes,
+        );
         let keep_policy = self.policy;
         let fast = self.fast;
         let bps = std::mem::take(&mut self.breakpoints);
@@ -657,12 +695,14 @@ impl Chip {
         let code = std::mem::take(&mut self.code);
         let unread = std::mem::take(&mut self.unread);
         let writers = std::mem::take(&mut self.writers);
+        let start_pc = std::mem::take(&mut self.start_pc);
         let entry = self.entry.take();
         let pool = std::mem::take(&mut self.pool);
         *self = fresh;
         self.pool = pool;
         self.unread = unread;
         self.writers = writers;
+        self.start_pc = start_pc;
         self.policy = keep_policy;
         self.fast = fast;
         self.breakpoints = bps;
@@ -685,17 +725,9 @@ impl Chip {
             }
             (None, None) => {}
         }
-        if let Some(p) = &prog {
-            let starts = p
-                .entries
-                .iter()
-                .find(|e| Some(&e.name) == self.entry.as_ref())
-                .map(|e| e.starts.clone())
-                .unwrap_or_default();
-            for (name, pc) in starts {
-                if let Some(i) = self.queue_index(&name) {
-                    self.q[i].pc = pc as usize;
-                }
+        if prog.is_some() {
+            for (q, &pc) in self.q.iter_mut().zip(self.start_pc.iter()) {
+                q.pc = pc;
             }
             self.active = (0..self.queues.len())
                 .filter(|&i| self.q[i].pc < self.code[i].len())
