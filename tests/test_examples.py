@@ -102,6 +102,22 @@ def gather():
     return inputs, ref, cycles
 
 
+def broadcast():
+    def inputs(rng):
+        return {"x": rng.integers(-128, 128, (4, 320), dtype=np.int8), "map": np.zeros((4, 320), np.int8)}
+
+    def ref(i):
+        return {"z": np.repeat(i["x"][:, :1], 320, axis=1)}
+
+    def cycles(cfg):
+        sx = cfg.sxm_position(0)
+        t = L(cfg, "mem_read") + pos(cfg, "W", 4) - sx
+        last = t + L(cfg, "sxm_distribute") + L(cfg, "sxm_permute") + pos(cfg, "W", 6) - sx + 3
+        return h.cycles_for(cfg, last + L(cfg, "mem_write"))
+
+    return inputs, ref, cycles
+
+
 def transpose():
     def inputs(rng):
         return {"x": rng.integers(-128, 128, (32, 320), dtype=np.int8)}
@@ -157,6 +173,7 @@ CASES = {
     "relu.s": relu(),
     "chain.s": chain(),
     "gather.s": gather(),
+    "broadcast.s": broadcast(),
     "transpose.s": transpose(),
     "matmul_int8.s": matmul("i8"),
     "matmul_fp16.s": matmul("f16"),
