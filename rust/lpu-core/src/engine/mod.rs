@@ -277,6 +277,24 @@ struct Rep {
     k: u32,
 }
 
+impl Rep {
+    /// `n` re-issues, `d` cycles apart, of `instr` (at `index`), none done yet.
+    fn new(instr: Instr, index: usize, n: u32, d: u32) -> Rep {
+        Rep {
+            instr,
+            index,
+            left: n,
+            d,
+            k: 0,
+        }
+    }
+}
+
+/// How many issues `d` cycles apart from `t` fit in the issue budget and before `until`.
+fn issue_limit(budget: u64, until: u64, t: u64, d: u64) -> u64 {
+    budget.min(until.saturating_sub(t).div_ceil(d))
+}
+
 #[derive(Clone, Debug, Default)]
 struct QState {
     pc: usize,
@@ -400,9 +418,10 @@ pub struct Chip {
     planes: Vec<Plane>,
     program: Option<Arc<Program>>,
     code: Vec<Arc<[Instr]>>,
-    /// By hemisphere and slice (`hemi * mem_slices + slice`): no instruction of the
-    /// program reads it (no `read` or `gather`), so a redo never needs its old words.
-    unread: Arc<[bool]>,
+    /// By hemisphere and slice (`hemi * mem_slices + slice`): some instruction of the
+    /// program reads it (`read` or `gather`). Only those are journalled for a redo: the
+    /// redo writes the others' words again.
+    read: Arc<[bool]>,
     entry: Option<String>,
     q: Vec<QState>,
     active: Vec<usize>,
@@ -484,7 +503,7 @@ impl Chip {
             planes,
             program: None,
             code: vec![Arc::from(Vec::new()); nq],
-            unread: Arc::from([]),
+            read: Arc::from([]),
             entry: None,
             q: vec![QState::default(); nq],
             active: Vec::new(),
@@ -616,15 +635,15 @@ impl Chip {
             code[i] = Arc::from(qc.code.clone());
         }
         let slices = self.cfg.mem_slices as usize;
-        let mut unread = vec![true; 2 * slices];
+        let mut read = vec![false; 2 * slices];
         for (info, code) in self.queues.iter().zip(&code) {
             if let QueueKind::Mem { hemi, slice, .. } = info.kind {
                 if code.iter().any(|i| matches!(i.op, Op::Read | Op::Gather)) {
-                    unread[hemi as usize * slices + slice as usize] = false;
+                    read[hemi as usize * slices + slice as usize] = true;
                 }
             }
         }
-        self.unread = unread.into();
+        self.read = read.into();
         self.writers = Arc::new(batch::Writers::new(&code, self.cfg.streams as usize));
         let mut start_pc = vec![0; self.queues.len()];
         if let Some(e) = prog.entries.iter().find(|e| Some(e.name.as_str()) == entry) {
@@ -693,14 +712,14 @@ impl Chip {
         let wps = std::mem::take(&mut self.watchpoints);
         let prog = self.program.take();
         let code = std::mem::take(&mut self.code);
-        let unread = std::mem::take(&mut self.unread);
+        let read = std::mem::take(&mut self.read);
         let writers = std::mem::take(&mut self.writers);
         let start_pc = std::mem::take(&mut self.start_pc);
         let entry = self.entry.take();
         let pool = std::mem::take(&mut self.pool);
         *self = fresh;
         self.pool = pool;
-        self.unread = unread;
+        self.read = read;
         self.writers = writers;
         self.start_pc = start_pc;
         self.policy = keep_policy;
@@ -960,8 +979,7 @@ impl Chip {
                 let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
                 let b = Box::new(self.clone());
                 self.sram = sram;
-                let read: Vec<bool> = self.unread.iter().map(|u| !u).collect();
-                self.sram.start_journal(&read);
+                self.sram.start_journal(&self.read);
                 *base = Some(b);
             }
             let mut finished = false;
@@ -1058,7 +1076,7 @@ impl Chip {
                     if s.batch_skip > 0 {
                         s.batch_skip -= 1;
                     } else {
-                        let limit = (*budget).min(until.saturating_sub(t).div_ceil(d));
+                        let limit = issue_limit(*budget, until, t, d);
                         let k = self.try_batch(qi, t, limit, false);
                         let s = &mut self.q[qi];
                         if k > 0 {
@@ -1112,13 +1130,7 @@ impl Chip {
                     }
                     let prev = code[pc - 1];
                     let s = &mut self.q[qi];
-                    s.rep = Some(Rep {
-                        instr: prev,
-                        index: pc - 1,
-                        left: n,
-                        d,
-                        k: 0,
-                    });
+                    s.rep = Some(Rep::new(prev, pc - 1, n, d));
                     s.next = (s.last_issue + d as u64).max(t);
                     continue;
                 }
@@ -1165,14 +1177,8 @@ impl Chip {
         let instr = self.code[qi][pc];
         let s = &mut self.q[qi];
         s.pc = pc + 2;
-        s.rep = Some(Rep {
-            instr,
-            index: pc,
-            left: n,
-            d,
-            k: 0,
-        });
-        let limit = (*budget).min(until.saturating_sub(t).div_ceil(d as u64));
+        s.rep = Some(Rep::new(instr, pc, n, d));
+        let limit = issue_limit(*budget, until, t, d as u64);
         let k = self.try_batch(qi, t, limit, true);
         if k == 0 {
             let s = &mut self.q[qi];
