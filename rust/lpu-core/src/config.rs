@@ -348,9 +348,9 @@ impl ChipConfig {
         if !(1..=64).contains(&self.superlanes) {
             return err(format!("superlanes = {} (must be 1..=64)", self.superlanes));
         }
-        if self.lanes_per_superlane != 16 {
+        if self.lanes_per_superlane as usize != crate::sxm::SUPERLANE {
             return err(format!(
-                "lanes_per_superlane = {} (the transposer and distributor work on 16-lane superlanes; must be 16)",
+                "lanes_per_superlane = {} (the transposer, distributor and broadcast work on 16-lane superlanes; must be 16)",
                 self.lanes_per_superlane
             ));
         }

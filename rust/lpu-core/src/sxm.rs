@@ -3,6 +3,9 @@
 //! Each function takes the input streams (one `lanes`-byte vector per stream) and writes
 //! the output streams. Multi-byte types apply the same movement to every byte plane.
 
+/// Lanes per superlane (`ChipConfig::validate` requires every config to have this many).
+pub const SUPERLANE: usize = 16;
+
 /// Shift every plane by `n` lanes: north (`north = true`) moves lane l to l+n, south
 /// moves lane l to l-n; lanes shifted in are zero.
 pub fn shift(src: &[&[u8]], dst: &mut [Vec<u8>], n: usize, north: bool) {
@@ -20,10 +23,10 @@ pub fn shift(src: &[&[u8]], dst: &mut [Vec<u8>], n: usize, north: bool) {
     }
 }
 
-/// Every superlane of every plane takes the plane's superlane 0 (lanes 0..16).
+/// Every superlane of every plane takes the plane's superlane 0.
 pub fn broadcast(src: &[&[u8]], dst: &mut [Vec<u8>]) {
     for (s, d) in src.iter().zip(dst.iter_mut()) {
-        for chunk in d.chunks_mut(16) {
+        for chunk in d.chunks_mut(SUPERLANE) {
             chunk.copy_from_slice(&s[..chunk.len()]);
         }
     }
@@ -61,13 +64,17 @@ pub fn permute(src: &[&[u8]], map: &[usize], dst: &mut [Vec<u8>]) -> Result<(), 
     Ok(())
 }
 
-/// Within each 16-lane superlane, output lane j takes input lane map[j] of the same
-/// superlane; a map entry of 16 or more gives zero.
+/// Within each superlane, output lane j takes input lane map[j] of the same superlane;
+/// a map entry of `SUPERLANE` or more gives zero.
 pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [Vec<u8>]) {
     for (s, d) in src.iter().zip(dst.iter_mut()) {
         for (l, o) in d.iter_mut().enumerate() {
             let m = map[l] as usize;
-            *o = if m < 16 { s[l - l % 16 + m] } else { 0 };
+            *o = if m < SUPERLANE {
+                s[l - l % SUPERLANE + m]
+            } else {
+                0
+            };
         }
     }
 }
