@@ -28,7 +28,7 @@ distributor's map); eastward 4 (to the East SXM) and 16..31 (from the West SXM).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union, overload
+from typing import Callable, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -125,32 +125,12 @@ def allreduce(b: Builder, x: Union[Flow, AluOut], op: str = "add", *, valid: Opt
         # Neutral values in the lanes past `valid`: x * mask for sums, x + pad otherwise.
         mask = const(_valid_const(b, op, valid, dtype, c), 24, _when(b, v))
         v = b.vxm("mul" if op == "add" else "add", v, mask)
-    lanes = b.lanes
-    if not _needs_fills(b, op):
-        v = _to_lane0(b, v, op)
-    else:
-        if isinstance(v, AluOut) or not v.west:
-            v = b.vxm("copy", v, stream=16, west=True)
-        fills = _fill_tensors(b, op, dtype, c)
-        n, level = 1, 0
-        while n < lanes:
-            # The copy (a shift by 0) and the shifted vectors reach the VXM together.
-            parts: "list[Union[Flow, AluOut]]" = [b.sxm("shifts", v, hemi="W", stream=16, west=False, n=0)]
-            parts += [b.sxm("shifts", v, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
-                      for m in (1, 2, 3) if m * n < lanes]
-            at = _when(b, parts[0])
-            filled: "list[Union[Flow, AluOut]]" = [b.vxm("copy", parts[0])]
-            filled += [b.vxm("add", p, const(fills[m - 1], 16 + 4 * m, at, level)) for m, p in enumerate(parts[1:], 1)]
-            a, z = _pairs(b, op, filled)
-            v = b.vxm(op, a, z, stream=16, west=True)
-            n *= 4
-            level += 1
-    assert isinstance(v, Flow)
+    total = _to_lane0(b, v, op) if not _needs_fills(b, op) else _to_lane0_filled(b, v, op, const)
     # Lane 0 to every lane: to the lanes of its superlane by the distributor (a map of
     # zeros), then superlane 0 to every superlane by the permuter.
     sxm = b.sxm_pos("W")
-    zeros = b.read(_lane0_map(b, c), stream=12, arrive=(sxm, v.at(sxm)), stride=d)
-    spread = b.sxm("distribute", v, hemi="W", stream=16, west=False, map=zeros)
+    zeros = b.read(_lane0_map(b, c), stream=12, arrive=(sxm, total.at(sxm)), stride=d)
+    spread = b.sxm("distribute", total, hemi="W", stream=16, west=False, map=zeros)
     every = b.sxm("broadcast", spread, hemi="W", stream=16, west=False)
     return b.vxm("copy", every, stream=stream, west=west)
 
@@ -197,6 +177,30 @@ def _to_lane0(b: Builder, x: Union[Flow, AluOut], op: str) -> Flow:
         if n >= lanes:
             return west
         east = b.vxm(op, a, z, stream=4, west=False)
+
+
+def _to_lane0_filled(b: Builder, x: Union[Flow, AluOut], op: str, const: "Callable[[Tensor, int, int, int], Flow]"
+                     ) -> Flow:
+    """:func:`_to_lane0` for max/min where lane 0 would take in lanes from outside the
+    vector: radix 4 on the West SXM alone (n = 1, 4, 16, ...), each shifted part first
+    getting the neutral element in the lanes it shifted in (``const(tensor, stream,
+    cycle, row)`` reads a row of a constant to the VXM for the series)."""
+    lanes = b.lanes
+    v = x if isinstance(x, Flow) and x.west else b.vxm("copy", x, stream=16, west=True)
+    fills = _fill_tensors(b, op, x.dtype, x.count)
+    n, level = 1, 0
+    while n < lanes:
+        # The copy (a shift by 0) and the shifted vectors reach the VXM together.
+        parts = [b.sxm("shifts", v, hemi="W", stream=16 + 4 * m, west=False, n=m * n)
+                 for m in range(4) if m * n < lanes]
+        at = _when(b, parts[0])
+        filled: "list[Union[Flow, AluOut]]" = [b.vxm("copy", parts[0])]
+        filled += [b.vxm("add", p, const(fills[m - 1], 16 + 4 * m, at, level)) for m, p in enumerate(parts[1:], 1)]
+        a, z = _pairs(b, op, filled)
+        v = b.vxm(op, a, z, stream=16, west=True)
+        n *= 4
+        level += 1
+    return v
 
 
 def _pairs(b: Builder, op: str, parts: "list[Union[Flow, AluOut]]") -> "tuple[Union[Flow, AluOut], ...]":
