@@ -409,6 +409,50 @@ fn opcode_index() -> &'static [Option<u16>; 256] {
     })
 }
 
+/// Consecutive streams that one operand of an instruction names: the operand gives the
+/// first, the instruction says how many.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamGroup {
+    /// The operand's field index.
+    pub field: usize,
+    /// How many streams.
+    pub count: u32,
+    /// The first stream's index must be a multiple of this.
+    pub align: u32,
+    /// Written (else read).
+    pub write: bool,
+}
+
+/// The stream groups of one instruction, in field order (at most three).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamGroups {
+    groups: [StreamGroup; 3],
+    len: usize,
+}
+
+impl std::ops::Deref for StreamGroups {
+    type Target = [StreamGroup];
+    fn deref(&self) -> &[StreamGroup] {
+        &self.groups[..self.len]
+    }
+}
+
+impl StreamGroups {
+    fn of(list: &[(usize, u32, bool)]) -> StreamGroups {
+        let mut g = StreamGroups::default();
+        for &(field, count, write) in list {
+            g.groups[g.len] = StreamGroup {
+                field,
+                count,
+                align: count,
+                write,
+            };
+            g.len += 1;
+        }
+        g
+    }
+}
+
 /// A decoded instruction: its op and its operand values in table field order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Instr {
@@ -444,6 +488,53 @@ impl Instr {
     /// Operand values, one per field.
     pub fn operands(&self) -> &[u32] {
         &self.args[..self.def().fields.len()]
+    }
+
+    /// The stream groups it reads and writes: the one place that says how many
+    /// streams each stream operand spans (the element type's bytes for most; `lw`'s 16,
+    /// `acc`'s 4 fp32 planes, an address map's 2 bytes, ...). The engine, its batches
+    /// and the program checks all take them from here. A group's operand may name no
+    /// stream (a VXM operand `alu3`, a destination `-`): `StreamRef::from_operand`
+    /// says so. `abc`'s input is left out: its width is the type of the weights the
+    /// plane holds when it runs.
+    pub fn stream_groups(&self) -> StreamGroups {
+        let a = self.args;
+        let dt = |k: usize| DType::from_code(a[k]).map_or(1, |d| d.bytes() as u32);
+        let (r, w) = (false, true);
+        match self.op {
+            Op::Read => StreamGroups::of(&[(1, 1, w)]),
+            Op::Gather => StreamGroups::of(&[(0, 2, r), (1, 1, w)]),
+            Op::Write => StreamGroups::of(&[(1, 1, r)]),
+            Op::Scatter => StreamGroups::of(&[(0, 2, r), (1, 1, r)]),
+            Op::Lw => StreamGroups::of(&[(1, LW_STREAMS as u32, r)]),
+            Op::Acc => StreamGroups::of(&[(1, 4, w)]),
+            Op::Shiftn | Op::Shifts | Op::Broadcast => {
+                StreamGroups::of(&[(1, dt(0), r), (2, dt(0), w)])
+            }
+            Op::Permute => StreamGroups::of(&[(1, dt(0), r), (2, 2, r), (3, dt(0), w)]),
+            Op::Distribute => StreamGroups::of(&[(1, dt(0), r), (2, 1, r), (3, dt(0), w)]),
+            Op::Transpose => StreamGroups::of(&[(0, 16, r), (1, 16, w)]),
+            Op::Rotate => {
+                // n and n x n streams, anywhere they fit.
+                let mut g = StreamGroups::of(&[(0, a[2], r), (1, a[2] * a[2], w)]);
+                g.groups[..2].iter_mut().for_each(|g| g.align = 1);
+                g
+            }
+            Op::Cast => StreamGroups::of(&[(2, dt(0), r), (3, dt(1), w)]),
+            Op::Send => StreamGroups::of(&[(0, 1, r)]),
+            Op::Receive => StreamGroups::of(&[(0, 1, w)]),
+            _ if self.def().has(flags::BINARY) => {
+                StreamGroups::of(&[(1, dt(0), r), (2, dt(0), r), (3, dt(0), w)])
+            }
+            _ if self.def().has(flags::UNARY) => StreamGroups::of(&[(1, dt(0), r), (2, dt(0), w)]),
+            _ => StreamGroups::default(),
+        }
+    }
+
+    /// The streams it writes: (first, how many), if it writes any.
+    pub fn stream_writes(&self) -> Option<(StreamRef, u32)> {
+        let g = self.stream_groups().iter().find(|g| g.write).copied()?;
+        StreamRef::from_operand(self.args[g.field]).map(|s| (s, g.count))
     }
 
     /// Operand by field name (slow; for tools, not the engine's hot path).
@@ -713,6 +804,54 @@ mod tests {
                 assert!(d.latency.is_some());
             }
         }
+    }
+
+    #[test]
+    fn every_stream_operand_has_one_group() {
+        let mut rng = Rng::new(3);
+        for d in TABLE {
+            let i = random_valid(d, &mut rng);
+            let groups = i.stream_groups();
+            let streams: Vec<usize> = (0..d.fields.len())
+                .filter(|&f| {
+                    matches!(
+                        d.fields[f].kind,
+                        FieldKind::Stream | FieldKind::Src | FieldKind::Dst
+                    )
+                })
+                .filter(|_| d.op != Op::Abc)
+                .collect();
+            let fields: Vec<usize> = groups.iter().map(|g| g.field).collect();
+            assert_eq!(fields, streams, "{}", d.mnemonic);
+            for g in groups.iter() {
+                assert!(
+                    g.align >= 1 && (g.count >= 1 || d.op == Op::Rotate),
+                    "{}",
+                    d.mnemonic
+                );
+                // Destinations are written, everything else read.
+                let name = d.fields[g.field].name;
+                assert_eq!(g.write, name == "dst", "{} {name}", d.mnemonic);
+            }
+            assert!(groups.iter().filter(|g| g.write).count() <= 1);
+        }
+        // Widths that depend on operands.
+        let f32_add = Instr::new(Op::Add, &[DType::F32 as u32, 4, 8, 12]).unwrap();
+        assert_eq!(
+            f32_add.stream_writes(),
+            StreamRef::from_operand(12).map(|s| (s, 4))
+        );
+        let cast = Instr::new(Op::Cast, &[DType::I8 as u32, DType::F16 as u32, 1, 2, 0]).unwrap();
+        let g = cast.stream_groups();
+        assert_eq!((g[0].count, g[1].count), (1, 2));
+        let rot = Instr::new(Op::Rotate, &[0, 40, 3]).unwrap();
+        let g = rot.stream_groups();
+        assert_eq!(
+            (g[0].count, g[0].align, g[1].count, g[1].align),
+            (3, 1, 9, 1)
+        );
+        let chained = Instr::new(Op::Add, &[DType::I8 as u32, 0, 1, DST_NONE]).unwrap();
+        assert_eq!(chained.stream_writes(), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use crate::config::{ChipConfig, QueueInfo, QueueKind, SxmUnit, HEMISPHERES};
 use crate::dtype::DType;
 use crate::error::{DecodeError, FormatError};
-use crate::isa::{is_large_alu, FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE};
+use crate::isa::{is_large_alu, FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE};
 
 pub const MAGIC: &[u8; 8] = b"LPUPROG\0";
 pub const VERSION_MAJOR: u16 = 1;
@@ -161,20 +161,6 @@ fn bad(field: &str, msg: impl Into<String>) -> DecodeError {
     DecodeError::new(field, msg)
 }
 
-fn group_ok(field: &str, v: u32, size: u32) -> Result<(), DecodeError> {
-    let s = StreamRef::from_operand(v).map(|s| s.index);
-    match s {
-        Some(i) if i % size != 0 => Err(bad(
-            field,
-            format!(
-                "stream group of {size} must start at a multiple of {size}, not {}",
-                FieldKind::Stream.format(v)
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Check one instruction against the chip and the queue it is on: the unit matches the
 /// queue, addresses exist, stream groups are aligned, large-ALU ops sit on large ALUs.
 pub fn check_instr(cfg: &ChipConfig, kind: QueueKind, i: &Instr) -> Result<(), DecodeError> {
@@ -217,52 +203,48 @@ pub fn check_instr(cfg: &ChipConfig, kind: QueueKind, i: &Instr) -> Result<(), D
             ));
         }
     }
-    let dt = |k: usize| DType::from_code(a[k]).map_or(1, |d| d.bytes() as u32);
     match i.op {
         Op::Nop if a[0] == 0 => return Err(bad("n", "nop needs n >= 1")),
         Op::Repeat if a[1] == 0 => return Err(bad("d", "repeat needs d >= 1")),
         Op::Config if a[0] == 0 || a[0] > cfg.superlanes => {
             return Err(bad("superlanes", format!("must be 1..={}", cfg.superlanes)))
         }
-        Op::Gather | Op::Scatter => group_ok("map", a[0], 2)?,
-        Op::Lw => group_ok("src", a[1], 16)?,
-        Op::Acc => group_ok("dst", a[1], 4)?,
-        Op::Broadcast => {
-            group_ok("src", a[1], dt(0))?;
-            group_ok("dst", a[2], dt(0))?;
+        Op::Shiftn | Op::Shifts if a[3] as usize >= cfg.lanes() => {
+            return Err(bad(
+                "n",
+                format!("shift must be below {} lanes", cfg.lanes()),
+            ))
         }
-        Op::Shiftn | Op::Shifts => {
-            group_ok("src", a[1], dt(0))?;
-            group_ok("dst", a[2], dt(0))?;
-            if a[3] as usize >= cfg.lanes() {
-                return Err(bad(
-                    "n",
-                    format!("shift must be below {} lanes", cfg.lanes()),
-                ));
-            }
-        }
-        Op::Permute | Op::Distribute => {
-            group_ok("src", a[1], dt(0))?;
-            group_ok("dst", a[3], dt(0))?;
-            if i.op == Op::Permute {
-                group_ok("map", a[2], 2)?;
-            }
-        }
-        Op::Transpose => {
-            group_ok("src", a[0], 16)?;
-            group_ok("dst", a[1], 16)?;
-        }
-        Op::Rotate => {
-            let n = a[2];
-            if n != 3 && n != 4 {
-                return Err(bad("n", "rotate takes n = 3 or 4"));
-            }
-            let (s, d) = (a[0] % 32, a[1] % 32);
-            if s + n > 32 || d + n * n > 32 {
-                return Err(bad("dst", "rotate's stream groups run past stream 31"));
-            }
-        }
+        Op::Rotate if a[2] != 3 && a[2] != 4 => return Err(bad("n", "rotate takes n = 3 or 4")),
         _ => {}
+    }
+    for g in i.stream_groups().iter() {
+        let (f, v) = (def.fields[g.field].name, a[g.field]);
+        let Some(s) = StreamRef::from_operand(v) else {
+            continue; // an ALU's output, or no stream
+        };
+        if !s.index.is_multiple_of(g.align) {
+            return Err(bad(
+                f,
+                format!(
+                    "stream group of {} must start at a multiple of {}, not {}",
+                    g.count,
+                    g.align,
+                    FieldKind::Stream.format(v)
+                ),
+            ));
+        }
+        if s.index + g.count > cfg.streams {
+            return Err(bad(
+                f,
+                format!(
+                    "a group of {} streams from {} runs past stream {}",
+                    g.count,
+                    FieldKind::Stream.format(v),
+                    cfg.streams - 1
+                ),
+            ));
+        }
     }
     if def.unit == Unit::Vxm {
         let alu = match kind {
@@ -278,18 +260,10 @@ pub fn check_instr(cfg: &ChipConfig, kind: QueueKind, i: &Instr) -> Result<(), D
                 ),
             ));
         }
-        let in_bytes = dt(0);
-        let out_bytes = if i.op == Op::Cast { dt(1) } else { in_bytes };
         for (fi, f) in def.fields.iter().enumerate() {
             let v = a[fi];
-            match f.kind {
-                FieldKind::Src if v >= ALU_SRC_BASE && v - ALU_SRC_BASE >= cfg.vxm_alus => {
-                    return Err(bad(f.name, "no such ALU"));
-                }
-                FieldKind::Src if v >= ALU_SRC_BASE => {}
-                FieldKind::Src => group_ok(f.name, v, in_bytes)?,
-                FieldKind::Dst if v != DST_NONE => group_ok(f.name, v, out_bytes)?,
-                _ => {}
+            if f.kind == FieldKind::Src && v >= ALU_SRC_BASE && v - ALU_SRC_BASE >= cfg.vxm_alus {
+                return Err(bad(f.name, "no such ALU"));
             }
         }
     }

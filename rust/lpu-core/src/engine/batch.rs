@@ -73,7 +73,7 @@ impl Writers {
     pub(super) fn new(code: &[Arc<[Instr]>], streams: usize) -> Writers {
         let mut by_stream = vec![Vec::new(); 2 * streams];
         for (qi, code) in code.iter().enumerate() {
-            for (s, n) in code.iter().filter_map(stream_writes) {
+            for (s, n) in code.iter().filter_map(Instr::stream_writes) {
                 let base = s.west as usize * streams;
                 for i in s.index as usize..(s.index + n).min(streams as u32) as usize {
                     let w: &mut Vec<usize> = &mut by_stream[base + i];
@@ -189,7 +189,7 @@ impl Chip {
                 continue;
             }
             let unknown = self.walk(q, hz.end, |t0, instr| {
-                if let Some((w, wn)) = stream_writes(instr) {
+                if let Some((w, wn)) = instr.stream_writes() {
                     if w.west == s.west && w.index < s.index + n as u32 && s.index < w.index + wn {
                         first = first.min(t0 + self.lat[instr.op as usize] as u64);
                     }
@@ -641,18 +641,16 @@ impl Chip {
         let (t, d) = (run.t, run.d);
         let a = instr.args;
         let lanes = self.lanes;
-        let (src, dst, n_in, n_out, map) = match instr.op {
-            Op::Shiftn | Op::Shifts | Op::Broadcast => {
-                (a[1], a[2], dt_bytes(a[0]), dt_bytes(a[0]), None)
-            }
-            Op::Permute => (a[1], a[3], dt_bytes(a[0]), dt_bytes(a[0]), Some((a[2], 2))),
-            Op::Distribute => (a[1], a[3], dt_bytes(a[0]), dt_bytes(a[0]), Some((a[2], 1))),
-            Op::Rotate => (a[0], a[1], a[2], a[2] * a[2], None),
-            Op::Transpose => (a[0], a[1], 16, 16, None),
-            _ => return 0,
+        let Some(SxmOperands {
+            src,
+            n_in,
+            map,
+            dst,
+            n_out,
+        }) = SxmOperands::of(&instr)
+        else {
+            return 0;
         };
-        let src = StreamRef::from_operand(src).expect("valid");
-        let dst = StreamRef::from_operand(dst).expect("valid");
         let streams = self.cfg.streams;
         if src.index + n_in > streams || dst.index + n_out > streams {
             return 0;
@@ -662,7 +660,6 @@ impl Chip {
         let mut k = inp[0].len() as u64;
         let maps = match map {
             Some((m, mn)) => {
-                let m = StreamRef::from_operand(m).expect("valid");
                 if m.index + mn > streams {
                     return 0;
                 }
@@ -1088,27 +1085,4 @@ pub(super) fn advance(instr: &mut Instr, k: u32) {
             instr.args[fi] += k;
         }
     }
-}
-
-/// Streams an instruction writes: (first stream, count).
-pub(super) fn stream_writes(instr: &Instr) -> Option<(StreamRef, u32)> {
-    let a = instr.args;
-    let (v, n) = match instr.op {
-        Op::Read | Op::Gather => (a[1], 1),
-        Op::Acc => (a[1], 4),
-        Op::Receive => (a[0], 1),
-        Op::Shiftn | Op::Shifts | Op::Broadcast => (a[2], dt_bytes(a[0])),
-        Op::Permute | Op::Distribute => (a[3], dt_bytes(a[0])),
-        Op::Rotate => (a[1], a[2] * a[2]),
-        Op::Transpose => (a[1], 16),
-        Op::Cast => (a[3], dt_bytes(a[1])),
-        _ if instr.def().has(flags::BINARY) => (a[3], dt_bytes(a[0])),
-        _ if instr.def().has(flags::UNARY) => (a[2], dt_bytes(a[0])),
-        _ => return None,
-    };
-    StreamRef::from_operand(v).map(|s| (s, n))
-}
-
-fn dt_bytes(code: u32) -> u32 {
-    DType::from_code(code).map_or(1, |d| d.bytes() as u32)
 }

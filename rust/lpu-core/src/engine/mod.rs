@@ -1813,21 +1813,11 @@ impl Chip {
     fn exec_sxm(&mut self, ctx: &Ctx, instr: &Instr, pos: u32) {
         let a = instr.args;
         let lanes = self.lanes;
-        let (src, dst, n_in, n_out) = match instr.op {
-            Op::Shiftn | Op::Shifts | Op::Broadcast | Op::Distribute | Op::Permute => {
-                let nb = DType::from_code(a[0]).expect("validated dtype").bytes();
-                let dst = if matches!(instr.op, Op::Shiftn | Op::Shifts | Op::Broadcast) {
-                    a[2]
-                } else {
-                    a[3]
-                };
-                (a[1], dst, nb, nb)
-            }
-            Op::Rotate => (a[0], a[1], a[2] as usize, (a[2] * a[2]) as usize),
-            Op::Transpose => (a[0], a[1], 16, 16),
-            _ => return,
+        let Some(ops) = SxmOperands::of(instr) else {
+            return;
         };
-        if !self.read_group(ctx, src, n_in, pos, Which::A) {
+        let (n_in, n_out) = (ops.n_in as usize, ops.n_out as usize);
+        if !self.read_group(ctx, ops.src.operand(), n_in, pos, Which::A) {
             return;
         }
         let srcs: Vec<&[u8]> = self.sa[..n_in * lanes].chunks(lanes).collect();
@@ -1840,9 +1830,9 @@ impl Chip {
             Op::Rotate => sxm::rotate(&srcs, &mut out),
             Op::Transpose => sxm::transpose(&srcs, &mut out),
             Op::Distribute | Op::Permute => {
-                let map_streams = if instr.op == Op::Permute { 2 } else { 1 };
+                let (map, map_streams) = ops.map.expect("permute and distribute have a map");
                 let srcs: Vec<Vec<u8>> = srcs.iter().map(|s| s.to_vec()).collect();
-                if !self.read_group(ctx, a[2], map_streams, pos, Which::B) {
+                if !self.read_group(ctx, map.operand(), map_streams as usize, pos, Which::B) {
                     return;
                 }
                 let srcs: Vec<&[u8]> = srcs.iter().map(|s| s.as_slice()).collect();
@@ -1859,7 +1849,7 @@ impl Chip {
             _ => {}
         }
         let flat: Vec<u8> = out.concat();
-        self.write_group(ctx, dst, n_out, pos, ctx.done, &flat);
+        self.write_group(ctx, ops.dst.operand(), n_out, pos, ctx.done, &flat);
     }
 
     fn exec_icu_or_c2c(&mut self, ctx: &Ctx, instr: &Instr) {
@@ -1881,6 +1871,36 @@ impl Chip {
             }
             _ => {}
         }
+    }
+}
+
+/// An SXM instruction's streams (from [`Instr::stream_groups`]): the input group, the
+/// map (permute, distribute) and the output group.
+struct SxmOperands {
+    src: StreamRef,
+    n_in: u32,
+    map: Option<(StreamRef, u32)>,
+    dst: StreamRef,
+    n_out: u32,
+}
+
+impl SxmOperands {
+    fn of(instr: &Instr) -> Option<SxmOperands> {
+        if instr.op.unit() != Unit::Sxm {
+            return None;
+        }
+        let g = instr.stream_groups();
+        let stream = |g: &crate::isa::StreamGroup| {
+            StreamRef::from_operand(instr.args[g.field]).expect("validated stream operand")
+        };
+        let (first, last) = (g.first()?, g.last()?);
+        Some(SxmOperands {
+            src: stream(first),
+            n_in: first.count,
+            map: (g.len() == 3).then(|| (stream(&g[1]), g[1].count)),
+            dst: stream(last),
+            n_out: last.count,
+        })
     }
 }
 
