@@ -3,8 +3,32 @@
 //! Each function takes the input streams (one `lanes`-byte vector per stream) and writes
 //! the output streams. Multi-byte types apply the same movement to every byte plane.
 
+use crate::isa::{Instr, Op};
+
 /// Lanes per superlane (`ChipConfig::validate` requires every config to have this many).
 pub const SUPERLANE: usize = 16;
+
+/// What SXM instruction `instr` makes of one vector on each of its input streams
+/// (`src`) and map streams (`map`: permute's 2, distribute's 1, else none): one vector
+/// per output stream (`dst`). The engine calls this for single issues and batches alike.
+/// Err: a permute map that is not a permutation (a fault).
+pub fn apply(
+    instr: &Instr,
+    src: &[&[u8]],
+    map: &[&[u8]],
+    dst: &mut [Vec<u8>],
+) -> Result<(), String> {
+    match instr.op {
+        Op::Shiftn | Op::Shifts => shift(src, dst, instr.args[3] as usize, instr.op == Op::Shiftn),
+        Op::Broadcast => broadcast(src, dst),
+        Op::Rotate => rotate(src, dst),
+        Op::Transpose => transpose(src, dst),
+        Op::Distribute => distribute(src, map[0], dst),
+        Op::Permute => return permute(src, &map16(map[0], map[1]), dst),
+        _ => unreachable!("{} is not an SXM instruction", instr.op.mnemonic()),
+    }
+    Ok(())
+}
 
 /// Shift every plane by `n` lanes: north (`north = true`) moves lane l to l+n, south
 /// moves lane l to l-n; lanes shifted in are zero.

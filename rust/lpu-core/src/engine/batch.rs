@@ -639,7 +639,6 @@ impl Chip {
             max_k,
         } = *job;
         let (t, d) = (run.t, run.d);
-        let a = instr.args;
         let lanes = self.lanes;
         let Some(SxmOperands {
             src,
@@ -685,20 +684,9 @@ impl Chip {
         let mut done = 0;
         for j in 0..k as usize {
             let srcs: Vec<&[u8]> = inp.iter().map(|p| p[j]).collect();
-            match instr.op {
-                Op::Shiftn | Op::Shifts => {
-                    sxm::shift(&srcs, &mut out, a[3] as usize, instr.op == Op::Shiftn)
-                }
-                Op::Broadcast => sxm::broadcast(&srcs, &mut out),
-                Op::Rotate => sxm::rotate(&srcs, &mut out),
-                Op::Transpose => sxm::transpose(&srcs, &mut out),
-                Op::Distribute => sxm::distribute(&srcs, maps[0][j], &mut out),
-                _ => {
-                    let mp = sxm::map16(maps[0][j], maps[1][j]);
-                    if sxm::permute(&srcs, &mp, &mut out).is_err() {
-                        break; // a fault: leave it to a single issue
-                    }
-                }
+            let map: Vec<&[u8]> = maps.iter().map(|p| p[j]).collect();
+            if sxm::apply(&instr, &srcs, &map, &mut out).is_err() {
+                break; // a fault: leave it to a single issue
             }
             for (v, o) in vals.iter_mut().zip(&out) {
                 v.extend_from_slice(o);

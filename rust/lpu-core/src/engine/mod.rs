@@ -1811,7 +1811,6 @@ impl Chip {
     }
 
     fn exec_sxm(&mut self, ctx: &Ctx, instr: &Instr, pos: u32) {
-        let a = instr.args;
         let lanes = self.lanes;
         let Some(ops) = SxmOperands::of(instr) else {
             return;
@@ -1820,33 +1819,19 @@ impl Chip {
         if !self.read_group(ctx, ops.src.operand(), n_in, pos, Which::A) {
             return;
         }
+        if let Some((map, n)) = ops.map {
+            if !self.read_group(ctx, map.operand(), n as usize, pos, Which::B) {
+                return;
+            }
+        }
         let srcs: Vec<&[u8]> = self.sa[..n_in * lanes].chunks(lanes).collect();
+        let maps: Vec<&[u8]> = self.sb[..ops.map.map_or(0, |(_, n)| n as usize) * lanes]
+            .chunks(lanes)
+            .collect();
         let mut out = vec![vec![0u8; lanes]; n_out];
-        match instr.op {
-            Op::Shiftn | Op::Shifts => {
-                sxm::shift(&srcs, &mut out, a[3] as usize, instr.op == Op::Shiftn)
-            }
-            Op::Broadcast => sxm::broadcast(&srcs, &mut out),
-            Op::Rotate => sxm::rotate(&srcs, &mut out),
-            Op::Transpose => sxm::transpose(&srcs, &mut out),
-            Op::Distribute | Op::Permute => {
-                let (map, map_streams) = ops.map.expect("permute and distribute have a map");
-                let srcs: Vec<Vec<u8>> = srcs.iter().map(|s| s.to_vec()).collect();
-                if !self.read_group(ctx, map.operand(), map_streams as usize, pos, Which::B) {
-                    return;
-                }
-                let srcs: Vec<&[u8]> = srcs.iter().map(|s| s.as_slice()).collect();
-                if instr.op == Op::Distribute {
-                    sxm::distribute(&srcs, &self.sb[..lanes], &mut out);
-                } else {
-                    let map = sxm::map16(&self.sb[..lanes], &self.sb[lanes..2 * lanes]);
-                    if let Err(m) = sxm::permute(&srcs, &map, &mut out) {
-                        self.raise(ctx, FaultKind::BadOperand, m);
-                        return;
-                    }
-                }
-            }
-            _ => {}
+        if let Err(m) = sxm::apply(instr, &srcs, &maps, &mut out) {
+            self.raise(ctx, FaultKind::BadOperand, m);
+            return;
         }
         let flat: Vec<u8> = out.concat();
         self.write_group(ctx, ops.dst.operand(), n_out, pos, ctx.done, &flat);
