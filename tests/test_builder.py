@@ -76,11 +76,56 @@ def test_static_checker_finds_clobbered_values(small):
     ys = b.read(y, stream=0, arrive=(b.vxm_pos, t))
     # x sits between y's slice and the VXM: reading it onto the same stream on y's
     # diagonal overwrites y's value before the VXM sees it.
-    b.read(x, stream=0, arrive=(b.vxm_pos, t))
-    b.write(b.vxm("copy", ys, stream=5), z)
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
+    # Found where it is placed, so that a kernel can try elsewhere (see test_retry_...).
     with pytest.raises(ScheduleError, match="overwritten") as e:
-        b.build()
+        b.vxm("copy", ys, stream=5)
     assert "read 0, s0e" in str(e.value) and "copy" in str(e.value)
+    # The other way round: the reader is placed first, the writer that would clobber its
+    # value after; the writer is refused.
+    b = Builder(small)
+    x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])
+    y = b.input("y", "int8", (1, small.lanes), hemi="W", slices=[3])
+    z = b.output("z", "int8", (1, small.lanes), hemi="E", slices=[0])
+    ys = b.read(y, stream=0, arrive=(b.vxm_pos, t))
+    b.write(b.vxm("copy", ys, stream=5), z)
+    mark = b.checkpoint()
+    with pytest.raises(ScheduleError, match="would be overwritten on the way by 'mem.W0.0 @3: read 0, s0e'"):
+        b.read(x, stream=0, arrive=(b.vxm_pos, t))
+    b.rollback(mark)
+    out = lpu.Runner(b.build())(y=np.full((1, small.lanes), 7, np.int8), x=np.zeros((1, small.lanes), np.int8))
+    assert (out["z"] == 7).all()
+    # A read with search=True moves on until its values overwrite nothing still wanted.
+    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t), search=True)
+    assert xs.at(b.vxm_pos) > t
+    w = b.output("w", "int8", (1, small.lanes), hemi="E", slices=[1])
+    b.write(b.vxm("neg", xs, stream=6), w)
+    out = lpu.Runner(b.build())(y=np.full((1, small.lanes), 7, np.int8), x=np.full((1, small.lanes), 3, np.int8))
+    assert (out["z"] == 7).all() and (out["w"] == -3).all()
+
+
+def test_a_retrying_kernel_moves_past_streams_in_use(small):
+    from lpu.kernels.vector import retry
+
+    b = Builder(small)
+    x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])
+    y = b.input("y", "int8", (1, small.lanes), hemi="W", slices=[3])
+    z = b.output("z", "int8", (1, small.lanes), hemi="E", slices=[0])
+    w = b.output("w", "int8", (1, small.lanes), hemi="E", slices=[1])
+    t = b.earliest([x, y], b.vxm_pos)
+    b.write(b.vxm("copy", b.read(y, stream=0, arrive=(b.vxm_pos, t)), stream=5), z)
+    # Another kernel wants stream 0 at the same time: its first tries are refused (x's
+    # slice is between y's and the VXM) and undone, until a cycle where it fits.
+    tries = []
+
+    def attempt(t: int) -> int:
+        tries.append(t)
+        return b.write(b.vxm("neg", b.read(x, stream=0, arrive=(b.vxm_pos, t)), stream=6), w)
+
+    retry(b, "neg", t, attempt)
+    assert len(tries) > 1
+    out = lpu.Runner(b.build())(y=np.full((1, small.lanes), 7, np.int8), x=np.full((1, small.lanes), 3, np.int8))
+    assert (out["z"] == 7).all() and (out["w"] == -3).all()
 
 
 def test_static_checker_finds_stream_and_bank_conflicts(small):
@@ -89,9 +134,8 @@ def test_static_checker_finds_stream_and_bank_conflicts(small):
     t = b.earliest([x], b.vxm_pos)
     xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
     b.vxm("copy", xs, stream=4, alu=1)
-    b.vxm("neg", xs, stream=4, alu=3)  # same stream, same cycle, same position
     with pytest.raises(ScheduleError, match="stream conflict") as e:
-        b.build()
+        b.vxm("neg", xs, stream=4, alu=3)  # same stream, same cycle, same position
     assert "copy" in str(e.value) and "neg" in str(e.value)
     b = Builder(small)
     x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])

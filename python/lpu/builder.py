@@ -16,11 +16,11 @@ code says *what* and the builder works out *when*::
     b.write(b.vxm("add", xs, ys, stream=8), z)
     program = b.build()
 
-``build()`` runs a static checker before anything runs: a stream register written by
-two instructions in one cycle, a value overwritten before its consumer reads it, a
-consumer reading a stream that carries nothing, two instructions overlapping on one
-queue, and SRAM bank conflicts are all reported as :class:`ScheduleError` naming both
-instructions.
+Placement checks the program as it grows: a stream register written by two
+instructions in one cycle, a value overwritten before its consumer reads it, a consumer
+reading a stream that carries nothing, two instructions overlapping on one queue, are
+all refused at once with a :class:`ScheduleError` naming both instructions (so a kernel
+can undo its try and move on), and ``build()`` checks SRAM bank conflicts.
 """
 
 from __future__ import annotations
@@ -200,11 +200,14 @@ class Builder:
         self._inits: List[Tuple[str, int, int, bytes]] = []
         self._ids = 0
         self._text: Dict[int, str] = {}
-        # Static-check events: stream writes/reads and SRAM accesses, one row per
-        # arithmetic progression of cycles.
-        self._swrites: List[Tuple[int, bool, int, int, int, int, int, int]] = []
-        self._sreads: List[Tuple[int, bool, int, int, int, int, int, int]] = []
+        # What each flow is (for messages). Stream writes and reads by (stream, westward,
+        # diagonal): [(position, flow, instruction)] of the writers and of the readers
+        # that expect a flow, each checked as it is placed; and the (table, key) of each
+        # entry in the order they were added, for rollback.
         self._flows: Dict[int, str] = {}
+        self._on_diag: Tuple[Dict[Tuple[int, bool, int], List[Tuple[int, int, int]]], ...] = ({}, {})
+        self._diag_log: List[Tuple[int, Tuple[int, bool, int]]] = []
+        # SRAM accesses, one row per arithmetic progression of cycles (the bank check).
         self._banks: List[Tuple[int, int, int, int, int, int, bool, int]] = []
         #: The same MEM accesses by slice, for the data-order check: (index in _banks,
         #: first address, words, first cycle, step, write, instruction).
@@ -278,17 +281,18 @@ class Builder:
         """A marker to :meth:`rollback` to (undo everything placed after it)."""
         return (
             {q: len(ps) for q, ps in self._queues.items()},
-            len(self._swrites), len(self._sreads), len(self._banks), len(self._journal),
+            len(self._banks), len(self._journal), len(self._diag_log),
         )
 
     def rollback(self, mark: Tuple[Any, ...]) -> None:
         """Undo every placement made since `mark` was taken (tensors stay allocated)."""
-        queues, nw, nr, nb, nj = mark
+        queues, nb, nj, nd = mark
+        while len(self._diag_log) > nd:
+            table, key = self._diag_log.pop()
+            self._on_diag[table][key].pop()
         for q in list(self._queues):
             keep = queues.get(q, 0)
             del self._queues[q][keep:]
-        del self._swrites[nw:]
-        del self._sreads[nr:]
         del self._banks[nb:]
         for acc in self._by_slice.values():
             while acc and acc[-1][0] >= nb:
@@ -399,13 +403,91 @@ class Builder:
         for s in range(base, base + width):
             if not 0 <= s < 32:
                 raise InputError(f"stream group {base}..{base + width - 1} runs past stream 31")
-            self._swrites.append((s, west, pos, cycle, count, stride, ident, fid))
+        clash = self._write_clash(range(base, base + width), west, pos, cycle, count, stride, fid,
+                                  self._text[ident])
+        if clash is not None:
+            raise ScheduleError(*clash)
+        for s in range(base, base + width):
+            self._add_on_diag(0, s, west, pos, cycle, count, stride, fid, ident)
 
     def _stream_read(self, flow: Flow, pos: int, cycle: int, count: int, stride: int, ident: int,
                      streams: Optional[Sequence[int]] = None) -> None:
         for s in range(flow.base, flow.base + flow.width):
             if streams is None or s in streams:
-                self._sreads.append((s, flow.west, pos, cycle, count, stride, ident, flow.fid))
+                clash = self._read_clash(s, flow, pos, cycle, count, stride, ident)
+                if clash is not None:
+                    raise ScheduleError(*clash)
+                self._add_on_diag(1, s, flow.west, pos, cycle, count, stride, flow.fid, ident)
+
+    def _add_on_diag(self, table: int, s: int, west: bool, pos: int, cycle: int, count: int, stride: int,
+                     fid: int, ident: int) -> None:
+        on, log = self._on_diag[table], self._diag_log
+        for i in range(count):
+            c = cycle + i * stride
+            key = (s, west, c + pos if west else c - pos)
+            on.setdefault(key, []).append((pos, fid, ident))
+            log.append((table, key))
+
+    @staticmethod
+    def _supplier(writers: Sequence[Tuple[int, int, int]], pos: int, west: bool) -> Optional[Tuple[int, int, int]]:
+        """The writer a reader at `pos` sees on a diagonal: the nearest one upstream (at or
+        before it in the flow's direction)."""
+        best = None
+        for w in writers:
+            if (w[0] >= pos if west else w[0] <= pos) and (best is None or (w[0] < best[0] if west else
+                                                                               w[0] > best[0])):
+                best = w
+        return best
+
+    def _write_clash(self, streams: Sequence[int], west: bool, pos: int, cycle: int, count: int, stride: int,
+                     fid: int, me: str) -> Optional[Tuple[str, ...]]:
+        """Why writing flow `fid` on these streams at `pos` on these cycles would break the
+        program placed so far (a register written twice in a cycle, or a value some
+        placed reader expects overwritten before it gets there), or None."""
+        writes, reads = self._on_diag
+        for s in streams:
+            name = f"s{s}{'w' if west else 'e'}"
+            for i in range(count):
+                c = cycle + i * stride
+                key = (s, west, c + pos if west else c - pos)
+                ws = writes.get(key, ())
+                for p, _f, other in ws:
+                    if p == pos:
+                        a = self._text[other]
+                        return (f"stream conflict: {name} at position {pos} on cycle {c} is written by both "
+                                f"'{a}' and '{me}'", a, me)
+                for r, g, reader in reads.get(key, ()):
+                    if g == fid or not (pos >= r if west else pos <= r):
+                        continue
+                    cur = self._supplier(ws, r, west)
+                    if cur is None or (pos < cur[0] if west else pos > cur[0]):
+                        rt = self._text[reader]
+                        return (f"'{rt}' reads {name} at position {r}, but {self._flows.get(g, '?')} would be "
+                                f"overwritten on the way by '{me}'", rt, me)
+        return None
+
+    def _read_clash(self, s: int, flow: Flow, pos: int, cycle: int, count: int, stride: int,
+                    ident: int) -> Optional[Tuple[str, ...]]:
+        """Why a reader of `flow` on stream `s` at `pos` on these cycles would not see it
+        (nothing there yet, or another writer's value), or None."""
+        if flow.fid == 0:
+            return None
+        writes = self._on_diag[0]
+        name = f"s{s}{'w' if flow.west else 'e'}"
+        for i in range(count):
+            c = cycle + i * stride
+            key = (s, flow.west, c + pos if flow.west else c - pos)
+            cur = self._supplier(writes.get(key, ()), pos, flow.west)
+            if cur is not None and cur[1] == flow.fid:
+                continue
+            me, expected = self._text[ident], self._flows.get(flow.fid, "?")
+            if cur is None:
+                return (f"'{me}' reads {name} at position {pos} on cycle {c}, where nothing has arrived "
+                        f"(expected {expected})", me)
+            culprit = self._text[cur[2]]
+            return (f"'{me}' reads {name} at position {pos} on cycle {c}, but {expected} was overwritten on the "
+                    f"way by '{culprit}'", me, culprit)
+        return None
 
     # -------------------------------------------------------------------- MEM --
     def _plan(self, jobs: Dict[int, List[Tuple[int, int, int]]], hemi: int, land_of: Any, write: bool,
@@ -517,7 +599,9 @@ class Builder:
             plan = self._plan(jobs, hemi, lambda sl, key=key: key - positions[sl] if west else key + positions[sl],
                               False, stride)
             early = None if plan is None else self._data_order(hemi, plan, False)
-            if (plan is not None and early is None) or not search:
+            if not search or (plan is not None and early is None and not any(
+                    self._write_clash([strm], west, positions[sl], issue + self.lat["mem_read"], n, d, -1, "")
+                    for _q, issue, n, d, _a, strm, sl in plan)):
                 break
             ref += 1
         if plan is None:
@@ -859,9 +943,8 @@ class Builder:
         return {q: [(p.cycle, p.text) for p in sorted(ps, key=lambda p: p.cycle)] for q, ps in self._queues.items()}
 
     def check(self) -> None:
-        """Raise ScheduleError for stream conflicts, clobbered or missing values, and
-        SRAM bank conflicts."""
-        _check_streams(self._swrites, self._sreads, self._text, self._flows)
+        """Raise ScheduleError for SRAM bank conflicts (stream conflicts, clobbered and
+        missing values are refused as they are placed)."""
         _check_banks(self._banks, self.config.addresses, self._text)
 
     def build(self, check: bool = True) -> Program:
@@ -911,70 +994,6 @@ def _expand(rows: List[Tuple[Any, ...]], cyc: int, cnt: int, strd: int) -> Tuple
     step = np.array([r[strd] for r in rows], dtype=np.int64)[idx]
     offs = np.arange(len(idx), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     return idx, start + offs * step
-
-
-def _check_streams(writes: List[Tuple[int, bool, int, int, int, int, int, int]],
-                   reads: List[Tuple[int, bool, int, int, int, int, int, int]], text: Dict[int, str],
-                   flows: Dict[int, str]) -> None:
-    """Every read must see a value of the flow it expects: the latest writer on its
-    diagonal upstream of it (design idea 3); no register is written twice a cycle."""
-
-    def keys(stream: np.ndarray, diag: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        # (stream, diagonal, position) packed into one sortable int64.
-        return (((stream << 45) + (diag + (1 << 44))) << 10) | pos
-
-    for west in (False, True):
-        ws = [w for w in writes if w[1] == west]
-        rs = [r for r in reads if r[1] == west]
-        if ws:
-            wi, wc = _expand(ws, 3, 4, 5)
-            ws_arr = np.array([(w[0], w[2], w[6], w[7]) for w in ws], dtype=np.int64)
-            wstream, wpos, wid, wfid = (ws_arr[wi, k] for k in range(4))
-            wdiag = wc + wpos if west else wc - wpos
-            key = keys(wstream, wdiag, wpos)
-            order = np.argsort(key, kind="stable")
-            sk, sid, sfid = key[order], wid[order], wfid[order]
-            dup = np.nonzero(sk[1:] == sk[:-1])[0]
-            if len(dup):
-                o = order[dup[0]]
-                a, b = text[int(sid[dup[0]])], text[int(sid[dup[0] + 1])]
-                raise ScheduleError(
-                    f"stream conflict: s{wstream[o]}{'w' if west else 'e'} at position {wpos[o]} on cycle "
-                    f"{wc[o]} is written by both '{a}' and '{b}'", a, b)
-        if not rs:
-            continue
-        ri, rc = _expand(rs, 3, 4, 5)
-        rs_arr = np.array([(r[0], r[2], r[6], r[7]) for r in rs], dtype=np.int64)
-        rstream, rpos, rid, rexp = (rs_arr[ri, k] for k in range(4))
-        if not ws:
-            reader = text[int(rid[0])]
-            raise ScheduleError(f"'{reader}' reads s{rstream[0]}{'w' if west else 'e'}, which nothing writes", reader)
-        rdiag = rc + rpos if west else rc - rpos
-        rkey = keys(rstream, rdiag, rpos)
-        group = rkey >> 10
-        if west:  # the nearest writer at a position >= the reader's
-            j = np.searchsorted(sk, rkey, side="left")
-            jj = np.minimum(j, len(sk) - 1)
-            found = (j < len(sk)) & ((sk[jj] >> 10) == group)
-        else:  # the nearest writer at a position <= the reader's
-            j = np.searchsorted(sk, rkey, side="right") - 1
-            jj = np.maximum(j, 0)
-            found = (j >= 0) & ((sk[jj] >> 10) == group)
-        got = np.where(found, sfid[jj], -1)
-        bad = np.nonzero((got != rexp) & (rexp != 0))[0]
-        if len(bad):
-            k = bad[0]
-            reader = text[int(rid[k])]
-            name = f"s{rstream[k]}{'w' if west else 'e'}"
-            expected = flows.get(int(rexp[k]), "?")
-            if got[k] < 0:
-                raise ScheduleError(
-                    f"'{reader}' reads {name} at position {rpos[k]} on cycle {rc[k]}, where nothing has "
-                    f"arrived (expected {expected})", reader)
-            culprit = text[int(sid[jj[k]])]
-            raise ScheduleError(
-                f"'{reader}' reads {name} at position {rpos[k]} on cycle {rc[k]}, but {expected} was "
-                f"overwritten on the way by '{culprit}'", reader, culprit)
 
 
 def _check_banks(accs: List[Tuple[int, int, int, int, int, int, bool, int]], addresses: int,
