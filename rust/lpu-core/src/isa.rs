@@ -438,6 +438,7 @@ impl std::ops::Deref for StreamGroups {
 }
 
 impl StreamGroups {
+    #[inline]
     fn of(list: &[(usize, u32, bool)]) -> StreamGroups {
         let mut g = StreamGroups::default();
         for &(field, count, write) in list {
@@ -497,6 +498,7 @@ impl Instr {
     /// stream (a VXM operand `alu3`, a destination `-`): `StreamRef::from_operand`
     /// says so. `abc`'s input is left out: its width is the type of the weights the
     /// plane holds when it runs.
+    #[inline]
     pub fn stream_groups(&self) -> StreamGroups {
         let a = self.args;
         let dt = |k: usize| DType::from_code(a[k]).map_or(1, |d| d.bytes() as u32);
@@ -532,6 +534,7 @@ impl Instr {
     }
 
     /// The streams it writes: (first, how many), if it writes any.
+    #[inline]
     pub fn stream_writes(&self) -> Option<(StreamRef, u32)> {
         let g = self.stream_groups().iter().find(|g| g.write).copied()?;
         StreamRef::from_operand(self.args[g.field]).map(|s| (s, g.count))
