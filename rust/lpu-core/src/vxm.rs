@@ -169,39 +169,9 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
         Op::Add => map2!(|p, q| canon(f(p) + f(q))),
         Op::Sub => map2!(|p, q| canon(f(p) - f(q))),
         Op::Mul => map2!(|p, q| canon(f(p) * f(q))),
-        // IEEE maximum/minimum: NaN wins, +0 is greater than -0.
-        Op::Max => map2!(|p, q| {
-            let (u, v) = (f(p), f(q));
-            if u.is_nan() || v.is_nan() {
-                crate::numerics::F32_NAN
-            } else if u == v {
-                if u.is_sign_negative() {
-                    q
-                } else {
-                    p
-                }
-            } else if u > v {
-                p
-            } else {
-                q
-            }
-        }),
-        Op::Min => map2!(|p, q| {
-            let (u, v) = (f(p), f(q));
-            if u.is_nan() || v.is_nan() {
-                crate::numerics::F32_NAN
-            } else if u == v {
-                if u.is_sign_negative() {
-                    p
-                } else {
-                    q
-                }
-            } else if u < v {
-                p
-            } else {
-                q
-            }
-        }),
+        // One loop each, with `max` a constant in it.
+        Op::Max => map2!(|p, q| pick(first_of(f(p), f(q), true), p, q)),
+        Op::Min => map2!(|p, q| pick(first_of(f(p), f(q), false), p, q)),
         Op::Eq => map2!(|p, q| cmp(f(p) == f(q))),
         Op::Ne => map2!(|p, q| cmp(f(p) != f(q))),
         Op::Lt => map2!(|p, q| cmp(f(p) < f(q))),
@@ -318,6 +288,54 @@ fn mask(bits: u32) -> u32 {
     }
 }
 
+/// f32 and f64, for [`first_of`].
+trait Float: PartialOrd + Copy {
+    fn is_nan(self) -> bool;
+    fn is_sign_negative(self) -> bool;
+}
+
+macro_rules! float {
+    ($t:ty) => {
+        impl Float for $t {
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn is_sign_negative(self) -> bool {
+                <$t>::is_sign_negative(self)
+            }
+        }
+    };
+}
+float!(f32);
+float!(f64);
+
+/// The IEEE maximum (`max`) or minimum of u and v, as whether it is u: None if either
+/// is NaN (the result is NaN); +0 is greater than -0.
+#[inline(always)]
+fn first_of<F: Float>(u: F, v: F, max: bool) -> Option<bool> {
+    if u.is_nan() || v.is_nan() {
+        return None;
+    }
+    // Equal: only +0 and -0 can differ, and the greater has the sign clear.
+    Some(if u == v {
+        u.is_sign_negative() != max
+    } else {
+        (u > v) == max
+    })
+}
+
+/// The fp32 bits [`first_of`] picks: p, q or the canonical NaN.
+#[inline(always)]
+fn pick(first: Option<bool>, p: u32, q: u32) -> u32 {
+    match first {
+        None => crate::numerics::F32_NAN,
+        Some(true) => p,
+        Some(false) => q,
+    }
+}
+
 fn float_op(op: Op, dt: DType, x: u32, y: u32) -> u32 {
     let (a, b) = (bits_to_f64(dt, x), bits_to_f64(dt, y));
     let sign = 1u32 << (8 * dt.bytes() - 1);
@@ -325,24 +343,11 @@ fn float_op(op: Op, dt: DType, x: u32, y: u32) -> u32 {
         Op::Add => a + b,
         Op::Sub => a - b,
         Op::Mul => a * b,
-        Op::Max | Op::Min if a.is_nan() || b.is_nan() => f64::NAN,
-        // IEEE maximum/minimum: +0 is greater than -0.
-        Op::Max if a == b => {
-            if a.is_sign_negative() {
-                b
-            } else {
-                a
-            }
-        }
-        Op::Min if a == b => {
-            if a.is_sign_negative() {
-                a
-            } else {
-                b
-            }
-        }
-        Op::Max => a.max(b),
-        Op::Min => a.min(b),
+        Op::Max | Op::Min => match first_of(a, b, op == Op::Max) {
+            None => f64::NAN,
+            Some(true) => a,
+            Some(false) => b,
+        },
         Op::Eq => return bool_to(dt, a == b),
         Op::Ne => return bool_to(dt, a != b),
         Op::Lt => return bool_to(dt, a < b),
