@@ -412,12 +412,15 @@ class Builder:
 
     def _stream_read(self, flow: Flow, pos: int, cycle: int, count: int, stride: int, ident: int,
                      streams: Optional[Sequence[int]] = None) -> None:
-        for s in range(flow.base, flow.base + flow.width):
-            if streams is None or s in streams:
-                clash = self._read_clash(s, flow, pos, cycle, count, stride, ident)
-                if clash is not None:
-                    raise ScheduleError(*clash)
-                self._add_on_diag(1, s, flow.west, pos, cycle, count, stride, flow.fid, ident)
+        if flow.fid == 0:
+            return  # an unchecked flow (see Flow.fid)
+        read = [s for s in range(flow.base, flow.base + flow.width) if streams is None or s in streams]
+        for s in read:
+            clash = self._read_clash(s, flow, pos, cycle, count, stride, ident)
+            if clash is not None:
+                raise ScheduleError(*clash)
+        for s in read:
+            self._add_on_diag(1, s, flow.west, pos, cycle, count, stride, flow.fid, ident)
 
     def _add_on_diag(self, table: int, s: int, west: bool, pos: int, cycle: int, count: int, stride: int,
                      fid: int, ident: int) -> None:
@@ -470,8 +473,6 @@ class Builder:
                     ident: int) -> Optional[Tuple[str, ...]]:
         """Why a reader of `flow` on stream `s` at `pos` on these cycles would not see it
         (nothing there yet, or another writer's value), or None."""
-        if flow.fid == 0:
-            return None
         writes = self._on_diag[0]
         name = f"s{s}{'w' if flow.west else 'e'}"
         for i in range(count):
