@@ -352,6 +352,33 @@ def test_a_breakpoint_amid_batches_that_write_what_they_read():
     assert (mid[~new] == xv[~new]).all()
 
 
+def test_a_run_released_by_sync_then_a_fault_stops_in_the_same_state():
+    """mem.W1.0 passes a `sync` on the cycle a notify lands and issues a read followed
+    by a repeat on the same cycle, which is batched from its first issue. A cycle later
+    mem.W0.0 faults. The batched chip must redo the stretch one by one, so that the read
+    run counts one issue, not eight (it kept all eight: the state before the batch was
+    only saved for queues whose next instruction was a repeat or came before one, not
+    for a `sync` that passes into one)."""
+    src = """
+.chip tsp_small
+.queue mem.W0.0
+    notify                     ; lands on cycle 10
+    nop 10
+    write 0, s0e               ; cycle 11: nothing on s0e, a fault
+.queue mem.W1.0
+    nop 10
+    sync                       ; cycle 10: the notify lands, so it passes
+    read 14, s14e              ; ...and the run of 8 reads starts the same cycle
+    repeat 7, 4
+"""
+    prog = lpu.assemble(src)
+    batched, _, fault = run_both(prog, {})
+    assert fault is not None and "stream_empty" in fault
+    chip = loaded(prog, {}, True)
+    chip.run()
+    assert chip.stats()["queues"]["mem.W1.0"] == 1
+
+
 def test_a_repeat_not_yet_taken_is_a_hazard():
     """A queue whose instruction issued on cycle t takes the `repeat` after it on t + 1.
     A queue earlier in issue order that starts a batch on t + 1 must count those

@@ -960,18 +960,7 @@ impl Chip {
                 self.resume_cycle = Some(t);
                 return RunStatus::Breakpoint;
             }
-            if self.fast
-                && base.is_none()
-                && now.iter().any(|&q| {
-                    // In a repeat, taking one, or issuing the instruction before one.
-                    let s = &self.q[q];
-                    s.rep.is_some()
-                        || self.code[q][s.pc.min(self.code[q].len())..]
-                            .iter()
-                            .take(2)
-                            .any(|i| i.op == Op::Repeat)
-                })
-            {
+            if self.fast && base.is_none() && now.iter().any(|&q| self.may_batch(q)) {
                 // A batch may happen this cycle: keep the state to redo it from if needed.
                 // SRAM is not kept but journalled from here on (holding its pages would
                 // make the first write to each copy it), and only in the slices the
@@ -1015,6 +1004,18 @@ impl Chip {
                 return RunStatus::Watchpoint;
             }
         }
+    }
+
+    /// Whether queue `q`, due now, might issue a batch this cycle: it is in a repeat, or
+    /// about to take one or to issue the instruction before one, after any `sync`s that
+    /// let it through and `repeat 0`s (which cost no cycle).
+    fn may_batch(&self, q: usize) -> bool {
+        let (s, code) = (&self.q[q], &self.code[q]);
+        let free = |i: &Instr| i.op == Op::Sync || (i.op == Op::Repeat && i.args[0] == 0);
+        let pc = (s.pc..code.len())
+            .find(|&pc| !free(&code[pc]))
+            .unwrap_or(code.len());
+        s.rep.is_some() || code[pc..].iter().take(2).any(|i| i.op == Op::Repeat)
     }
 
     fn finish(&mut self) -> RunStatus {
