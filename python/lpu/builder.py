@@ -202,11 +202,11 @@ class Builder:
         self._text: Dict[int, str] = {}
         # What each flow is (for messages). Stream writes and reads by (stream, westward,
         # diagonal): [(position, flow, instruction)] of the writers and of the readers
-        # that expect a flow, each checked as it is placed; and the (table, key) of each
-        # entry in the order they were added, for rollback.
+        # that expect a flow, each checked as it is placed; and (table, keys) of each
+        # progression added, in order, for rollback.
         self._flows: Dict[int, str] = {}
         self._on_diag: Tuple[Dict[Tuple[int, bool, int], List[Tuple[int, int, int]]], ...] = ({}, {})
-        self._diag_log: List[Tuple[int, Tuple[int, bool, int]]] = []
+        self._diag_log: List[Tuple[int, List[Tuple[int, bool, int]]]] = []
         # SRAM accesses, one row per arithmetic progression of cycles (the bank check).
         self._banks: List[Tuple[int, int, int, int, int, int, bool, int]] = []
         #: The same MEM accesses by slice, for the data-order check: (index in _banks,
@@ -288,8 +288,9 @@ class Builder:
         """Undo every placement made since `mark` was taken (tensors stay allocated)."""
         queues, nb, nj, nd = mark
         while len(self._diag_log) > nd:
-            table, key = self._diag_log.pop()
-            self._on_diag[table][key].pop()
+            table, keys = self._diag_log.pop()
+            for key in keys:
+                self._on_diag[table][key].pop()
         for q in list(self._queues):
             keep = queues.get(q, 0)
             del self._queues[q][keep:]
@@ -424,12 +425,16 @@ class Builder:
 
     def _add_on_diag(self, table: int, s: int, west: bool, pos: int, cycle: int, count: int, stride: int,
                      fid: int, ident: int) -> None:
-        on, log = self._on_diag[table], self._diag_log
-        for i in range(count):
-            c = cycle + i * stride
-            key = (s, west, c + pos if west else c - pos)
-            on.setdefault(key, []).append((pos, fid, ident))
-            log.append((table, key))
+        on, entry = self._on_diag[table], (pos, fid, ident)
+        d0 = cycle + pos if west else cycle - pos
+        keys = [(s, west, d0 + i * stride) for i in range(count)]
+        for key in keys:
+            got = on.get(key)
+            if got is None:
+                on[key] = [entry]
+            else:
+                got.append(entry)
+        self._diag_log.append((table, keys))
 
     @staticmethod
     def _supplier(writers: Sequence[Tuple[int, int, int]], pos: int, west: bool) -> Optional[Tuple[int, int, int]]:
