@@ -76,7 +76,7 @@ class Flow:
     dtype: str
     #: Vectors per step (several vectors side by side on the group, e.g. weight rows).
     spread: int = 1
-    #: Identity of the flow for the static checker (0 = unchecked).
+    #: Identity of the flow for the stream checks at placement (0 = unchecked).
     fid: int = 0
 
     def at(self, position: int) -> int:
@@ -954,7 +954,7 @@ class Builder:
         _check_banks(self._banks, self.config.addresses, self._text)
 
     def build(self, check: bool = True) -> Program:
-        """The finished program (after the static checks unless ``check=False``)."""
+        """The finished program (after the SRAM bank check unless ``check=False``)."""
         if check:
             self.check()
         queues: Dict[str, List[int]] = {}
