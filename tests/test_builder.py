@@ -104,6 +104,36 @@ def test_static_checker_finds_clobbered_values(small):
     assert (out["z"] == 7).all() and (out["w"] == -3).all()
 
 
+def test_westward_values_are_checked_the_same_way(small):
+    # The mirror image of the test above: y in E3 flows west to the VXM past x in E1.
+    b = Builder(small)
+    x = b.input("x", "int8", (1, small.lanes), hemi="E", slices=[1])
+    y = b.input("y", "int8", (1, small.lanes), hemi="E", slices=[3])
+    z = b.output("z", "int8", (1, small.lanes), hemi="W", slices=[0])
+    t = b.earliest([x, y], b.vxm_pos)
+    ys = b.read(y, stream=2, arrive=(b.vxm_pos, t))
+    assert ys.west
+    mark = b.checkpoint()
+    b.read(x, stream=2, arrive=(b.vxm_pos, t))
+    with pytest.raises(ScheduleError, match="overwritten on the way by 'mem.E1.0"):
+        b.vxm("copy", ys, stream=5)
+    b.rollback(mark)
+    b.write(b.vxm("copy", ys, stream=5), z)
+    with pytest.raises(ScheduleError, match="would be overwritten on the way by 'mem.E1.0"):
+        b.read(x, stream=2, arrive=(b.vxm_pos, t))
+    # Further from the VXM than y's slice, x's value would be overwritten by y's, which
+    # harms no one: nothing reads x's there.
+    b = Builder(small)
+    x = b.input("x", "int8", (1, small.lanes), hemi="E", slices=[5])
+    y = b.input("y", "int8", (1, small.lanes), hemi="E", slices=[3])
+    z = b.output("z", "int8", (1, small.lanes), hemi="W", slices=[0])
+    t = b.earliest([x, y], b.vxm_pos)
+    b.write(b.vxm("copy", b.read(y, stream=2, arrive=(b.vxm_pos, t)), stream=5), z)
+    b.read(x, stream=2, arrive=(b.vxm_pos, t))
+    out = lpu.Runner(b.build())(y=np.full((1, small.lanes), 9, np.int8), x=np.zeros((1, small.lanes), np.int8))
+    assert (out["z"] == 9).all()
+
+
 def test_a_retrying_kernel_moves_past_streams_in_use(small):
     from lpu.kernels.vector import retry
 
