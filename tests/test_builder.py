@@ -191,6 +191,23 @@ def test_queue_overlap_is_refused(small):
     with pytest.raises(ScheduleError, match="busy"):
         b.place("vxm.alu1", 9, "copy", [0, 1, 127])
     b.place("vxm.alu1", 14, "copy", [0, 1, 127])
+    # Placed out of cycle order, and undone: each span is found whatever the order.
+    mark = b.checkpoint()
+    b.place("vxm.alu1", 100, "copy", [0, 1, 127], repeat=9)  # cycles 100..109
+    b.place("vxm.alu1", 50, "copy", [0, 1, 127], repeat=9)  # 50..59
+    for cycle, busy in ((49, False), (50, True), (59, True), (60, False), (99, False), (105, True), (110, False)):
+        if busy:
+            with pytest.raises(ScheduleError, match="busy"):
+                b.place("vxm.alu1", cycle, "copy", [0, 1, 127])
+        else:
+            m = b.checkpoint()
+            b.place("vxm.alu1", cycle, "copy", [0, 1, 127])
+            b.rollback(m)
+    with pytest.raises(ScheduleError, match="busy"):
+        b.place("vxm.alu1", 90, "copy", [0, 1, 127], repeat=20)  # 90..110 meets 100..109
+    b.rollback(mark)
+    b.place("vxm.alu1", 90, "copy", [0, 1, 127], repeat=20)
+    assert [c for c, _ in b.placements()["vxm.alu1"]] == [5, 14, 90]
 
 
 def test_capacity(small):

@@ -25,6 +25,7 @@ can undo its try and move on), and ``build()`` checks SRAM bank conflicts.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 
@@ -195,6 +196,8 @@ class Builder:
         self.alloc = allocator or Allocator(config)
         self.vxm_pos = config.vxm_position()
         self._queues: Dict[str, List[_Placement]] = {}
+        # The same by queue in cycle order (they never overlap): first cycles, placements.
+        self._by_cycle: Dict[str, Tuple[List[int], List[_Placement]]] = {}
         self._queue_names = {q[0] for q in config.queues()}
         self._tensors: List[Tensor] = []
         self._inits: List[Tuple[str, int, int, bytes]] = []
@@ -212,6 +215,8 @@ class Builder:
         #: The same MEM accesses by slice, for the data-order check: (index in _banks,
         #: first address, words, first cycle, step, write, instruction).
         self._by_slice: Dict[Tuple[int, int], List[Tuple[int, int, int, int, int, bool, int]]] = {}
+        #: Only the writes of those (all that a read has to stay behind).
+        self._writes_by_slice: Dict[Tuple[int, int], List[Tuple[int, int, int, int, int, bool, int]]] = {}
         self._entries: Dict[str, Dict[str, int]] = {}
         # Per MEM slice: cycle -> (bank read, bank written) on that cycle.
         self._slice_use: Dict[Tuple[int, int], Dict[int, Tuple[Optional[int], Optional[int]]]] = {}
@@ -293,9 +298,13 @@ class Builder:
                 self._on_diag[table][key].pop()
         for q in list(self._queues):
             keep = queues.get(q, 0)
+            cycles, ps = self._by_cycle[q]
+            for p in self._queues[q][keep:]:
+                i = bisect_left(cycles, p.cycle)
+                del cycles[i], ps[i]
             del self._queues[q][keep:]
         del self._banks[nb:]
-        for acc in self._by_slice.values():
+        for acc in [*self._by_slice.values(), *self._writes_by_slice.values()]:
             while acc and acc[-1][0] >= nb:
                 acc.pop()
         while len(self._journal) > nj:
@@ -314,10 +323,10 @@ class Builder:
         return self._ids
 
     def _busy(self, queue: str, start: int, end: int) -> Optional[_Placement]:
-        for p in self._queues.get(queue, ()):
-            if p.cycle <= end and start <= p.end:
-                return p
-        return None
+        cycles, ps = self._by_cycle.get(queue, ([], []))
+        # Of the placements starting by `end`, the last reaches furthest.
+        i = bisect_right(cycles, end)
+        return ps[i - 1] if i and ps[i - 1].end >= start else None
 
     def place(self, queue: str, cycle: int, mnemonic: str, operands: Sequence[int], repeat: int = 0,
               stride: int = 1) -> int:
@@ -349,6 +358,10 @@ class Builder:
             taken.update(lands)
             self._journal.append((taken, lands, "lands"))
         self._queues.setdefault(queue, []).append(p)
+        cycles, ps = self._by_cycle.setdefault(queue, ([], []))
+        i = bisect_left(cycles, p.cycle)
+        cycles.insert(i, p.cycle)
+        ps.insert(i, p)
         return ident
 
     def _mem_queue(self, hemi: int, slice_: int, start: int, end: int, write: bool) -> str:
@@ -537,9 +550,8 @@ class Builder:
         overtake (gathers and scatters, whose addresses are data, are not checked)."""
         lat_w = self.lat["mem_write"]
         for _q, t, n, d, addr0, _strm, sl in plan:
-            for _i, a0, n2, t2, d2, w2, ident in self._by_slice.get((hemi, sl), ()):
-                if not (write or w2):
-                    continue
+            earlier = (self._by_slice if write else self._writes_by_slice).get((hemi, sl), ())
+            for _i, a0, n2, t2, d2, w2, ident in earlier:
                 lo, hi = max(a0, addr0), min(a0 + n2, addr0 + n) - 1
                 for a in (lo, hi) if lo <= hi else ():
                     # Cycle our access of word a happens (a write: lands), and theirs.
@@ -657,7 +669,9 @@ class Builder:
             ident = self.place(q, t, "write", [addr0, _stream_operand(strm, flow.west)], n - 1, d)
             self._mark(hemi, sl, t, n, d, addr0, True)
             self._banks.append((hemi, sl, t, n, d, addr0, True, ident))
-            self._by_slice.setdefault((hemi, sl), []).append((len(self._banks) - 1, addr0, n, t, d, True, ident))
+            access = (len(self._banks) - 1, addr0, n, t, d, True, ident)
+            self._by_slice.setdefault((hemi, sl), []).append(access)
+            self._writes_by_slice.setdefault((hemi, sl), []).append(access)
             self._stream_read(flow, cfg.mem_position(hemi, sl), t, n, d, ident, [strm])
             last = max(last, t + (n - 1) * d + self.lat["mem_write"])
         return last
