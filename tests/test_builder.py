@@ -246,6 +246,21 @@ def test_placement_order_is_data_order(small):
     # Unrelated words are free.
     z = b2.scratch("z", "int8", (4, small.lanes), hemi="W", slices=[1], addr=64)
     b2.write(xs, z)
+    # Far into a long write (words 0..199): its word 150 is still checked, and the word
+    # after it is free.
+    b3 = Builder(small)
+    x = b3.input("x", "int8", (200, small.lanes), hemi="W", slices=[0])
+    y = b3.scratch("y", "int8", (200, small.lanes), hemi="W", slices=[1], addr=0)
+    after = b3.scratch("after", "int8", (1, small.lanes), hemi="W", slices=[1], addr=200)
+    # Every other cycle, so that reads fit between the writes.
+    landed = b3.write(b3.read(x, stream=0, at=10, west=True, stride=2), y)
+    first = landed - b3.lat["mem_write"] - 2 * 199  # write i issues on first + 2i
+    at = first + 2 * 100 + 1 + b3.lat["mem_read"]  # a read issued between writes 100 and 101
+    with pytest.raises(ScheduleError, match="before 'mem.W1.0 @[0-9]+: write 0, s0w"):
+        b3.read(y, stream=2, vectors=(150, 1), at=at)
+    b3.read(after, stream=2, at=at)
+    late = b3.read(y, stream=2, vectors=(150, 1), at=at, search=True)
+    assert late.at(b3.mem_pos("W", 1)) - b3.lat["mem_read"] >= first + 2 * 150 + b3.lat["mem_write"]
 
 
 def test_indirect_accesses_share_no_cycle_with_other_accesses_of_their_slice(small):

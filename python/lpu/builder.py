@@ -38,6 +38,11 @@ from .layout import check_array
 
 __all__ = ["Builder", "Flow", "AluOut", "Allocator", "ScheduleError"]
 
+#: A MEM access for the data-order check (see Builder._accesses).
+_Access = Tuple[int, int, int, int, int, bool, int]
+#: Addresses per block of that check's index.
+_BLOCK = 64
+
 _DT_CODE = {"int8": 0, "int16": 1, "int32": 2, "float16": 3, "float32": 4, "bfloat16": 5}
 _SHORT = {"i8": "int8", "i16": "int16", "i32": "int32", "f16": "float16", "f32": "float32", "bf16": "bfloat16"}
 _BYTES = {"int8": 1, "int16": 2, "int32": 4, "float16": 2, "float32": 4, "bfloat16": 2}
@@ -212,11 +217,12 @@ class Builder:
         self._diag_log: List[Tuple[int, List[Tuple[int, bool, int]]]] = []
         # SRAM accesses, one row per arithmetic progression of cycles (the bank check).
         self._banks: List[Tuple[int, int, int, int, int, int, bool, int]] = []
-        #: The same MEM accesses by slice, for the data-order check: (index in _banks,
-        #: first address, words, first cycle, step, write, instruction).
-        self._by_slice: Dict[Tuple[int, int], List[Tuple[int, int, int, int, int, bool, int]]] = {}
-        #: Only the writes of those (all that a read has to stay behind).
-        self._writes_by_slice: Dict[Tuple[int, int], List[Tuple[int, int, int, int, int, bool, int]]] = {}
+        #: The same MEM accesses for the data-order check, (index in _banks, first address,
+        #: words, first cycle, step, write, instruction), by (hemi, slice, writes only) and
+        #: by block of _BLOCK addresses they touch; and each list appended to, in order,
+        #: for rollback.
+        self._accesses: Dict[Tuple[int, int, bool], Dict[int, List[_Access]]] = {}
+        self._access_log: List[List[_Access]] = []
         self._entries: Dict[str, Dict[str, int]] = {}
         # Per MEM slice: cycle -> (bank read, bank written) on that cycle.
         self._slice_use: Dict[Tuple[int, int], Dict[int, Tuple[Optional[int], Optional[int]]]] = {}
@@ -304,9 +310,8 @@ class Builder:
                 del cycles[i], ps[i]
             del self._queues[q][keep:]
         del self._banks[nb:]
-        for acc in [*self._by_slice.values(), *self._writes_by_slice.values()]:
-            while acc and acc[-1][0] >= nb:
-                acc.pop()
+        while self._access_log and self._access_log[-1][-1][0] >= nb:
+            self._access_log.pop().pop()
         while len(self._journal) > nj:
             use, cycle, old = self._journal.pop()
             if old == "lands":
@@ -550,8 +555,11 @@ class Builder:
         overtake (gathers and scatters, whose addresses are data, are not checked)."""
         lat_w = self.lat["mem_write"]
         for _q, t, n, d, addr0, _strm, sl in plan:
-            earlier = (self._by_slice if write else self._writes_by_slice).get((hemi, sl), ())
-            for _i, a0, n2, t2, d2, w2, ident in earlier:
+            # A read has to stay behind earlier writes only; a write, behind every access.
+            blocks = self._accesses.get((hemi, sl, not write), {})
+            near = {acc[0]: acc for b in range(addr0 // _BLOCK, (addr0 + n - 1) // _BLOCK + 1)
+                    for acc in blocks.get(b, ())}
+            for _i, a0, n2, t2, d2, w2, ident in sorted(near.values()):
                 lo, hi = max(a0, addr0), min(a0 + n2, addr0 + n) - 1
                 for a in (lo, hi) if lo <= hi else ():
                     # Cycle our access of word a happens (a write: lands), and theirs.
@@ -561,6 +569,16 @@ class Builder:
                     if (ours <= theirs) if write else (ours < theirs):
                         return self._text[ident]
         return None
+
+    def _add_access(self, hemi: int, sl: int, access: _Access) -> None:
+        """Record a MEM access of known addresses for the data-order check."""
+        _i, addr0, n, _t, _d, write, _ident = access
+        for writes_only in (False, True) if write else (False,):
+            blocks = self._accesses.setdefault((hemi, sl, writes_only), {})
+            for b in range(addr0 // _BLOCK, (addr0 + n - 1) // _BLOCK + 1):
+                at = blocks.setdefault(b, [])
+                at.append(access)
+                self._access_log.append(at)
 
     def _mark(self, hemi: int, sl: int, issue: int, n: int, d: int, addr0: int, write: bool) -> None:
         """Record a slice's reads or writes of words addr0.. (addr0 = -1: addresses that
@@ -633,7 +651,7 @@ class Builder:
             ident = self.place(q, issue, "read", [addr0, _stream_operand(strm, west)], n - 1, d)
             self._mark(hemi, sl, issue, n, d, addr0, False)
             self._banks.append((hemi, sl, issue, n, d, addr0, False, ident))
-            self._by_slice.setdefault((hemi, sl), []).append((len(self._banks) - 1, addr0, n, issue, d, False, ident))
+            self._add_access(hemi, sl, (len(self._banks) - 1, addr0, n, issue, d, False, ident))
             self._stream_write(strm, 1, west, positions[sl], issue + self.lat["mem_read"], n, d, ident, fid)
         return Flow(stream, nb * spread, west, key, origin, steps, stride, tensor.dtype, spread, fid)
 
@@ -669,9 +687,7 @@ class Builder:
             ident = self.place(q, t, "write", [addr0, _stream_operand(strm, flow.west)], n - 1, d)
             self._mark(hemi, sl, t, n, d, addr0, True)
             self._banks.append((hemi, sl, t, n, d, addr0, True, ident))
-            access = (len(self._banks) - 1, addr0, n, t, d, True, ident)
-            self._by_slice.setdefault((hemi, sl), []).append(access)
-            self._writes_by_slice.setdefault((hemi, sl), []).append(access)
+            self._add_access(hemi, sl, (len(self._banks) - 1, addr0, n, t, d, True, ident))
             self._stream_read(flow, cfg.mem_position(hemi, sl), t, n, d, ident, [strm])
             last = max(last, t + (n - 1) * d + self.lat["mem_write"])
         return last
