@@ -394,7 +394,7 @@ class Builder:
         raise ScheduleError(f"no {'large ' if large else ''}VXM ALU is free during cycles {start}..{end}")
 
     def _lands(self, mnemonic: str, cycle: int, repeat: int, stride: int) -> List[int]:
-        lat = isa.instruction(mnemonic).latency_cycles(self.config)
+        lat = self._latency(isa.instruction(mnemonic))
         return [cycle + lat + k * stride for k in range(repeat + 1)]
 
     def earliest(self, tensors: Sequence[Tensor], position: int, start: int = 0) -> int:
@@ -406,6 +406,10 @@ class Builder:
             h = _HEMI[t.hemi]
             far = max(far, max(abs(position - cfg.mem_position(h, s)) for s in t.slices))
         return start + self.lat["mem_read"] + far
+
+    def _latency(self, ins: isa.Instruction) -> int:
+        """An instruction's functional latency on this chip (0 for queue control)."""
+        return 0 if ins.latency is None else self.lat[ins.latency]
 
     def vxm_time(self) -> int:
         """The first cycle after every instruction placed so far (a safe start for new work)."""
@@ -799,7 +803,7 @@ class Builder:
         for o in operands:
             if isinstance(o, Flow):
                 self._stream_read(o, self.vxm_pos, t, count, stride, ident)
-        done = t + ins.latency_cycles(self.config)
+        done = t + self._latency(ins)
         if stream is None:
             return AluOut(alu, done, count, stride, out_dt)
         nb = _BYTES[out_dt]
@@ -833,8 +837,8 @@ class Builder:
         or chained ALU results) must come one vector per op latency. Returns the result
         as a one-vector flow on ``stream``, or in the ALU (``stream=None``)."""
         ins = isa.instruction(op)
-        lat = ins.latency_cycles(self.config)
-        if lat != isa.instruction("copy").latency_cycles(self.config):
+        lat = self._latency(ins)
+        if lat != self._latency(isa.instruction("copy")):
             raise InputError(f"scan needs an op as fast as copy; {op} is not")
         if x.stride != lat:
             raise ScheduleError(f"scan with {op} needs vectors every {lat} cycles; the series has stride {x.stride}")
@@ -871,7 +875,7 @@ class Builder:
         own result every `copy`-latency cycles. Returns that series (chainable)."""
         if x.count != 1:
             raise InputError("hold takes one vector")
-        lat = isa.instruction("copy").latency_cycles(self.config)
+        lat = self._latency(isa.instruction("copy"))
         t = self._when(x)
         if alu is None:
             alu = self.free_alu(t, t + count * lat, lands=[t + lat * (k + 1) for k in range(count)])
@@ -922,7 +926,7 @@ class Builder:
         self._stream_read(src, pos, t, src.count, src.stride, ident)
         if map is not None:
             self._stream_read(map, pos, t, src.count, src.stride, ident)
-        done = t + isa.instruction(op).latency_cycles(self.config)
+        done = t + self._latency(isa.instruction(op))
         fid = self._new_flow(self._text[ident])
         self._stream_write(stream, width, west, pos, done, src.count, src.stride, ident, fid)
         key = done + pos if west else done - pos
