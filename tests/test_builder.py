@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lpu
 from lpu.builder import Builder
@@ -285,3 +287,36 @@ def test_indirect_accesses_share_no_cycle_with_other_accesses_of_their_slice(sma
     with pytest.raises(ScheduleError, match="read is taken"):
         b.read(x, stream=0, at=20)
     assert b.read(x, stream=0, at=20, search=True).at(b.mem_pos("W", 0)) == 21
+
+
+KERNEL_OPS = {"neg": np.negative, "abs": np.abs, "copy": lambda v: v}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(KERNEL_OPS)), st.sampled_from("WE"), st.integers(0, 23),
+                          st.integers(0, 7), st.integers(0, 7), st.integers(0, 23), st.integers(0, 12)),
+                min_size=2, max_size=12))
+def test_what_the_builder_accepts_runs_as_placed(kernels):
+    """Random small kernels (read a vector, one VXM op, write it back) placed near one
+    another on random slices, streams and cycles: each one the builder refuses is undone,
+    and every one it accepts must compute its value when the program runs, whatever the
+    others do to the streams (so no check that placement skips could let a value be
+    clobbered unnoticed)."""
+    cfg = lpu.ChipConfig("tsp_small")
+    b = Builder(cfg)
+    rng = np.random.default_rng(len(kernels))
+    accepted, inputs, t = [], {}, 20
+    for k, (op, hemi, sl, s_in, s_out, out_sl, dt) in enumerate(kernels):
+        x = b.input(f"x{k}", "int8", (1, cfg.lanes), hemi=hemi, slices=[sl], addr=2 * k)
+        z = b.output(f"z{k}", "int8", (1, cfg.lanes), hemi="WE"[hemi == "W"], slices=[out_sl], addr=2 * k + 1)
+        inputs[x.name] = rng.integers(-127, 128, (1, cfg.lanes), dtype=np.int8)
+        mark = b.checkpoint()
+        try:
+            xs = b.read(x, stream=s_in, arrive=(b.vxm_pos, t + dt))
+            b.write(b.vxm(op, xs, stream=s_out), z)
+            accepted.append((k, op))
+        except ScheduleError:
+            b.rollback(mark)
+    out = lpu.Runner(b.build())(**inputs)
+    for k, op in accepted:
+        np.testing.assert_array_equal(out[f"z{k}"], KERNEL_OPS[op](inputs[f"x{k}"]), err_msg=f"kernel {k}")
