@@ -293,8 +293,9 @@ KERNEL_OPS = {"neg": np.negative, "abs": np.abs, "copy": lambda v: v}
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(sorted(KERNEL_OPS)), st.sampled_from("WE"), st.integers(0, 23),
-                          st.integers(0, 7), st.integers(0, 7), st.integers(0, 23), st.integers(0, 12)),
+@given(st.lists(st.tuples(st.sampled_from(sorted(KERNEL_OPS)), st.sampled_from(["int8", "float32"]),
+                          st.sampled_from("WE"), st.integers(0, 20), st.integers(0, 7), st.integers(0, 7),
+                          st.integers(0, 20), st.integers(0, 12)),
                 min_size=2, max_size=12))
 def test_what_the_builder_accepts_runs_as_placed(kernels):
     """Random small kernels (read a vector, one VXM op, write it back) placed near one
@@ -306,14 +307,16 @@ def test_what_the_builder_accepts_runs_as_placed(kernels):
     b = Builder(cfg)
     rng = np.random.default_rng(len(kernels))
     accepted, inputs, t = [], {}, 20
-    for k, (op, hemi, sl, s_in, s_out, out_sl, dt) in enumerate(kernels):
-        x = b.input(f"x{k}", "int8", (1, cfg.lanes), hemi=hemi, slices=[sl], addr=2 * k)
-        z = b.output(f"z{k}", "int8", (1, cfg.lanes), hemi="WE"[hemi == "W"], slices=[out_sl], addr=2 * k + 1)
-        inputs[x.name] = rng.integers(-127, 128, (1, cfg.lanes), dtype=np.int8)
+    for k, (op, dtype, hemi, sl, s_in, s_out, out_sl, dt) in enumerate(kernels):
+        nb = np.dtype(dtype).itemsize  # byte planes: slices side by side, streams aligned
+        x = b.input(f"x{k}", dtype, (1, cfg.lanes), hemi=hemi, slices=list(range(sl, sl + nb)), addr=2 * k)
+        z = b.output(f"z{k}", dtype, (1, cfg.lanes), hemi="WE"[hemi == "W"], slices=list(range(out_sl, out_sl + nb)),
+                     addr=2 * k + 1)
+        inputs[x.name] = (rng.integers(-127, 128, (1, cfg.lanes)) * 0.5).astype(dtype)
         mark = b.checkpoint()
         try:
-            xs = b.read(x, stream=s_in, arrive=(b.vxm_pos, t + dt))
-            b.write(b.vxm(op, xs, stream=s_out), z)
+            xs = b.read(x, stream=s_in * nb % 32, arrive=(b.vxm_pos, t + dt))
+            b.write(b.vxm(op, xs, stream=s_out * nb % 32), z)
             accepted.append((k, op))
         except ScheduleError:
             b.rollback(mark)
