@@ -69,26 +69,28 @@ def test_operands_must_arrive_together(small):
         b.vxm("add", xs, ys, stream=2)
 
 
+def _two_inputs(cfg, hemi, x_slice, y_slice):
+    """A builder with int8 vectors x and y in slices of `hemi`, and z across the VXM."""
+    b = Builder(cfg)
+    x = b.input("x", "int8", (1, cfg.lanes), hemi=hemi, slices=[x_slice])
+    y = b.input("y", "int8", (1, cfg.lanes), hemi=hemi, slices=[y_slice])
+    z = b.output("z", "int8", (1, cfg.lanes), hemi="WE"[hemi == "W"], slices=[0])
+    return b, x, y, z, b.earliest([x, y], b.vxm_pos)
+
+
 def test_static_checker_finds_clobbered_values(small):
-    b = Builder(small)
-    x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])
-    y = b.input("y", "int8", (1, small.lanes), hemi="W", slices=[3])
-    z = b.output("z", "int8", (1, small.lanes), hemi="E", slices=[0])
-    t = b.earliest([x, y], b.vxm_pos)
+    b, x, y, z, t = _two_inputs(small, "W", 0, 3)
     ys = b.read(y, stream=0, arrive=(b.vxm_pos, t))
     # x sits between y's slice and the VXM: reading it onto the same stream on y's
-    # diagonal overwrites y's value before the VXM sees it.
-    xs = b.read(x, stream=0, arrive=(b.vxm_pos, t))
-    # Found where it is placed, so that a kernel can try elsewhere (see test_retry_...).
+    # diagonal overwrites y's value before the VXM sees it. Found where it is placed, so
+    # that a kernel can try elsewhere (see test_a_retrying_kernel_...).
+    b.read(x, stream=0, arrive=(b.vxm_pos, t))
     with pytest.raises(ScheduleError, match="overwritten") as e:
         b.vxm("copy", ys, stream=5)
     assert "read 0, s0e" in str(e.value) and "copy" in str(e.value)
     # The other way round: the reader is placed first, the writer that would clobber its
     # value after; the writer is refused.
-    b = Builder(small)
-    x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])
-    y = b.input("y", "int8", (1, small.lanes), hemi="W", slices=[3])
-    z = b.output("z", "int8", (1, small.lanes), hemi="E", slices=[0])
+    b, x, y, z, t = _two_inputs(small, "W", 0, 3)
     ys = b.read(y, stream=0, arrive=(b.vxm_pos, t))
     b.write(b.vxm("copy", ys, stream=5), z)
     mark = b.checkpoint()
@@ -108,11 +110,7 @@ def test_static_checker_finds_clobbered_values(small):
 
 def test_westward_values_are_checked_the_same_way(small):
     # The mirror image of the test above: y in E3 flows west to the VXM past x in E1.
-    b = Builder(small)
-    x = b.input("x", "int8", (1, small.lanes), hemi="E", slices=[1])
-    y = b.input("y", "int8", (1, small.lanes), hemi="E", slices=[3])
-    z = b.output("z", "int8", (1, small.lanes), hemi="W", slices=[0])
-    t = b.earliest([x, y], b.vxm_pos)
+    b, x, y, z, t = _two_inputs(small, "E", 1, 3)
     ys = b.read(y, stream=2, arrive=(b.vxm_pos, t))
     assert ys.west
     mark = b.checkpoint()
@@ -125,11 +123,7 @@ def test_westward_values_are_checked_the_same_way(small):
         b.read(x, stream=2, arrive=(b.vxm_pos, t))
     # Further from the VXM than y's slice, x's value would be overwritten by y's, which
     # harms no one: nothing reads x's there.
-    b = Builder(small)
-    x = b.input("x", "int8", (1, small.lanes), hemi="E", slices=[5])
-    y = b.input("y", "int8", (1, small.lanes), hemi="E", slices=[3])
-    z = b.output("z", "int8", (1, small.lanes), hemi="W", slices=[0])
-    t = b.earliest([x, y], b.vxm_pos)
+    b, x, y, z, t = _two_inputs(small, "E", 5, 3)
     b.write(b.vxm("copy", b.read(y, stream=2, arrive=(b.vxm_pos, t)), stream=5), z)
     b.read(x, stream=2, arrive=(b.vxm_pos, t))
     out = lpu.Runner(b.build())(y=np.full((1, small.lanes), 9, np.int8), x=np.zeros((1, small.lanes), np.int8))
@@ -139,12 +133,8 @@ def test_westward_values_are_checked_the_same_way(small):
 def test_a_retrying_kernel_moves_past_streams_in_use(small):
     from lpu.kernels.vector import retry
 
-    b = Builder(small)
-    x = b.input("x", "int8", (1, small.lanes), hemi="W", slices=[0])
-    y = b.input("y", "int8", (1, small.lanes), hemi="W", slices=[3])
-    z = b.output("z", "int8", (1, small.lanes), hemi="E", slices=[0])
+    b, x, y, z, t = _two_inputs(small, "W", 0, 3)
     w = b.output("w", "int8", (1, small.lanes), hemi="E", slices=[1])
-    t = b.earliest([x, y], b.vxm_pos)
     b.write(b.vxm("copy", b.read(y, stream=0, arrive=(b.vxm_pos, t)), stream=5), z)
     # Another kernel wants stream 0 at the same time: its first tries are refused (x's
     # slice is between y's and the VXM) and undone, until a cycle where it fits.
