@@ -221,6 +221,14 @@ macro_rules! isa {
         #[repr(u8)]
         pub enum Op { $( $variant = $opcode, )* }
 
+        impl Op {
+            /// Its flags in the table, without a table look-up (asked for every
+            /// instruction a batch's look-ahead walks, and at every load).
+            pub const fn flags(self) -> u8 {
+                match self { $( Op::$variant => $flags, )* }
+            }
+        }
+
         /// The instruction table: the single definition of the ISA.
         pub static TABLE: &[InstrDef] = &[ $(
             InstrDef {
@@ -525,10 +533,12 @@ impl Instr {
             Op::Cast => StreamGroups::of(&[(2, dt(0), r), (3, dt(1), w)]),
             Op::Send => StreamGroups::of(&[(0, 1, r)]),
             Op::Receive => StreamGroups::of(&[(0, 1, w)]),
-            _ if self.def().has(flags::BINARY) => {
+            _ if self.op.flags() & flags::BINARY != 0 => {
                 StreamGroups::of(&[(1, dt(0), r), (2, dt(0), r), (3, dt(0), w)])
             }
-            _ if self.def().has(flags::UNARY) => StreamGroups::of(&[(1, dt(0), r), (2, dt(0), w)]),
+            _ if self.op.flags() & flags::UNARY != 0 => {
+                StreamGroups::of(&[(1, dt(0), r), (2, dt(0), w)])
+            }
             _ => StreamGroups::default(),
         }
     }
@@ -802,6 +812,7 @@ mod tests {
             let bits: u32 = d.fields.iter().map(|f| f.kind.bits()).sum();
             assert!(bits <= 56, "{} operands need {bits} bits", d.mnemonic);
             assert_eq!(Op::from_mnemonic(d.mnemonic), Some(d.op));
+            assert_eq!(d.op.flags(), d.flags);
             assert_eq!(d.field("dt").is_some(), d.dtypes != 0, "{}", d.mnemonic);
             if d.unit == Unit::Vxm {
                 assert!(d.latency.is_some());

@@ -173,6 +173,9 @@ impl Sram {
 
     /// Write the vectors of `rows` to consecutive words from `addr`, a page at a time.
     pub fn write_rows(&mut self, hemi: usize, slice: usize, addr: usize, rows: &Rows) {
+        if let Some(run) = rows.contiguous() {
+            return self.write_words(hemi, slice, addr, run);
+        }
         let lanes = self.lanes;
         let mut done = 0;
         while done < rows.n {
@@ -182,13 +185,31 @@ impl Sram {
             let m = (PAGE_WORDS - at).min(rows.n - done);
             self.keep(i, at..at + m);
             let words = &mut self.page_mut(i)[at * lanes..(at + m) * lanes];
-            match rows.sub(done, m).contiguous() {
-                Some(run) => words.copy_from_slice(run),
-                None => {
-                    for (r, word) in words.chunks_mut(lanes).enumerate() {
-                        word.copy_from_slice(rows.row(done + r));
-                    }
-                }
+            for (r, word) in words.chunks_mut(lanes).enumerate() {
+                word.copy_from_slice(rows.row(done + r));
+            }
+            done += m;
+        }
+    }
+
+    /// Write `data`, whole words end to end, to consecutive words from `addr`: one copy
+    /// per page, and a page written whole is made from the data (not zeroed, or copied
+    /// because a view shares it, first).
+    pub fn write_words(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
+        let lanes = self.lanes;
+        let n = data.len() / lanes;
+        let mut done = 0;
+        while done < n {
+            let a = addr + done;
+            let i = self.page_index(hemi, slice, a);
+            let at = a % PAGE_WORDS;
+            let m = (PAGE_WORDS - at).min(n - done);
+            self.keep(i, at..at + m);
+            let run = &data[done * lanes..(done + m) * lanes];
+            if m == PAGE_WORDS {
+                self.pages[i] = Some(Arc::new(run.to_vec()));
+            } else {
+                self.page_mut(i)[at * lanes..(at + m) * lanes].copy_from_slice(run);
             }
             done += m;
         }
@@ -267,12 +288,26 @@ mod tests {
         for r in 0..200 {
             b.write(1, 2, addr + r, rows.row(r));
         }
-        // And 300 stored end to end (copied a page at a time).
+        // And 300 stored end to end (copied a page at a time); then 600, whose middle
+        // 256 make a page of their own, over a page a view still holds (it keeps its
+        // values).
         let run = Rows::new(data[..300 * lanes].to_vec(), lanes);
         a.write_rows(0, 1, addr, &run);
         for r in 0..300 {
             b.write(0, 1, addr + r, run.row(r));
         }
+        let held = a.rows(0, 1, PAGE_WORDS, 4);
+        let old: Vec<u8> = (0..4).flat_map(|r| held.row(r).to_vec()).collect();
+        a.write_words(0, 1, addr, &data);
+        for (r, word) in data.chunks(lanes).enumerate() {
+            b.write(0, 1, addr + r, word);
+        }
+        assert_eq!(
+            (0..4)
+                .flat_map(|r| held.row(r).to_vec())
+                .collect::<Vec<u8>>(),
+            old
+        );
         // A scatter whose lanes land on words of two pages.
         let lanes_at: Vec<(u32, u32)> = (0..lanes as u32)
             .map(|l| (l, (PAGE_WORDS as u32 - 2) + l % 4))
@@ -288,6 +323,8 @@ mod tests {
             (0, 1, addr),
             (0, 1, PAGE_WORDS),
             (0, 1, addr + 299),
+            (0, 1, 2 * PAGE_WORDS),
+            (0, 1, addr + 599),
             (0, 3, PAGE_WORDS - 2),
             (0, 3, PAGE_WORDS + 1),
         ] {
@@ -316,6 +353,7 @@ mod tests {
         }
         live.write_rows(0, 0, 254, &src.rows(0, 0, 254, 2));
         live.write_rows(0, 0, 256, &src.rows(0, 0, 256, 2));
+        live.write_words(1, 1, 256, &vec![3; 256 * lanes]); // a whole page, made anew
         live.write_lanes(1, 1, &[(0, 300), (3, 301), (5, 40)], &[9; 8]);
         live.write(0, 1, 7, &[7; 8]); // untracked
         assert_eq!(live.word(0, 0, 3), Some(&[6u8; 8][..]));
@@ -326,8 +364,10 @@ mod tests {
             (0, 0, 255),
             (0, 0, 256),
             (0, 0, 257),
+            (1, 1, 256),
             (1, 1, 300),
             (1, 1, 301),
+            (1, 1, 511),
             (1, 1, 40),
         ] {
             assert_eq!(live.word(h, sl, a), before.word(h, sl, a), "{h} {sl} {a}");

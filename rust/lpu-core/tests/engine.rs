@@ -74,8 +74,8 @@ fn vector_add_values_and_cycles() {
     for v in 0..4u32 {
         let x: Vec<u8> = (0..lanes).map(|l| (l as u32 + v) as u8).collect();
         let y: Vec<u8> = (0..lanes).map(|l| (3 * l as u32 + 100 * v) as u8).collect();
-        chip.write_word(0, 0, v, &x);
-        chip.write_word(0, 1, v, &y);
+        chip.write_words(0, 0, v, &x);
+        chip.write_words(0, 1, v, &y);
     }
     assert_eq!(run(&mut chip), RunStatus::Halted, "{:?}", chip.fault());
     let mut out = vec![0u8; lanes];
@@ -118,7 +118,7 @@ fn deterministic_and_resumable() {
     let p = Arc::new(vector_add());
     let mut a = Chip::new(ChipConfig::tsp_small()).unwrap();
     a.load(p.clone(), None).unwrap();
-    a.write_word(0, 0, 2, &[9; 32]);
+    a.write_words(0, 0, 2, &[9; 32]);
     let mut b = a.clone();
     assert_eq!(run(&mut a), RunStatus::Halted);
     // Step the other one a cycle at a time.
@@ -241,7 +241,7 @@ fn vxm_chaining() {
     let mut chip = Chip::new(ChipConfig::tsp_small()).unwrap();
     chip.load(Arc::new(p), None).unwrap();
     let x: Vec<u8> = (0..32).map(|l| (l as i8 - 16) as u8).collect();
-    chip.write_word(0, 0, 0, &x);
+    chip.write_words(0, 0, 0, &x);
     assert_eq!(run(&mut chip), RunStatus::Halted, "{:?}", chip.fault());
     let mut out = vec![0u8; 32];
     chip.read_word(0, 1, 0, &mut out);
@@ -347,7 +347,7 @@ fn mxm_int8_matvec() {
     let mut chip = Chip::new(cfg).unwrap();
     chip.load(Arc::new(p), None).unwrap();
     for (h, s, a, word) in chip_words {
-        chip.write_word(h, s, a, &word);
+        chip.write_words(h, s, a, &word);
     }
     assert_eq!(
         run(&mut chip),

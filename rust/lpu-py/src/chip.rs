@@ -559,9 +559,7 @@ impl Chip {
         }
         let n = (d.len() / lanes) as u32;
         check_word(&c, h, slice, addr, n)?;
-        for (i, w) in d.chunks(lanes).enumerate() {
-            c.write_word(h, slice, addr + i as u32, w);
-        }
+        c.write_words(h, slice, addr, d);
         Ok(())
     }
 

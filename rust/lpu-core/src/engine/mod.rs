@@ -732,14 +732,8 @@ impl Chip {
             (Some(kept), _) => self.sram = kept,
             (None, Some(p)) => {
                 for init in &p.inits {
-                    for (n, word) in init.data.chunks(self.lanes).enumerate() {
-                        self.sram.write(
-                            init.hemi as usize,
-                            init.slice as usize,
-                            init.addr as usize + n,
-                            word,
-                        );
-                    }
+                    let (h, s) = (init.hemi as usize, init.slice as usize);
+                    self.sram.write_words(h, s, init.addr as usize, &init.data);
                 }
             }
             (None, None) => {}
@@ -792,10 +786,10 @@ impl Chip {
         self.watchpoints.remove(&(hemi, slice, addr))
     }
 
-    /// Write a word of SRAM directly (host DMA; not timed).
-    pub fn write_word(&mut self, hemi: u8, slice: u16, addr: u32, data: &[u8]) {
+    /// Write whole words of SRAM from `addr` on directly (host DMA; not timed).
+    pub fn write_words(&mut self, hemi: u8, slice: u16, addr: u32, data: &[u8]) {
         self.sram
-            .write(hemi as usize, slice as usize, addr as usize, data);
+            .write_words(hemi as usize, slice as usize, addr as usize, data);
     }
 
     /// An SRAM word to write in place (host access, not timed).
