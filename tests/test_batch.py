@@ -379,6 +379,25 @@ def test_a_run_released_by_sync_then_a_fault_stops_in_the_same_state():
     assert chip.stats()["queues"]["mem.W1.0"] == 1
 
 
+def test_a_run_whose_first_issue_meets_its_slices_other_port_faults():
+    """Port 0 of slice W0 reads on cycle 0; port 1 starts a run of reads on the same
+    cycle, which would be batched from its first issue. Two reads of one slice in a
+    cycle are a bank conflict: the fast chip must fault as one-by-one issue does (it ran
+    on: the look-ahead saw only the other port's issues still to come, not the one it
+    had made earlier that cycle)."""
+    src = """
+.chip tsp_small
+.queue mem.W0.0
+    read 6, s6e
+.queue mem.W0.1
+    read 6, s0e
+    repeat 5, 2
+"""
+    prog = lpu.assemble(src)
+    _, _, fault = run_both(prog, {})
+    assert fault is not None and "bank_conflict" in fault and "two reads" in fault
+
+
 def test_a_repeat_not_yet_taken_is_a_hazard():
     """A queue whose instruction issued on cycle t takes the `repeat` after it on t + 1.
     A queue earlier in issue order that starts a batch on t + 1 must count those

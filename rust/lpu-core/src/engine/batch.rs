@@ -389,6 +389,11 @@ impl Chip {
             port: 1 - port,
         });
         let stop = self.first_issue_of(hz, other, &[]);
+        // Nor may it have issued already this cycle (earlier in issue order).
+        let used = &self.bank[hemi as usize * self.cfg.mem_slices as usize + slice as usize];
+        if used.cycle == t && (used.read.is_some() || used.write.is_some()) {
+            return 0;
+        }
         if self
             .pending
             .iter()
