@@ -59,8 +59,7 @@ pub struct Weights {
     /// and reading back twice its bytes as fp32.
     w: OnceLock<Vec<f32>>,
     /// The previous install's `w`, for the next one to fill instead of allocating
-    /// (fresh zeroed memory costs page faults; transposed installs are widened on every
-    /// step of a decode).
+    /// (fresh zeroed memory costs page faults).
     spare: Mutex<Vec<f32>>,
     /// int8 weights packed for the integer kernel, when the CPU has one; made on the
     /// first product with enough rows to pay for the packing.
@@ -175,7 +174,6 @@ impl Weights {
     /// it towards `DIRECT_CALLS` if so: call once per product).
     fn direct(&self, m: usize) -> bool {
         m < DIRECT_ROWS
-            && !self.transpose
             && !self.raw.is_empty()
             && self.w.get().is_none()
             && self.direct_calls.fetch_add(1, Ordering::Relaxed) < DIRECT_CALLS
@@ -236,7 +234,9 @@ impl Weights {
                 } else {
                     ys.fill(0.0);
                 }
-                if direct {
+                if direct && self.transpose {
+                    from_bytes_transposed(self.int8, &self.raw, self.used, n, xs, ys);
+                } else if direct {
                     from_bytes(self.int8, &self.raw, self.used, n, xs, ys);
                 } else {
                     product(w, n, xs, ys);
@@ -275,16 +275,67 @@ fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut 
         }
     }
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let tail = &xr[used.min(n)..];
-        if tail.iter().any(|v| !v.is_finite()) {
-            for xv in tail {
-                yr.iter_mut().for_each(|a| *a += xv * 0.0);
-            }
-        } else if tail.iter().any(|v| v.is_sign_positive()) {
-            yr.iter_mut()
-                .filter(|a| a.to_bits() == 0x8000_0000)
-                .for_each(|a| *a = 0.0);
+        add_zero_products(&xr[used.min(n)..], yr);
+    }
+}
+
+/// y[c] += x[k] * 0 for every k in order and every c, as [`from_bytes`] explains.
+fn add_zero_products(x: &[f32], y: &mut [f32]) {
+    if x.iter().any(|v| !v.is_finite()) {
+        for xv in x {
+            y.iter_mut().for_each(|a| *a += xv * 0.0);
         }
+    } else if x.iter().any(|v| v.is_sign_positive()) {
+        y.iter_mut()
+            .filter(|a| a.to_bits() == 0x8000_0000)
+            .for_each(|a| *a = 0.0);
+    }
+}
+
+/// [`from_bytes`] for a transposed install (buffer row c is array column c): a block of
+/// buffer rows is widened and turned k-major in L1, then each result row's block of
+/// lanes sums x[r][k] * w[k][c] over k in order, so the bits are gemm's. A decode step
+/// multiplies one query by its K cache this way; widening the whole array to fp32
+/// first wrote 400 KB one value at a time for one product. The array's columns past
+/// the `used` rows are zero (see [`add_zero_products`]).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn from_bytes_transposed(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
+    const B: usize = 16;
+    let rb = if int8 { n } else { 2 * n };
+    let cols = used.min(n);
+    let mut rows = vec![0f32; B * n];
+    let mut wt = vec![0f32; n * B];
+    for c0 in (0..cols).step_by(B) {
+        let nb = B.min(cols - c0);
+        for (i, out) in rows.chunks_exact_mut(n).enumerate() {
+            if i < nb {
+                widen_row(int8, &raw[(c0 + i) * rb..(c0 + i + 1) * rb], out);
+            } else {
+                out.fill(0.0);
+            }
+        }
+        for (k, wk) in wt.chunks_exact_mut(B).enumerate() {
+            for (i, v) in wk.iter_mut().enumerate() {
+                *v = rows[i * n + k];
+            }
+        }
+        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+            let mut acc = [0f32; B];
+            acc[..nb].copy_from_slice(&yr[c0..c0 + nb]);
+            for (xv, wk) in xr.iter().zip(wt.chunks_exact(B)) {
+                for (a, wv) in acc.iter_mut().zip(wk) {
+                    *a += xv * wv;
+                }
+            }
+            yr[c0..c0 + nb].copy_from_slice(&acc[..nb]);
+        }
+    }
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        add_zero_products(xr, &mut yr[cols..]);
     }
 }
 
@@ -1065,7 +1116,7 @@ mod tests {
                 (row[c], row[n + c]) = (w16[r * n + c] as u8, (w16[r * n + c] >> 8) as u8);
             }
         }
-        let w: Vec<f32> = w16
+        let buffer: Vec<f32> = w16
             .iter()
             .map(|b| f32::from_bits(crate::numerics::f16_to_f32_bits(*b)))
             .collect();
@@ -1090,25 +1141,40 @@ mod tests {
         let start: Vec<f32> = (0..m * n)
             .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
             .collect();
-        let mut want = start.clone();
-        naive(&w, n, &x, &mut want);
-        let mut wts = Weights::default();
-        wts.install(false, n, &mut buf, used, false);
-        let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
-        let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
-        wts.apply(m, Activations::Values(&fill), &mut got, true);
-        for (i, (g, a)) in got.iter().zip(&want).enumerate() {
-            let a = if a.is_nan() {
-                crate::numerics::F32_NAN
-            } else {
-                a.to_bits()
-            };
-            assert_eq!(*g, a, "row {} lane {}", i / n, i % n);
+        // Transposed, the zero rows are zero columns: those lanes add x[k] * 0 for all k.
+        for transpose in [false, true] {
+            let w: Vec<f32> = (0..n * n)
+                .map(|i| match transpose {
+                    false => buffer[i],
+                    true => buffer[(i % n) * n + i / n],
+                })
+                .collect();
+            let mut want = start.clone();
+            naive(&w, n, &x, &mut want);
+            let mut wts = Weights::default();
+            wts.install(false, n, &mut buf.clone(), used, transpose);
+            let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
+            let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
+            wts.apply(m, Activations::Values(&fill), &mut got, true);
+            for (i, (g, a)) in got.iter().zip(&want).enumerate() {
+                let a = if a.is_nan() {
+                    crate::numerics::F32_NAN
+                } else {
+                    a.to_bits()
+                };
+                assert_eq!(*g, a, "transpose {transpose} row {} lane {}", i / n, i % n);
+            }
+            assert!(
+                want.iter().any(|v| v.to_bits() == 0x8000_0000),
+                "some sums stay -0"
+            );
+            let flipped =
+                (start.iter().zip(&want)).any(|(s, w)| s.to_bits() != w.to_bits() && *w == 0.0);
+            assert!(
+                flipped && want.iter().any(|v| v.is_nan()),
+                "some -0 sums become +0, some NaN"
+            );
         }
-        assert!(
-            want.iter().any(|v| v.to_bits() == 0x8000_0000),
-            "some sums stay -0"
-        );
     }
 
     #[test]
