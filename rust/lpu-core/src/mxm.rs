@@ -292,6 +292,29 @@ fn add_zero_products(x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `rows`, 16 rows of n values, k-major into `wt`: wt[k * 16 + i] = rows[i * n + k].
+/// In 16 x 16 tiles of fixed-size arrays, which compile without bounds checks.
+#[inline(always)]
+fn transpose_block(rows: &[f32], n: usize, wt: &mut [f32]) {
+    const B: usize = 16;
+    let whole = n / B * B;
+    for k0 in (0..whole).step_by(B) {
+        let src: [&[f32; B]; B] =
+            std::array::from_fn(|i| rows[i * n + k0..i * n + k0 + B].try_into().expect("16"));
+        let dst: &mut [f32; B * B] = (&mut wt[k0 * B..(k0 + B) * B]).try_into().expect("256");
+        for kk in 0..B {
+            for i in 0..B {
+                dst[kk * B + i] = src[i][kk];
+            }
+        }
+    }
+    for k in whole..n {
+        for i in 0..B {
+            wt[k * B + i] = rows[i * n + k];
+        }
+    }
+}
+
 /// [`from_bytes`] for a transposed install (buffer row c is array column c): a block of
 /// buffer rows is widened and turned k-major in L1, then each result row's block of
 /// lanes sums x[r][k] * w[k][c] over k in order, so the bits are gemm's. A decode step
@@ -318,20 +341,24 @@ fn from_bytes_transposed(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32
                 out.fill(0.0);
             }
         }
-        for (k, wk) in wt.chunks_exact_mut(B).enumerate() {
-            for (i, v) in wk.iter_mut().enumerate() {
-                *v = rows[i * n + k];
+        transpose_block(&rows, n, &mut wt);
+        // Up to ROWS result rows at once: their sums are independent chains.
+        for (xs, ys) in x.chunks(ROWS * n).zip(y.chunks_mut(ROWS * n)) {
+            let mut acc = [[0f32; B]; ROWS];
+            for (a, yr) in acc.iter_mut().zip(ys.chunks_exact(n)) {
+                a[..nb].copy_from_slice(&yr[c0..c0 + nb]);
             }
-        }
-        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-            let mut acc = [0f32; B];
-            acc[..nb].copy_from_slice(&yr[c0..c0 + nb]);
-            for (xv, wk) in xr.iter().zip(wt.chunks_exact(B)) {
-                for (a, wv) in acc.iter_mut().zip(wk) {
-                    *a += xv * wv;
+            for (k, wk) in wt.chunks_exact(B).enumerate() {
+                for (a, xr) in acc.iter_mut().zip(xs.chunks_exact(n)) {
+                    let xv = xr[k];
+                    for (a, wv) in a.iter_mut().zip(wk) {
+                        *a += xv * wv;
+                    }
                 }
             }
-            yr[c0..c0 + nb].copy_from_slice(&acc[..nb]);
+            for (a, yr) in acc.iter().zip(ys.chunks_exact_mut(n)) {
+                yr[c0..c0 + nb].copy_from_slice(&a[..nb]);
+            }
         }
     }
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
@@ -1099,7 +1126,7 @@ mod tests {
         // Weights with zero columns (those lanes keep their starting value through the
         // loaded rows), sums starting at -0 and +0, and activation rows whose tails are:
         // negative, with a +0, with a -0 only, with an infinity, with a NaN.
-        let (n, used) = (16, 5);
+        let (n, used) = (20, 5); // n: a 16-lane tile and a ragged one
         let w16: Vec<u16> = (0..n * n)
             .map(|i| {
                 let (r, c) = (i / n, i % n);
