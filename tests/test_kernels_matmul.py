@@ -136,3 +136,46 @@ def test_weights_load_before_the_activations_are_due(small):
         np.testing.assert_array_equal(got, fp16_reference(x, W))
         ends.append(end)
     assert ends[1] < ends[0]
+
+
+def test_snapshots_of_a_chip_that_ran_before_run_the_same(small):
+    """A chip that has run a matmul keeps memory its next run cannot see (its planes'
+    weight buffers, its stream store). Snapshots leave that out, and so does the state a
+    fast run keeps to redo from: a rerun after a reset, a snapshot restored at its start
+    or in the middle, and a run stopped by a breakpoint after batches all end in the
+    same bits, cycles and counters as the first run."""
+    from lpu.layout import read_tensor, write_tensor
+
+    prog, W, w, end = build(small, 100, 96, 2, "float16", "W")
+    x = np.random.default_rng(2).standard_normal((2, 100)).astype(np.float16)
+    chip = lpu.Chip(small)
+    chip.load(prog)
+    write_tensor(chip, prog.tensor("x"), tiles_of(x, small.lanes, np.float16))
+    assert chip.run() == lpu.RunStatus.HALTED and chip.batched_issues > 0
+    want = untile(read_tensor(chip, prog.tensor("y")), 96)
+    np.testing.assert_array_equal(want, fp16_reference(x, W))
+    cycles, stats = chip.cycles, chip.stats()
+
+    def same() -> None:
+        assert chip.run() == lpu.RunStatus.HALTED
+        np.testing.assert_array_equal(untile(read_tensor(chip, prog.tensor("y")), 96), want)
+        assert chip.cycles == cycles and chip.stats() == stats
+
+    chip.reset(keep_sram=True)
+    start = chip.snapshot()
+    same()
+    chip.restore(start)
+    assert chip.run(max_cycles=end // 2) == lpu.RunStatus.CYCLE_LIMIT
+    middle = chip.snapshot()
+    same()
+    for snap in (middle, start):
+        chip.restore(snap)
+        same()
+    # The last abc issue (after the batched loads and products) as a breakpoint: the run
+    # is redone one by one from the state kept before its first batch.
+    chip.restore(start)
+    last = max(i for i, text in enumerate(prog.instructions("mxm0.abc")) if text.startswith("abc"))
+    chip.add_breakpoint("mxm0.abc", last)
+    assert chip.run() == lpu.RunStatus.BREAKPOINT
+    chip.remove_breakpoint("mxm0.abc", last)
+    same()

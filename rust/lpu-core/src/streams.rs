@@ -179,7 +179,15 @@ struct Bucket {
     entries: Vec<Entry>,
 }
 
-#[derive(Clone)]
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket {
+            key: i64::MIN,
+            entries: Vec::new(),
+        }
+    }
+}
+
 pub struct Streams {
     lanes: usize,
     streams: usize,
@@ -205,6 +213,37 @@ pub struct Conflict {
     pub other_writer: u32,
 }
 
+/// A copy. An empty store (no values: a decode step's run copies the chip, to redo from,
+/// a few cycles after a reset) is copied as a new one of the same shape: its arena holds
+/// no value, and a bucket holds none whatever its key says.
+impl Clone for Streams {
+    fn clone(&self) -> Self {
+        let empty = self.live == 0 && self.bulk.iter().all(Vec::is_empty);
+        Streams {
+            lanes: self.lanes,
+            streams: self.streams,
+            mask: self.mask,
+            buckets: match empty {
+                true => vec![Bucket::default(); self.buckets.len()],
+                false => self.buckets.clone(),
+            },
+            arena: match empty {
+                true => Vec::new(),
+                false => self.arena.clone(),
+            },
+            free: match empty {
+                true => Vec::new(),
+                false => self.free.clone(),
+            },
+            live: self.live,
+            bulk: self.bulk.clone(),
+            prune_at: self.prune_at,
+            single_keys: self.single_keys.clone(),
+            positions: self.positions,
+        }
+    }
+}
+
 impl Streams {
     /// `horizon` must exceed the longest functional latency plus the number of positions:
     /// no live diagonal is further apart than that.
@@ -214,13 +253,7 @@ impl Streams {
             lanes,
             streams,
             mask: ring - 1,
-            buckets: vec![
-                Bucket {
-                    key: i64::MIN,
-                    entries: Vec::new()
-                };
-                2 * streams * ring
-            ],
+            buckets: vec![Bucket::default(); 2 * streams * ring],
             arena: Vec::new(),
             free: Vec::new(),
             live: 0,

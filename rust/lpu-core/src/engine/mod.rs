@@ -327,7 +327,7 @@ struct Slot {
     data: Vec<u32>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Plane {
     buf: Vec<u8>,
     buf_rows: usize,
@@ -341,6 +341,32 @@ struct Plane {
     hist: Vec<batch::AbcHist>,
     /// Buffers of folded results, for the next batches to reuse.
     spare: Vec<Vec<u32>>,
+}
+
+/// A copy (for a snapshot, or the state a run may be redone from) leaves out memory
+/// whose contents nothing can see: the weight buffer while no rows are loaded (loads
+/// overwrite it from row 0, and an install uses only the loaded rows; the copy allocates
+/// its own on first load) and the spare result buffers. A decode step's run copies the
+/// chip once, with three idle 200 KB buffers.
+impl Clone for Plane {
+    fn clone(&self) -> Self {
+        Plane {
+            buf: if self.buf_rows == 0 {
+                Vec::new()
+            } else {
+                self.buf.clone()
+            },
+            buf_rows: self.buf_rows,
+            buf_dtype: self.buf_dtype,
+            w_dtype: self.w_dtype,
+            weights: self.weights.clone(),
+            ready: self.ready,
+            busy_until: self.busy_until,
+            slots: self.slots.clone(),
+            hist: self.hist.clone(),
+            spare: Vec::new(),
+        }
+    }
 }
 
 impl Plane {
