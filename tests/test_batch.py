@@ -507,3 +507,44 @@ def test_a_breakpoint_on_a_repeat_stops_there_in_both_modes():
     (stop, at, _, half), (end, _, _, full) = breakpoint_runs(prog, {"x": x}, "mem.W0.0", "z", index=2)
     assert stop == lpu.RunStatus.BREAKPOINT and at == 11 and end == lpu.RunStatus.HALTED
     assert full == x.tobytes() and half != full
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 255), st.integers(2, 36)), min_size=1, max_size=7), st.integers(0, 2**32 - 1))
+def test_abc_runs_over_overlapping_slots(later, seed):
+    """int8 abc runs into overlapping, wrapping ranges of the 256 slots (up to eight
+    runs: more than a plane keeps unfolded), the first filling them all, then every slot
+    read back: each holds the product of the last activation written to it, in fast
+    and one-by-one mode alike."""
+    from lpu.kernels.matmul import load_weights
+
+    cfg = lpu.ChipConfig("tsp_small")
+    lanes, slots = cfg.lanes, cfg.mxm_acc_slots
+    rng = np.random.default_rng(seed)
+    runs = [(0, slots)] + later
+    n = sum(m for _, m in runs)
+    w = rng.integers(-128, 128, (lanes, lanes)).astype(np.int8)
+    x = rng.integers(-128, 128, (n, lanes)).astype(np.int8)
+    b = Builder(cfg)
+    wt = load_weights(b, "w", w, "int8", hemi="W", quantized=(w, np.ones(lanes, np.float32)))
+    xt = b.input("x", "int8", (n, lanes), hemi="W")
+    yt = b.output("y", "int32", (slots, lanes), hemi="E")
+    p = wt.planes[0]
+    pos = b.mxm_pos(p)
+    wf = b.read(wt.tiles[0], stream=0, vectors=(0, wt.rows[0][0]), arrive=(pos, 0), spread=16, west=True,
+                search=True)
+    t = b.mxm_install(p, b.mxm_load(p, wf) + 1)
+    want = np.zeros((slots, lanes), np.int32)
+    first = 0
+    for slot0, m in runs:
+        xf = b.read(xt, stream=16, vectors=(first, m), arrive=(pos, t), west=True, search=True)
+        b.mxm_abc(p, xf, slot0)
+        t = xf.at(pos) + m
+        for j in range(m):
+            want[(slot0 + j) % slots] = x[first + j].astype(np.int32) @ w.astype(np.int32)
+        first += m
+    af = b.mxm_acc(p, 0, slots, at=t + b.lat["mxm_abc"], stream=20, west=False)
+    b.write(af, yt)
+    batched, out, fault = run_both(b.build(), {"x": x})
+    assert fault is None and batched > 0
+    np.testing.assert_array_equal(out["y"], want)

@@ -24,6 +24,9 @@ use std::sync::OnceLock;
 const MIN_BATCH: u64 = 2;
 /// Most re-issues in one batch (bounds the memory held for their results).
 const MAX_BATCH: u64 = 4096;
+/// Result buffers of folded `abc` batches a plane keeps for its next batches (as many as
+/// the batches it holds unfolded, so that a stream of batches allocates none).
+const SPARE_RESULTS: usize = 5;
 
 /// One batch attempt: queue, its instruction (operands of the first re-issue), its
 /// position, the cycles of the re-issues and how many at most.
@@ -803,10 +806,17 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        self.settle_hist(p, u64::MAX);
         let mut data = self.planes[p].spare.pop().unwrap_or_default();
-        data.clear();
-        data.resize(k as usize * lanes, 0);
+        let need = k as usize * lanes;
+        if accumulate {
+            // Reads the slots as they are before the batch.
+            self.settle_hist(p, u64::MAX);
+            data.clear();
+            data.resize(need, 0);
+        } else {
+            // Every value is written by the product (a reused buffer's old ones too).
+            data.resize(need, 0);
+        }
         if accumulate {
             for j in 0..k as usize {
                 let slot = ((slot0 + j as u64) % slots) as usize;
@@ -952,18 +962,24 @@ impl Chip {
     }
 
     /// Fold batched `abc` results whose issues are all before `now` into the slots.
+    /// Each slot takes the newest of them that wrote it (as writing them in order would
+    /// leave it); the others are never copied: a stream of batches that each fill
+    /// every slot copies one batch's results, not all of them.
     pub(super) fn settle_hist(&mut self, p: usize, now: u64) {
         let lanes = self.lanes;
         let slots = self.cfg.mxm_acc_slots as u64;
         let plane = &mut self.planes[p];
-        let mut keep = Vec::new();
-        for h in std::mem::take(&mut plane.hist) {
-            if now != u64::MAX && h.t0 + (h.n - 1) * h.d >= now {
-                keep.push(h);
-                continue;
-            }
-            for j in h.n.saturating_sub(slots)..h.n {
+        let (mut done, keep): (Vec<AbcHist>, Vec<AbcHist>) = std::mem::take(&mut plane.hist)
+            .into_iter()
+            .partition(|h| now == u64::MAX || h.t0 + (h.n - 1) * h.d < now);
+        plane.hist = keep;
+        let mut seen = vec![false; slots as usize];
+        while let Some(h) = done.pop() {
+            for j in (h.n.saturating_sub(slots)..h.n).rev() {
                 let slot = ((h.slot0 + j) % slots) as usize;
+                if std::mem::replace(&mut seen[slot], true) {
+                    continue;
+                }
                 let s = &mut plane.slots[slot];
                 s.data.clear();
                 s.data
@@ -972,11 +988,10 @@ impl Chip {
                 s.issued = h.t0 + j * h.d;
                 s.ready = s.issued + h.ready_lat;
             }
-            if plane.spare.len() < 2 {
+            if plane.spare.len() < SPARE_RESULTS {
                 plane.spare.push(h.data);
             }
         }
-        plane.hist = keep;
     }
 
     /// Commit batched SRAM writes that land on or before `t`.
@@ -1028,29 +1043,58 @@ pub(super) struct BulkWrite {
 
 /// 32-bit results as four byte planes (plane b holds byte b of every value, row after
 /// row), as they leave on a stream group: `out` holds as many bytes as `rows` values.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
-    "x86_64+avx2",
-    "aarch64+neon"
-))]
 fn byte_planes(rows: &[&[u32]], out: &mut [Vec<u8>]) {
     let [p0, p1, p2, p3] = out else {
         unreachable!("four planes")
     };
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::is_x86_feature_detected!("avx512f");
     let mut at = 0;
     for row in rows {
         let r = at..at + row.len();
-        let z = (
+        let mut z = [
             &mut p0[r.clone()],
             &mut p1[r.clone()],
             &mut p2[r.clone()],
             &mut p3[r],
-        );
-        for (e, v) in row.iter().enumerate() {
-            [z.0[e], z.1[e], z.2[e], z.3[e]] = v.to_le_bytes();
+        ];
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: AVX-512 F was found on this CPU just above.
+            done = unsafe { byte_planes_avx512(row, &mut z) };
+        }
+        for (e, v) in row.iter().enumerate().skip(done) {
+            [z[0][e], z[1][e], z[2][e], z[3][e]] = v.to_le_bytes();
         }
         at += row.len();
     }
+}
+
+/// [`byte_planes`] of one row, 16 values at a time (each shifted and narrowed to its
+/// bytes); returns how many values it did (the rest are fewer than 16).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn byte_planes_avx512(row: &[u32], z: &mut [&mut [u8]; 4]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = row.len() / 16 * 16;
+    for (i, v) in row[..whole].chunks_exact(16).enumerate() {
+        let v: &[u32; 16] = v.try_into().expect("16");
+        // SAFETY: `v` is 16 readable u32s; the load has no alignment need.
+        let v = unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
+        let bytes = [
+            _mm512_cvtepi32_epi8(v),
+            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<8>(v)),
+            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<16>(v)),
+            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<24>(v)),
+        ];
+        for (plane, b) in z.iter_mut().zip(bytes) {
+            let out: &mut [u8; 16] = (&mut plane[i * 16..i * 16 + 16]).try_into().expect("16");
+            // SAFETY: `out` is 16 writable bytes; the store has no alignment need.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) };
+        }
+    }
+    whole
 }
 
 /// The period p of the vectors `rows` in memory: row j + p follows row j at the next
@@ -1076,6 +1120,32 @@ pub(super) fn advance(instr: &mut Instr, k: u32) {
     for (fi, f) in def.fields.iter().enumerate() {
         if f.kind.advances() {
             instr.args[fi] += k;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_planes_split_each_value_into_its_four_bytes() {
+        // Rows of whole and ragged lengths (the vector path and the tail), one empty.
+        let rows: Vec<Vec<u32>> = [320usize, 37, 0, 16, 5]
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| {
+                (0..n as u32)
+                    .map(|i| (i + 1).wrapping_mul(0x9e37_79b9) ^ (r as u32) << 7)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = rows.iter().map(|r| &r[..]).collect();
+        let total: usize = rows.iter().map(Vec::len).sum();
+        let mut planes = vec![vec![0xaau8; total]; 4];
+        super::byte_planes(&refs, &mut planes);
+        let flat: Vec<u32> = rows.concat();
+        for (i, v) in flat.iter().enumerate() {
+            let got = [planes[0][i], planes[1][i], planes[2][i], planes[3][i]];
+            assert_eq!(got, v.to_le_bytes(), "value {i}");
         }
     }
 }
