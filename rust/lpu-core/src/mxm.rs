@@ -192,17 +192,7 @@ impl Weights {
             self.packed.get()
         };
         if let (Some(Some(p)), Activations::Int8(rows)) = (packed, x) {
-            // Scratch kept per thread: megabytes, used on every batch.
-            thread_local! {
-                static SCRATCH: std::cell::RefCell<Vec<f32>> = Default::default();
-            }
-            return SCRATCH.with(|cell| {
-                let y = &mut *cell.borrow_mut();
-                y.clear();
-                y.resize(m * n, 0.0);
-                p.product(m, rows, y);
-                store(true, accumulate, acc, y);
-            });
+            return p.product(m, rows, acc, accumulate);
         }
         let direct = self.direct(m);
         let (w, k) = if direct {
@@ -744,16 +734,19 @@ mod vnni {
             Some(Packed { n, k, kq, w, bias })
         }
 
-        /// y (M x N) = x (M int8 vectors, row i = `rows(i)`) times the weights; y's old
-        /// values are ignored (int8 accumulation is done by the caller, in int32).
+        /// The int32 sums of x (M int8 vectors, row i = `rows(i)`) times the weights into
+        /// `acc` (M x N), added to its values with wrapping when `accumulate` (as the
+        /// hardware's int32 accumulators), else replacing them. The threads store their
+        /// own results: nothing is converted or copied afterwards.
         pub fn product<'a>(
             &self,
             m: usize,
             rows: &(dyn Fn(usize) -> &'a [u8] + Sync),
-            y: &mut [f32],
+            acc: &mut [u32],
+            accumulate: bool,
         ) {
             let (n, kq) = (self.n, self.kq);
-            assert!(y.len() == m * n);
+            assert!(acc.len() == m * n);
             thread_local! {
                 static XU: std::cell::RefCell<Vec<u8>> = Default::default();
             }
@@ -768,7 +761,7 @@ mod vnni {
                     }
                 }
                 let xu = &*xu;
-                super::par_rows(y, n, |i0, ys| {
+                super::par_rows(acc, n, |i0, ys| {
                     let xs = &xu[i0 * kq * 4..(i0 + ys.len() / n) * kq * 4];
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Packed` exists only where `available()` found AVX-512 F,
@@ -776,7 +769,7 @@ mod vnni {
                     // target features require; the kernel touches memory only through
                     // checked slices.
                     unsafe {
-                        x86::gemm(self, xs, ys)
+                        x86::gemm(self, xs, ys, accumulate)
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     unreachable!("packed weights are only made on x86_64")
@@ -806,14 +799,15 @@ mod vnni {
         const B: usize = 4;
 
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-        pub fn gemm(p: &Packed, xu: &[u8], y: &mut [f32]) {
+        pub fn gemm(p: &Packed, xu: &[u8], y: &mut [u32], accumulate: bool) {
             let (n, row) = (p.n, p.kq * 4);
             let m = y.len() / n;
             let blocks = n / L;
+            let add = accumulate;
             super::super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
-                (R, B) => tile::<R, B>(p, xu, y, r0, b0, row),
-                (1, B) => tile::<1, B>(p, xu, y, r0, b0, row),
-                _ => tile::<1, 1>(p, xu, y, r0, b0, row),
+                (R, B) => tile::<R, B>(p, xu, y, r0, b0, row, add),
+                (1, B) => tile::<1, B>(p, xu, y, r0, b0, row, add),
+                _ => tile::<1, 1>(p, xu, y, r0, b0, row, add),
             });
         }
 
@@ -822,10 +816,11 @@ mod vnni {
         fn tile<const RR: usize, const BB: usize>(
             p: &Packed,
             xu: &[u8],
-            y: &mut [f32],
+            y: &mut [u32],
             r0: usize,
             b0: usize,
             row: usize,
+            accumulate: bool,
         ) {
             let kq = p.kq;
             let mut acc = [[_mm512_setzero_si512(); BB]; RR];
@@ -851,14 +846,18 @@ mod vnni {
                     let c = (b0 + b) * L;
                     let bias: &[i32; L] = p.bias[c..c + L].try_into().expect("16");
                     // SAFETY: `bias` is 16 readable i32s; unaligned load.
-                    let v =
+                    let mut v =
                         _mm512_sub_epi32(*a, unsafe { _mm512_loadu_si512(bias.as_ptr().cast()) });
-                    let out: &mut [f32; L] = (&mut y[(r0 + r) * p.n + c..(r0 + r) * p.n + c + L])
+                    let out: &mut [u32; L] = (&mut y[(r0 + r) * p.n + c..(r0 + r) * p.n + c + L])
                         .try_into()
                         .expect("16");
-                    // SAFETY: `out` is 16 writable f32s; unaligned store. The int32 sums
-                    // are below 2^24, so the conversion to fp32 is exact.
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_cvtepi32_ps(v)) };
+                    if accumulate {
+                        // SAFETY: `out` is 16 readable u32s; unaligned load. The add
+                        // wraps, as the int32 accumulators do.
+                        v = _mm512_add_epi32(v, unsafe { _mm512_loadu_si512(out.as_ptr().cast()) });
+                    }
+                    // SAFETY: `out` is 16 writable u32s; unaligned store.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
                 }
             }
         }
@@ -932,12 +931,16 @@ mod tests {
             let mut wts = Weights::new(true, n, w.clone());
             let packed = wts.packed.get_or_init(|| vnni::Packed::new(&wts));
             assert_eq!(packed.is_some(), vnni::available(), "{m}x{n}");
-            // With the integer kernel (where the CPU has it), then with the fp32 one.
+            // With the integer kernel (where the CPU has it), then with the fp32 one;
+            // adding to the slots' values (with wrapping) and replacing them.
             for _ in 0..2 {
-                let mut got: Vec<u32> = vec![7; m * n];
-                wts.apply(m, Activations::Int8(&rows), &mut got, true);
-                for (g, w) in got.iter().zip(&want) {
-                    assert_eq!(*g as i32, 7 + *w as i32, "{m}x{n}");
+                for (start, accumulate) in [(7, true), (i32::MAX as u32, true), (7, false)] {
+                    let mut got: Vec<u32> = vec![start; m * n];
+                    wts.apply(m, Activations::Int8(&rows), &mut got, accumulate);
+                    let base = if accumulate { start as i32 } else { 0 };
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(*g as i32, base.wrapping_add(*w as i32), "{m}x{n}");
+                    }
                 }
                 wts.packed = std::sync::OnceLock::from(None);
             }
