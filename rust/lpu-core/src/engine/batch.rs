@@ -26,7 +26,7 @@ const MIN_BATCH: u64 = 2;
 const MAX_BATCH: u64 = 4096;
 /// Result buffers of folded `abc` batches a plane keeps for its next batches (as many as
 /// the batches it holds unfolded, so that a stream of batches allocates none).
-const SPARE_RESULTS: usize = 5;
+pub(super) const SPARE_RESULTS: usize = 5;
 
 /// One batch attempt: queue, its instruction (operands of the first re-issue), its
 /// position, the cycles of the re-issues and how many at most.
@@ -117,7 +117,7 @@ pub(super) struct AbcHist {
     slot0: u64,
     ready_lat: u64,
     float: bool,
-    data: Vec<u32>,
+    pub(super) data: Vec<u32>,
 }
 
 impl Chip {

@@ -372,14 +372,19 @@ impl Clone for Plane {
 impl Plane {
     /// A plane as `Chip::new` makes it, keeping this one's memory: its weight buffer
     /// (the previous install's when it has none), the fp32 weights array and spare
-    /// result buffers. Nothing kept is visible: loads overwrite the buffer from row 0,
-    /// and without installed weights nothing reads the array.
+    /// result buffers (with those of its unfolded batches, which a streaming run leaves
+    /// behind: the next run would allocate and zero them again). Nothing kept is
+    /// visible: loads overwrite the buffer from row 0, without installed weights nothing
+    /// reads the array, and batches write every value of a result buffer.
     fn recycled(self) -> Plane {
         let (weights, raw) = self.weights.recycled();
+        let mut spare = self.spare;
+        let room = batch::SPARE_RESULTS.saturating_sub(spare.len());
+        spare.extend(self.hist.into_iter().map(|h| h.data).take(room));
         Plane {
             buf: if self.buf.is_empty() { raw } else { self.buf },
             weights,
-            spare: self.spare,
+            spare,
             ..Plane::default()
         }
     }
