@@ -803,11 +803,10 @@ mod vnni {
             let (n, row) = (p.n, p.kq * 4);
             let m = y.len() / n;
             let blocks = n / L;
-            let add = accumulate;
             super::super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
-                (R, B) => tile::<R, B>(p, xu, y, r0, b0, row, add),
-                (1, B) => tile::<1, B>(p, xu, y, r0, b0, row, add),
-                _ => tile::<1, 1>(p, xu, y, r0, b0, row, add),
+                (R, B) => tile::<R, B>(p, xu, y, r0, b0, row, accumulate),
+                (1, B) => tile::<1, B>(p, xu, y, r0, b0, row, accumulate),
+                _ => tile::<1, 1>(p, xu, y, r0, b0, row, accumulate),
             });
         }
 

@@ -806,17 +806,14 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
+        // A reused buffer's old values need no clearing when the product writes every
+        // value; accumulating, the slots' values (or zeros) go in first.
         let mut data = self.planes[p].spare.pop().unwrap_or_default();
-        let need = k as usize * lanes;
         if accumulate {
-            // Reads the slots as they are before the batch.
             self.settle_hist(p, u64::MAX);
             data.clear();
-            data.resize(need, 0);
-        } else {
-            // Every value is written by the product (a reused buffer's old ones too).
-            data.resize(need, 0);
         }
+        data.resize(k as usize * lanes, 0);
         if accumulate {
             for j in 0..k as usize {
                 let slot = ((slot0 + j as u64) % slots) as usize;
