@@ -661,15 +661,21 @@ mod avx512 {
             })
         });
         let xs: [&[f32]; RR] = std::array::from_fn(|r| &x[(r0 + r) * k..(r0 + r + 1) * k]);
+        // The loop reads no value outside these bounds, checked once here: its checks per
+        // value were half the loop's instructions, and the loop runs at the rate the
+        // CPU decodes them.
+        assert!(k == 0 || (k - 1) * n + c0 + BB * L <= w.len());
+        let wp = w.as_ptr();
         for kk in 0..k {
             let wv: [__m512; BB] = std::array::from_fn(|b| {
-                let at = kk * n + c0 + b * L;
-                let src: &[f32; L] = w[at..at + L].try_into().expect("16");
-                // SAFETY: as above.
-                unsafe { _mm512_loadu_ps(src.as_ptr()) }
+                // SAFETY: kk < k and b < BB, so these 16 values end at or before
+                // (k - 1) * n + c0 + BB * L, within w (asserted above); the load has no
+                // alignment need.
+                unsafe { _mm512_loadu_ps(wp.add(kk * n + c0 + b * L)) }
             });
             for (a, xr) in acc.iter_mut().zip(&xs) {
-                let xb = _mm512_set1_ps(xr[kk]);
+                // SAFETY: each row of xs has k values (sliced above) and kk < k.
+                let xb = _mm512_set1_ps(unsafe { *xr.get_unchecked(kk) });
                 for (a, wv) in a.iter_mut().zip(&wv) {
                     // One rounding, as the separate multiply and add (see `gemm`).
                     *a = _mm512_fmadd_ps(xb, *wv, *a);
@@ -823,18 +829,23 @@ mod vnni {
         ) {
             let kq = p.kq;
             let mut acc = [[_mm512_setzero_si512(); BB]; RR];
+            // Bounds are checked once, here, not per value (see `avx512::tile`): each row
+            // of xs holds kq groups of 4 bytes, each of ws kq registers of 64.
             let xs: [&[u8]; RR] = std::array::from_fn(|r| &xu[(r0 + r) * row..(r0 + r + 1) * row]);
             let ws: [&[i8]; BB] =
                 std::array::from_fn(|b| &p.w[(b0 + b) * kq * 64..(b0 + b + 1) * kq * 64]);
+            assert!(row >= kq * 4);
             for j in 0..kq {
                 let w: [__m512i; BB] = std::array::from_fn(|b| {
-                    let src: &[i8; 64] = ws[b][j * 64..j * 64 + 64].try_into().expect("64");
-                    // SAFETY: `src` is 64 readable bytes; the load has no alignment need.
-                    unsafe { _mm512_loadu_si512(src.as_ptr().cast()) }
+                    // SAFETY: j < kq, so bytes j * 64.. j * 64 + 64 lie within ws[b]'s
+                    // kq * 64 (sliced above); the load has no alignment need.
+                    unsafe { _mm512_loadu_si512(ws[b].as_ptr().add(j * 64).cast()) }
                 });
                 for (a, x) in acc.iter_mut().zip(&xs) {
-                    let four = i32::from_le_bytes(x[j * 4..j * 4 + 4].try_into().expect("4"));
-                    let xb = _mm512_set1_epi32(four);
+                    // SAFETY: j < kq, so bytes j * 4..j * 4 + 4 lie within the row's
+                    // row >= kq * 4 (sliced above, asserted); unaligned read.
+                    let four = unsafe { x.as_ptr().add(j * 4).cast::<i32>().read_unaligned() };
+                    let xb = _mm512_set1_epi32(i32::from_le(four));
                     for (a, w) in a.iter_mut().zip(&w) {
                         *a = _mm512_dpbusd_epi32(*a, xb, *w);
                     }
