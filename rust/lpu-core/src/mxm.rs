@@ -282,11 +282,14 @@ fn add_zero_products(x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `rows`, 16 rows of n values, k-major into `wt`: wt[k * 16 + i] = rows[i * n + k].
+/// Buffer rows a transposed direct product widens and turns k-major at a time.
+const T_ROWS: usize = 16;
+
+/// `rows`, T_ROWS rows of n values, k-major into `wt`: wt[k * 16 + i] = rows[i * n + k].
 /// In 16 x 16 tiles of fixed-size arrays, which compile without bounds checks.
 #[inline(always)]
 fn transpose_block(rows: &[f32], n: usize, wt: &mut [f32]) {
-    const B: usize = 16;
+    const B: usize = T_ROWS;
     let whole = n / B * B;
     for k0 in (0..whole).step_by(B) {
         let src: [&[f32; B]; B] =
@@ -317,7 +320,7 @@ fn transpose_block(rows: &[f32], n: usize, wt: &mut [f32]) {
     "aarch64+neon"
 ))]
 fn from_bytes_transposed(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
-    const B: usize = 16;
+    const B: usize = T_ROWS;
     let rb = if int8 { n } else { 2 * n };
     let cols = used.min(n);
     let mut rows = vec![0f32; B * n];

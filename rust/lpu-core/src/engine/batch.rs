@@ -918,7 +918,10 @@ impl Chip {
         }
         // Every byte of these is written (a value per lane of every result).
         let mut planes: Vec<Vec<u8>> = (0..4).map(|_| self.pool.take(k as usize * lanes)).collect();
-        byte_planes(&results, &mut planes);
+        let [p0, p1, p2, p3] = &mut planes[..] else {
+            unreachable!("four planes")
+        };
+        byte_planes(&results, [p0, p1, p2, p3]);
         let planes: Vec<Rows> = planes
             .into_iter()
             .map(|p| self.pool.rows(p, lanes, 1))
@@ -1039,11 +1042,10 @@ pub(super) struct BulkWrite {
 }
 
 /// 32-bit results as four byte planes (plane b holds byte b of every value, row after
-/// row), as they leave on a stream group: `out` holds as many bytes as `rows` values.
-fn byte_planes(rows: &[&[u32]], out: &mut [Vec<u8>]) {
-    let [p0, p1, p2, p3] = out else {
-        unreachable!("four planes")
-    };
+/// row), as they leave on a stream group: each of `out` holds as many bytes as `rows`
+/// values. A single `acc` and a batch of them both split their results here.
+pub(super) fn byte_planes(rows: &[&[u32]], out: [&mut [u8]; 4]) {
+    let [p0, p1, p2, p3] = out;
     #[cfg(target_arch = "x86_64")]
     let simd = std::is_x86_feature_detected!("avx512f");
     let mut at = 0;
@@ -1138,7 +1140,10 @@ mod tests {
         let refs: Vec<&[u32]> = rows.iter().map(|r| &r[..]).collect();
         let total: usize = rows.iter().map(Vec::len).sum();
         let mut planes = vec![vec![0xaau8; total]; 4];
-        super::byte_planes(&refs, &mut planes);
+        let [p0, p1, p2, p3] = &mut planes[..] else {
+            unreachable!("four planes")
+        };
+        super::byte_planes(&refs, [p0, p1, p2, p3]);
         let flat: Vec<u32> = rows.concat();
         for (i, v) in flat.iter().enumerate() {
             let got = [planes[0][i], planes[1][i], planes[2][i], planes[3][i]];

@@ -1827,9 +1827,11 @@ impl Chip {
                     }
                 }
                 let mut out = vec![0u8; 4 * lanes];
-                for (l, v) in data.iter().enumerate() {
-                    crate::numerics::set_lane_bits(&mut out, lanes, 4, l, *v);
-                }
+                let mut planes = out.chunks_exact_mut(lanes);
+                batch::byte_planes(
+                    &[&data],
+                    std::array::from_fn(|_| planes.next().expect("four planes")),
+                );
                 self.write_group(ctx, a[1], 4, pos, ctx.done, &out);
             }
             _ => {}
