@@ -231,13 +231,15 @@ impl Weights {
         };
         let panels = (!direct && m >= PANEL_ROWS && n.is_multiple_of(16)).then(|| self.panels());
         // A block of rows at a time on each thread: activations widened, the sums
-        // started, multiplied and stored while they are in cache.
+        // started, multiplied and stored while they are in cache. fp32 sums are made in
+        // the slots' bits; int8 sums in fp32 beside them, then converted.
         par_rows(acc, n, |i0, accs| {
             let most = BLOCK_ROWS.min(accs.len() / n);
-            let (mut xf, mut yf) = (vec![0f32; most * k], vec![0f32; most * n]);
+            let mut xf = vec![0f32; most * k];
+            let mut yf = vec![0f32; if self.int8 { most * n } else { 0 }];
             for (b, ab) in accs.chunks_mut(BLOCK_ROWS * n).enumerate() {
                 let rows = ab.len() / n;
-                let (xs, ys) = (&mut xf[..rows * k], &mut yf[..rows * n]);
+                let xs = &mut xf[..rows * k];
                 for (i, row) in xs.chunks_mut(k).enumerate() {
                     let r = i0 + b * BLOCK_ROWS + i;
                     match x {
@@ -245,25 +247,41 @@ impl Weights {
                         Activations::Values(fill) => fill(r, row),
                     }
                 }
-                if accumulate && !self.int8 {
-                    // The fp32 sum continues from the slot's value.
-                    for (y, a) in ys.iter_mut().zip(ab.iter()) {
-                        *y = f32::from_bits(*a);
-                    }
+                let ys = if self.int8 {
+                    &mut yf[..rows * n]
                 } else {
+                    as_f32(ab)
+                };
+                // Accumulating, the fp32 sum continues from the slot's value.
+                let fresh = !accumulate || self.int8;
+                if fresh && direct {
                     ys.fill(0.0);
                 }
-                if direct && self.transpose {
+                let canonical = if direct && self.transpose {
                     from_bytes_transposed(self.int8, &self.raw, self.used, n, xs, ys);
+                    false
                 } else if direct {
                     from_bytes(self.int8, &self.raw, self.used, n, xs, ys);
+                    false
                 } else {
-                    product(w, panels, n, xs, ys);
+                    product(w, panels, n, xs, ys, fresh)
+                };
+                if self.int8 {
+                    store_int8(accumulate, ab, &yf[..rows * n]);
+                } else if !canonical {
+                    canonical_nans(as_f32(ab));
                 }
-                store(self.int8, accumulate, ab, ys);
             }
         });
     }
+}
+
+/// The slots' raw bits as the fp32 values they hold.
+fn as_f32(bits: &mut [u32]) -> &mut [f32] {
+    // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is a
+    // valid value of both, so the same memory, for the same lifetime and with the
+    // same exclusive borrow, is a valid slice of as many f32.
+    unsafe { std::slice::from_raw_parts_mut(bits.as_mut_ptr().cast::<f32>(), bits.len()) }
 }
 
 /// [`gemm`] with the weights given as installed bytes (`used` rows of `raw`, then zero
@@ -396,29 +414,34 @@ fn mac(a: f32, x: f32, w: f32) -> f32 {
     x.mul_add(w, a)
 }
 
-/// Sums `y` into the slots' raw bits `acc`: int8 products are exact integers (see
-/// above), accumulated with wrapping like the hardware's int32; fp32 sums are stored
-/// with NaN made canonical (the hardware's default NaN differs between platforms: x86
-/// gives 0xffc00000 for inf * 0; the bits must not).
+/// Sums `y` of int8 products (exact integers, see above) into the slots' raw bits
+/// `acc`, accumulated with wrapping like the hardware's int32.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn store(int8: bool, accumulate: bool, acc: &mut [u32], y: &[f32]) {
+fn store_int8(accumulate: bool, acc: &mut [u32], y: &[f32]) {
     for (a, v) in acc.iter_mut().zip(y) {
-        *a = if int8 {
-            let v = *v as i32;
-            (if accumulate {
-                (*a as i32).wrapping_add(v)
-            } else {
-                v
-            }) as u32
-        } else if v.is_nan() {
-            crate::numerics::F32_NAN
+        let v = *v as i32;
+        *a = (if accumulate {
+            (*a as i32).wrapping_add(v)
         } else {
-            v.to_bits()
-        };
+            v
+        }) as u32;
+    }
+}
+
+/// fp32 sums with every NaN made the canonical one (the hardware's default NaN
+/// differs between platforms: x86 gives 0xffc00000 for inf * 0; the bits must not).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn canonical_nans(y: &mut [f32]) {
+    for v in y.iter_mut().filter(|v| v.is_nan()) {
+        *v = f32::from_bits(crate::numerics::F32_NAN);
     }
 }
 
@@ -586,17 +609,31 @@ fn for_tiles(
 }
 
 /// [`gemm`] on the best kernel this CPU has; all give the same bits. `panels`, if
-/// given, is `w` as [`Weights::panels`] lays it out, for the AVX-512 kernel.
-fn product(w: &[f32], panels: Option<&[f32]>, n: usize, x: &[f32], y: &mut [f32]) {
+/// given, is `w` as [`Weights::panels`] lays it out, for the AVX-512 kernel. With
+/// `fresh` the sums start from zero, not from the values in `y`. Returns whether every
+/// NaN in `y` is now canonical (see [`canonical_nans`]).
+fn product(
+    w: &[f32],
+    panels: Option<&[f32]>,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+    fresh: bool,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: `available()` found AVX-512 F and FMA on this CPU, the target features
         // the kernel requires; it reads memory out of slices only where it asserted the
         // bounds first.
-        return unsafe { avx512::gemm(w, panels, n, x, y) };
+        unsafe { avx512::gemm(w, panels, n, x, y, fresh) };
+        return n.is_multiple_of(avx512::L);
     }
     let _ = panels;
-    gemm(w, n, x, y)
+    if fresh {
+        y.fill(0.0);
+    }
+    gemm(w, n, x, y);
+    false
 }
 
 /// [`gemm`] written with AVX-512 operations: the same sums in the same order (so the
@@ -616,7 +653,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// Lanes per register; the tiles of `gemm`, ROWS x COLS results (6 x 4 registers).
-    const L: usize = 16;
+    pub(super) const L: usize = 16;
     const R: usize = super::ROWS;
     const B: usize = super::COLS / L;
 
@@ -657,9 +694,20 @@ mod avx512 {
     }
 
     /// With `panels` ([`super::Weights::panels`]: N must be whole registers), the tiles
-    /// read their weights from those.
+    /// read their weights from those. The tiles store NaNs canonical (the lanes past the
+    /// last whole register, if any, are left as they come).
+    ///
+    /// With `fresh` the sums start from zero (the tiles do not read `y`: for a product
+    /// into memory not in cache, reading it first costs as much as the store).
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) fn gemm(w: &[f32], panels: Option<&[f32]>, n: usize, x: &[f32], y: &mut [f32]) {
+    pub(super) fn gemm(
+        w: &[f32],
+        panels: Option<&[f32]>,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+        fresh: bool,
+    ) {
         let m = y.len() / n;
         let k = x.len() / m.max(1);
         let blocks = n / L;
@@ -674,14 +722,17 @@ mod avx512 {
         };
         let ws = Wts { w: wt, step };
         super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
-            (R, B) => tile::<R, B>(ws, at(b0), n, x, k, y, r0, b0),
-            (1, B) => tile::<1, B>(ws, at(b0), n, x, k, y, r0, b0),
-            _ => tile::<1, 1>(ws, at(b0), n, x, k, y, r0, b0),
+            (R, B) => tile::<R, B>(ws, at(b0), n, x, k, y, r0, b0, fresh),
+            (1, B) => tile::<1, B>(ws, at(b0), n, x, k, y, r0, b0, fresh),
+            _ => tile::<1, 1>(ws, at(b0), n, x, k, y, r0, b0, fresh),
         });
         // Lanes past the last whole register.
         if blocks * L < n {
             for r in 0..m {
                 let (xr, yr) = (&x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
+                if fresh {
+                    yr[blocks * L..].fill(0.0);
+                }
                 super::axpy_rows(w, n, blocks * L, xr, yr);
             }
         }
@@ -696,7 +747,8 @@ mod avx512 {
     }
 
     /// Rows r0.. (RR of them) times lane registers b0.. (BB of them), over all of k;
-    /// their weights start at `w_at` of `ws`.
+    /// their weights start at `w_at` of `ws`; the sums start from zero if `fresh`, else
+    /// from `y`.
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
     fn tile<const RR: usize, const BB: usize>(
@@ -708,6 +760,7 @@ mod avx512 {
         y: &mut [f32],
         r0: usize,
         b0: usize,
+        fresh: bool,
     ) {
         let Wts { w, step } = ws;
         let c0 = b0 * L;
@@ -715,6 +768,9 @@ mod avx512 {
         let mut acc: [[__m512; BB]; RR] = std::array::from_fn(|r| {
             std::array::from_fn(|b| {
                 let src: &[f32; L] = y[at(r, b)..at(r, b) + L].try_into().expect("16");
+                if fresh {
+                    return _mm512_setzero_ps();
+                }
                 // SAFETY: `src` is 16 readable f32s; the load has no alignment need.
                 unsafe { _mm512_loadu_ps(src.as_ptr()) }
             })
@@ -741,11 +797,13 @@ mod avx512 {
                 }
             }
         }
+        let nan = _mm512_set1_ps(f32::from_bits(crate::numerics::F32_NAN));
         for (r, a) in acc.iter().enumerate() {
             for (b, a) in a.iter().enumerate() {
                 let out: &mut [f32; L] = (&mut y[at(r, b)..at(r, b) + L]).try_into().expect("16");
+                let v = _mm512_mask_mov_ps(*a, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*a, *a), nan);
                 // SAFETY: `out` is 16 writable f32s; the store has no alignment need.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *a) };
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
             }
         }
     }
@@ -1125,16 +1183,29 @@ mod tests {
             let start: Vec<f32> = vals.split_off(k * n + m * k);
             let x = vals.split_off(k * n);
             let w = vals;
-            let mut want = start.clone();
-            gemm(&w, n, &x, &mut want);
             let wts = Weights::new(false, n, w.clone());
             let panels = n.is_multiple_of(16).then(|| wts.panels());
-            for p in std::iter::once(None).chain(panels.map(Some)) {
+            for (p, fresh) in std::iter::once(None)
+                .chain(panels.map(Some))
+                .flat_map(|p| [(p, false), (p, true)])
+            {
+                // From the values in y, or (fresh) from zeros whatever y holds.
+                let mut want = if fresh {
+                    vec![0.0; m * n]
+                } else {
+                    start.clone()
+                };
+                gemm(&w, n, &x, &mut want);
                 let mut got = start.clone();
                 // SAFETY: checked above that the CPU has AVX-512 F and FMA.
-                unsafe { avx512::gemm(&w, p, n, &x, &mut got) };
+                unsafe { avx512::gemm(&w, p, n, &x, &mut got, fresh) };
                 for (g, a) in got.iter().zip(&want) {
-                    assert!(g.to_bits() == a.to_bits() || (g.is_nan() && a.is_nan()));
+                    // NaNs canonical where the tiles store them (not in a ragged tail).
+                    assert!(
+                        g.to_bits() == a.to_bits()
+                            || (a.is_nan() && g.to_bits() == crate::numerics::F32_NAN)
+                            || (a.is_nan() && g.is_nan() && !n.is_multiple_of(16))
+                    );
                 }
             }
         }
@@ -1184,7 +1255,7 @@ mod tests {
                 given.is_empty(),
                 "the first install hands back an empty buffer"
             );
-            for m in [1, 3, 1, 2, 1, 1, 15, 16, 40] {
+            for m in [1, 3, 1, 2, 1, 1, 15, 16, 40, 130] {
                 let seed = m as u64 * 7 + used as u64;
                 let x = fp16_values(seed, m * n);
                 let bytes: Vec<u8> = fp16_bits(seed, m * n).iter().map(|b| *b as u8).collect();
@@ -1209,7 +1280,12 @@ mod tests {
                     let ok = if int8 {
                         *g as i32 == *a as i32
                     } else {
-                        *g == a.to_bits() || (a.is_nan() && *g == crate::numerics::F32_NAN)
+                        // NaNs canonical (x86 makes 0xffc00000 for inf - inf).
+                        *g == if a.is_nan() {
+                            crate::numerics::F32_NAN
+                        } else {
+                            a.to_bits()
+                        }
                     };
                     assert!(ok, "int8 {int8} used {used} m {m} at {i}: {g:#x} vs {a}");
                 }
