@@ -198,13 +198,17 @@ def test_faults_are_the_same():
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float16"])
-def test_streaming_matmul(dtype):
+@pytest.mark.parametrize("slots_times", [1.5, 20.5])
+def test_streaming_matmul(dtype, slots_times):
     """Activations streamed through one plane's weights, results written as they leave:
-    batched abc runs are one matrix product; the slots wrap around."""
+    batched abc runs are one matrix product; the slots wrap around (so a batch of acc
+    can run on from one batch of abc's results into the next)."""
     from lpu.kernels.matmul import load_weights
 
-    cfg = lpu.ChipConfig("tsp_small")
-    n, lanes = 3 * cfg.mxm_acc_slots // 2, cfg.lanes
+    # Room for more vectors than a batch takes (4,096), so that batches of acc start
+    # part-way through a batch of abc's results.
+    cfg = lpu.ChipConfig("tsp_small", addresses=4096)
+    n, lanes = int(slots_times * cfg.mxm_acc_slots) + 3, cfg.lanes
     rng = np.random.default_rng(5)
     if dtype == "int8":
         w = rng.integers(-128, 128, (lanes, lanes)).astype(np.int8)

@@ -211,6 +211,20 @@ impl Weights {
     /// slots: int32 or fp32) becomes the result of `abc`, added to its value when
     /// `accumulate`, else replacing it.
     pub fn apply(&self, m: usize, x: Activations<'_>, acc: &mut [u32], accumulate: bool) {
+        self.apply_split(m, x, acc, accumulate, None)
+    }
+
+    /// [`Weights::apply`], and with `planes` (M x N bytes each) the results also split
+    /// into byte planes (see [`byte_planes`]) by the threads that make them, while they
+    /// are in cache.
+    pub fn apply_split(
+        &self,
+        m: usize,
+        x: Activations<'_>,
+        acc: &mut [u32],
+        accumulate: bool,
+        planes: Option<Planes<'_>>,
+    ) {
         let n = self.n;
         // Either kernel gives the same integers, so which one runs may depend on what
         // came before.
@@ -220,7 +234,7 @@ impl Weights {
             self.packed.get()
         };
         if let (Some(Some(p)), Activations::Int8(rows)) = (packed, x) {
-            return p.product(m, rows, acc, accumulate);
+            return p.product(m, rows, acc, accumulate, planes);
         }
         let direct = self.direct(m);
         let (w, k) = if direct {
@@ -233,7 +247,7 @@ impl Weights {
         // A block of rows at a time on each thread: activations widened, the sums
         // started, multiplied and stored while they are in cache. fp32 sums are made in
         // the slots' bits; int8 sums in fp32 beside them, then converted.
-        par_rows(acc, n, |i0, accs| {
+        par_rows(acc, n, planes, |i0, accs, mut planes| {
             let most = BLOCK_ROWS.min(accs.len() / n);
             let mut xf = vec![0f32; most * k];
             let mut yf = vec![0f32; if self.int8 { most * n } else { 0 }];
@@ -270,6 +284,11 @@ impl Weights {
                     store_int8(accumulate, ab, &yf[..rows * n]);
                 } else if !canonical {
                     canonical_nans(as_f32(ab));
+                }
+                if let Some(ps) = planes.take() {
+                    let (these, rest) = split_planes(ps, ab.len());
+                    byte_planes(&[ab], these);
+                    planes = Some(rest);
                 }
             }
         });
@@ -445,6 +464,61 @@ fn canonical_nans(y: &mut [f32]) {
     }
 }
 
+/// 32-bit results as four byte planes (plane b holds byte b of every value, row after
+/// row), as they leave on a stream group: each of `out` holds as many bytes as `rows`
+/// values. A single `acc`, a batch of them and the product threads split results here.
+pub fn byte_planes(rows: &[&[u32]], out: [&mut [u8]; 4]) {
+    let [p0, p1, p2, p3] = out;
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::is_x86_feature_detected!("avx512f");
+    let mut at = 0;
+    for row in rows {
+        let r = at..at + row.len();
+        let mut z = [
+            &mut p0[r.clone()],
+            &mut p1[r.clone()],
+            &mut p2[r.clone()],
+            &mut p3[r],
+        ];
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: AVX-512 F was found on this CPU just above.
+            done = unsafe { byte_planes_avx512(row, &mut z) };
+        }
+        for (e, v) in row.iter().enumerate().skip(done) {
+            [z[0][e], z[1][e], z[2][e], z[3][e]] = v.to_le_bytes();
+        }
+        at += row.len();
+    }
+}
+
+/// [`byte_planes`] of one row, 16 values at a time (each shifted and narrowed to its
+/// bytes); returns how many values it did (the rest are fewer than 16).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn byte_planes_avx512(row: &[u32], z: &mut [&mut [u8]; 4]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = row.len() / 16 * 16;
+    for (i, v) in row[..whole].chunks_exact(16).enumerate() {
+        let v: &[u32; 16] = v.try_into().expect("16");
+        // SAFETY: `v` is 16 readable u32s; the load has no alignment need.
+        let v = unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
+        let bytes = [
+            _mm512_cvtepi32_epi8(v),
+            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<8>(v)),
+            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<16>(v)),
+            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<24>(v)),
+        ];
+        for (plane, b) in z.iter_mut().zip(bytes) {
+            let out: &mut [u8; 16] = (&mut plane[i * 16..i * 16 + 16]).try_into().expect("16");
+            // SAFETY: `out` is 16 writable bytes; the store has no alignment need.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) };
+        }
+    }
+    whole
+}
+
 /// Activation vectors for [`Weights::apply`].
 #[derive(Clone, Copy)]
 pub enum Activations<'a> {
@@ -496,20 +570,39 @@ fn widen_f16_portable(lo: &[u8], hi: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `f(first, rows)` over blocks of the rows of `b` (rows of `b_row`), on several
-/// threads when there are enough rows. Rows are independent, so splitting them cannot
-/// change a bit.
-fn par_rows<B: Send>(b: &mut [B], b_row: usize, f: impl Fn(usize, &mut [B]) + Sync) {
-    let m = b.len() / b_row.max(1);
+/// Four byte planes of results (see [`byte_planes`]).
+pub type Planes<'a> = [&'a mut [u8]; 4];
+
+/// The first `at` bytes of each plane, and the rest.
+fn split_planes(planes: Planes<'_>, at: usize) -> (Planes<'_>, Planes<'_>) {
+    let [a, b, c, d] = planes.map(|p| p.split_at_mut(at));
+    ([a.0, b.0, c.0, d.0], [a.1, b.1, c.1, d.1])
+}
+
+/// `f(first, rows, their planes)` over blocks of the rows of `acc` (rows of `n`
+/// values) and the same rows of `planes` (`n` bytes each), on several threads when
+/// there are enough rows. Rows are independent, so splitting them cannot change a bit.
+fn par_rows(
+    acc: &mut [u32],
+    n: usize,
+    mut planes: Option<Planes<'_>>,
+    f: impl Fn(usize, &mut [u32], Option<Planes<'_>>) + Sync,
+) {
+    let m = acc.len() / n.max(1);
     let threads = threads().min(m / ROWS_PER_THREAD).max(1);
     if threads == 1 {
-        return f(0, b);
+        return f(0, acc, planes);
     }
     let per = m.div_ceil(threads);
     std::thread::scope(|s| {
-        for (i, ys) in b.chunks_mut(per * b_row).enumerate() {
+        for (i, ys) in acc.chunks_mut(per * n).enumerate() {
+            let mine = planes.take().map(|ps| {
+                let (mine, rest) = split_planes(ps, ys.len());
+                planes = Some(rest);
+                mine
+            });
             let f = &f;
-            s.spawn(move || f(i * per, ys));
+            s.spawn(move || f(i * per, ys, mine));
         }
     });
 }
@@ -867,6 +960,7 @@ mod vnni {
             rows: &(dyn Fn(usize) -> &'a [u8] + Sync),
             acc: &mut [u32],
             accumulate: bool,
+            planes: Option<super::Planes<'_>>,
         ) {
             let (n, kq) = (self.n, self.kq);
             assert!(acc.len() == m * n);
@@ -884,7 +978,7 @@ mod vnni {
                     }
                 }
                 let xu = &*xu;
-                super::par_rows(acc, n, |i0, ys| {
+                super::par_rows(acc, n, planes, |i0, ys, planes| {
                     let xs = &xu[i0 * kq * 4..(i0 + ys.len() / n) * kq * 4];
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Packed` exists only where `available()` found AVX-512 F,
@@ -895,7 +989,10 @@ mod vnni {
                         x86::gemm(self, xs, ys, accumulate)
                     }
                     #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("packed weights are only made on x86_64")
+                    unreachable!("packed weights are only made on x86_64");
+                    if let Some(planes) = planes {
+                        super::byte_planes(&[ys], planes);
+                    }
                 });
             })
         }
@@ -1407,5 +1504,31 @@ mod tests {
             false,
         );
         assert_eq!(f32::from_bits(y[0]), 1.0);
+    }
+
+    #[test]
+    fn byte_planes_split_each_value_into_its_four_bytes() {
+        // Rows of whole and ragged lengths (the vector path and the tail), one empty.
+        let rows: Vec<Vec<u32>> = [320usize, 37, 0, 16, 5]
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| {
+                (0..n as u32)
+                    .map(|i| (i + 1).wrapping_mul(0x9e37_79b9) ^ (r as u32) << 7)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = rows.iter().map(|r| &r[..]).collect();
+        let total: usize = rows.iter().map(Vec::len).sum();
+        let mut planes = vec![vec![0xaau8; total]; 4];
+        let [p0, p1, p2, p3] = &mut planes[..] else {
+            unreachable!("four planes")
+        };
+        byte_planes(&refs, [p0, p1, p2, p3]);
+        let flat: Vec<u32> = rows.concat();
+        for (i, v) in flat.iter().enumerate() {
+            let got = [planes[0][i], planes[1][i], planes[2][i], planes[3][i]];
+            assert_eq!(got, v.to_le_bytes(), "value {i}");
+        }
     }
 }

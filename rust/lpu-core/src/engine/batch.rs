@@ -24,6 +24,8 @@ use std::sync::OnceLock;
 const MIN_BATCH: u64 = 2;
 /// Most re-issues in one batch (bounds the memory held for their results).
 const MAX_BATCH: u64 = 4096;
+/// Fewest results of a batch of `abc` that its product threads split into byte planes.
+const SPLIT_ROWS: u64 = 64;
 /// Result buffers of folded `abc` batches a plane keeps for its next batches (as many as
 /// the batches it holds unfolded, so that a stream of batches allocates none).
 pub(super) const SPARE_RESULTS: usize = 5;
@@ -118,6 +120,9 @@ pub(super) struct AbcHist {
     ready_lat: u64,
     float: bool,
     pub(super) data: Vec<u32>,
+    /// `data` split into byte planes as `acc` sends it, when the batch did not
+    /// accumulate (its results are likely to be read as they are).
+    planes: Option<[Rows; 4]>,
 }
 
 impl Chip {
@@ -850,10 +855,16 @@ impl Chip {
         } else {
             Activations::Int8(&int8)
         };
+        // Every byte of these is written. (Few results are split faster where they are
+        // sent than handed round as planes.)
+        let mut bytes: Option<[Vec<u8>; 4]> = (!accumulate && k >= SPLIT_ROWS)
+            .then(|| std::array::from_fn(|_| self.pool.take(k as usize * lanes)));
+        let split = bytes.as_mut().map(|b| b.each_mut().map(|v| &mut v[..]));
         self.planes[p]
             .weights
-            .apply(k as usize, x, &mut data, accumulate);
+            .apply_split(k as usize, x, &mut data, accumulate, split);
         drop(planes);
+        let bytes = bytes.map(|b| b.map(|v| self.pool.rows(v, lanes, 1)));
         let lat = self.lat[Op::Abc as usize] as u64;
         let plane = &mut self.planes[p];
         if plane.slots.is_empty() {
@@ -868,6 +879,7 @@ impl Chip {
             ready_lat: lat,
             float,
             data,
+            planes: bytes,
         });
         self.stats.mxm_busy[p] += k * occupancy;
         let macs = k * (lanes * lanes) as u64;
@@ -901,31 +913,47 @@ impl Chip {
         let stop = self.first_issue_of(hz, abc, &[]);
         let slot0 = instr.args[0] as u64;
         let mut results = Vec::new();
+        // Where the first result comes from, and how many of the first results are the
+        // rows after it there.
+        let mut first = None;
+        let mut in_order = 0;
         while (results.len() as u64) < max_k {
             let k = results.len() as u64;
             let tj = t + k * d;
             if tj >= stop {
                 break;
             }
-            match self.slot_value(p, (slot0 + k) % slots, tj) {
-                Some((ready, data)) if tj >= ready => results.push(data),
+            match self.slot_source(p, (slot0 + k) % slots, tj) {
+                Some((ready, data, from)) if tj >= ready => {
+                    if k == 0 {
+                        first = from;
+                    }
+                    if in_order == k && first.is_some_and(|(h, j)| from == Some((h, j + k))) {
+                        in_order += 1;
+                    }
+                    results.push(data);
+                }
                 _ => break,
             }
         }
-        let k = results.len() as u64;
+        let mut k = results.len() as u64;
         if k < MIN_BATCH {
             return 0;
         }
-        // Every byte of these is written (a value per lane of every result).
-        let mut planes: Vec<Vec<u8>> = (0..4).map(|_| self.pool.take(k as usize * lanes)).collect();
-        let [p0, p1, p2, p3] = &mut planes[..] else {
-            unreachable!("four planes")
-        };
-        byte_planes(&results, [p0, p1, p2, p3]);
-        let planes: Vec<Rows> = planes
-            .into_iter()
-            .map(|p| self.pool.rows(p, lanes, 1))
-            .collect();
+        // Rows of one batch of abc that split its results already: views of those (a
+        // batch of acc that runs on into the next batch of abc's results stops there).
+        let made = first.filter(|_| in_order >= MIN_BATCH).and_then(|(h, j)| {
+            let ps = self.planes[p].hist[h].planes.as_ref()?;
+            k = in_order;
+            Some(ps.iter().map(|r| r.sub(j as usize, k as usize)).collect())
+        });
+        let planes: Vec<Rows> = made.unwrap_or_else(|| {
+            // Every byte of these is written (a value per lane of every result).
+            let mut planes: [Vec<u8>; 4] =
+                std::array::from_fn(|_| self.pool.take(k as usize * lanes));
+            mxm::byte_planes(&results, planes.each_mut().map(|v| &mut v[..]));
+            planes.map(|v| self.pool.rows(v, lanes, 1)).to_vec()
+        });
         let lat = self.lat[Op::Acc as usize] as u64;
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {
             return 0;
@@ -936,15 +964,27 @@ impl Chip {
     /// The value of accumulator slot `slot` of plane `p` as an `acc` on cycle `t` sees it:
     /// (ready cycle, data), from the latest `abc` issued on or before `t`.
     pub(super) fn slot_value(&self, p: usize, slot: u64, t: u64) -> Option<(u64, &[u32])> {
+        self.slot_source(p, slot, t).map(|(r, v, _)| (r, v))
+    }
+
+    /// [`Chip::slot_value`], and where the value is: row j of batch `hist[h]` as
+    /// Some((h, j)), or None for the slot itself.
+    #[allow(clippy::type_complexity)]
+    fn slot_source(
+        &self,
+        p: usize,
+        slot: u64,
+        t: u64,
+    ) -> Option<(u64, &[u32], Option<(usize, u64)>)> {
         let lanes = self.lanes;
         let slots = self.cfg.mxm_acc_slots as u64;
         let plane = &self.planes[p];
-        let mut best: Option<(u64, u64, &[u32])> = plane
+        let mut best: Option<(u64, u64, &[u32], _)> = plane
             .slots
             .get(slot as usize)
             .filter(|s| !s.data.is_empty())
-            .map(|s| (s.issued, s.ready, &s.data[..]));
-        for h in &plane.hist {
+            .map(|s| (s.issued, s.ready, &s.data[..], None));
+        for (hi, h) in plane.hist.iter().enumerate() {
             // Re-issue j writes slot (slot0 + j) % slots on cycle t0 + j d.
             let first = (slot + slots - h.slot0) % slots;
             if first >= h.n || h.t0 + first * h.d > t {
@@ -955,10 +995,10 @@ impl Chip {
             let issued = h.t0 + j * h.d;
             if best.as_ref().is_none_or(|b| issued >= b.0) {
                 let v = &h.data[j as usize * lanes..(j as usize + 1) * lanes];
-                best = Some((issued, issued + h.ready_lat, v));
+                best = Some((issued, issued + h.ready_lat, v, Some((hi, j))));
             }
         }
-        best.map(|(_, r, v)| (r, v))
+        best.map(|(_, r, v, from)| (r, v, from))
     }
 
     /// Fold batched `abc` results whose issues are all before `now` into the slots.
@@ -1041,61 +1081,6 @@ pub(super) struct BulkWrite {
     done: u64,
 }
 
-/// 32-bit results as four byte planes (plane b holds byte b of every value, row after
-/// row), as they leave on a stream group: each of `out` holds as many bytes as `rows`
-/// values. A single `acc` and a batch of them both split their results here.
-pub(super) fn byte_planes(rows: &[&[u32]], out: [&mut [u8]; 4]) {
-    let [p0, p1, p2, p3] = out;
-    #[cfg(target_arch = "x86_64")]
-    let simd = std::is_x86_feature_detected!("avx512f");
-    let mut at = 0;
-    for row in rows {
-        let r = at..at + row.len();
-        let mut z = [
-            &mut p0[r.clone()],
-            &mut p1[r.clone()],
-            &mut p2[r.clone()],
-            &mut p3[r],
-        ];
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: AVX-512 F was found on this CPU just above.
-            done = unsafe { byte_planes_avx512(row, &mut z) };
-        }
-        for (e, v) in row.iter().enumerate().skip(done) {
-            [z[0][e], z[1][e], z[2][e], z[3][e]] = v.to_le_bytes();
-        }
-        at += row.len();
-    }
-}
-
-/// [`byte_planes`] of one row, 16 values at a time (each shifted and narrowed to its
-/// bytes); returns how many values it did (the rest are fewer than 16).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn byte_planes_avx512(row: &[u32], z: &mut [&mut [u8]; 4]) -> usize {
-    use std::arch::x86_64::*;
-    let whole = row.len() / 16 * 16;
-    for (i, v) in row[..whole].chunks_exact(16).enumerate() {
-        let v: &[u32; 16] = v.try_into().expect("16");
-        // SAFETY: `v` is 16 readable u32s; the load has no alignment need.
-        let v = unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
-        let bytes = [
-            _mm512_cvtepi32_epi8(v),
-            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<8>(v)),
-            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<16>(v)),
-            _mm512_cvtepi32_epi8(_mm512_srli_epi32::<24>(v)),
-        ];
-        for (plane, b) in z.iter_mut().zip(bytes) {
-            let out: &mut [u8; 16] = (&mut plane[i * 16..i * 16 + 16]).try_into().expect("16");
-            // SAFETY: `out` is 16 writable bytes; the store has no alignment need.
-            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) };
-        }
-    }
-    whole
-}
-
 /// The period p of the vectors `rows` in memory: row j + p follows row j at the next
 /// address in its buffer (for the first of the first 64 rows that has such a p below
 /// 64; else 1). The rows run on to the end of their buffers (see `Streams::tails`);
@@ -1124,30 +1109,4 @@ pub(super) fn advance(instr: &mut Instr, k: u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn byte_planes_split_each_value_into_its_four_bytes() {
-        // Rows of whole and ragged lengths (the vector path and the tail), one empty.
-        let rows: Vec<Vec<u32>> = [320usize, 37, 0, 16, 5]
-            .iter()
-            .enumerate()
-            .map(|(r, &n)| {
-                (0..n as u32)
-                    .map(|i| (i + 1).wrapping_mul(0x9e37_79b9) ^ (r as u32) << 7)
-                    .collect()
-            })
-            .collect();
-        let refs: Vec<&[u32]> = rows.iter().map(|r| &r[..]).collect();
-        let total: usize = rows.iter().map(Vec::len).sum();
-        let mut planes = vec![vec![0xaau8; total]; 4];
-        let [p0, p1, p2, p3] = &mut planes[..] else {
-            unreachable!("four planes")
-        };
-        super::byte_planes(&refs, [p0, p1, p2, p3]);
-        let flat: Vec<u32> = rows.concat();
-        for (i, v) in flat.iter().enumerate() {
-            let got = [planes[0][i], planes[1][i], planes[2][i], planes[3][i]];
-            assert_eq!(got, v.to_le_bytes(), "value {i}");
-        }
-    }
-}
+mod tests {}

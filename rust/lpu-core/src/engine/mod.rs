@@ -1828,7 +1828,7 @@ impl Chip {
                 }
                 let mut out = vec![0u8; 4 * lanes];
                 let mut planes = out.chunks_exact_mut(lanes);
-                batch::byte_planes(
+                crate::mxm::byte_planes(
                     &[&data],
                     std::array::from_fn(|_| planes.next().expect("four planes")),
                 );
