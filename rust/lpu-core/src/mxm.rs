@@ -24,6 +24,8 @@ const ROWS: usize = 6;
 /// Result lanes per block (four AVX-512 or eight AVX2 registers per row; 6 x 4 AVX-512
 /// accumulators leave room for the weights and the broadcast activation).
 const COLS: usize = 64;
+/// fp32 or int32 lanes in one AVX-512 register (the kernels' unit of result lanes).
+const REG_LANES: usize = 16;
 /// Fewest activation rows worth packing int8 weights for the integer kernel.
 const PACK_ROWS: usize = 16;
 /// Fewest activation rows worth laying the fp32 weights out in panels (see
@@ -243,7 +245,8 @@ impl Weights {
             let w = self.values();
             (w, w.len() / n)
         };
-        let panels = (!direct && m >= PANEL_ROWS && n.is_multiple_of(16)).then(|| self.panels());
+        let panels =
+            (!direct && m >= PANEL_ROWS && n.is_multiple_of(REG_LANES)).then(|| self.panels());
         // A block of rows at a time on each thread: activations widened, the sums
         // started, multiplied and stored while they are in cache. fp32 sums are made in
         // the slots' bits; int8 sums in fp32 beside them, then converted.
@@ -746,7 +749,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// Lanes per register; the tiles of `gemm`, ROWS x COLS results (6 x 4 registers).
-    pub(super) const L: usize = 16;
+    pub(super) const L: usize = super::REG_LANES;
     const R: usize = super::ROWS;
     const B: usize = super::COLS / L;
 
@@ -809,15 +812,18 @@ mod avx512 {
             Some(p) => (p, B * L),
             None => (w, n),
         };
-        let at = |b: usize| match panels {
-            Some(_) => b / B * k * B * L + b % B * L,
-            None => b * L,
+        let ws = |b: usize| Wts {
+            w: wt,
+            at: match panels {
+                Some(_) => b / B * k * B * L + b % B * L,
+                None => b * L,
+            },
+            step,
         };
-        let ws = Wts { w: wt, step };
         super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
-            (R, B) => tile::<R, B>(ws, at(b0), n, x, k, y, r0, b0, fresh),
-            (1, B) => tile::<1, B>(ws, at(b0), n, x, k, y, r0, b0, fresh),
-            _ => tile::<1, 1>(ws, at(b0), n, x, k, y, r0, b0, fresh),
+            (R, B) => tile::<R, B>(ws(b0), n, x, k, y, r0, b0, fresh),
+            (1, B) => tile::<1, B>(ws(b0), n, x, k, y, r0, b0, fresh),
+            _ => tile::<1, 1>(ws(b0), n, x, k, y, r0, b0, fresh),
         });
         // Lanes past the last whole register.
         if blocks * L < n {
@@ -831,22 +837,19 @@ mod avx512 {
         }
     }
 
-    /// Weights as a tile reads them: register b of row k at `w[at + k * step + b * L]`,
-    /// for the `at` of the tile's first register.
-    #[derive(Clone, Copy)]
+    /// A tile's weights: register b of row k at `w[at + k * step + b * L]`.
     struct Wts<'a> {
         w: &'a [f32],
+        at: usize,
         step: usize,
     }
 
-    /// Rows r0.. (RR of them) times lane registers b0.. (BB of them), over all of k;
-    /// their weights start at `w_at` of `ws`; the sums start from zero if `fresh`, else
-    /// from `y`.
+    /// Rows r0.. (RR of them) times lane registers b0.. (BB of them), over all of k,
+    /// with the weights `ws`; the sums start from zero if `fresh`, else from `y`.
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
     fn tile<const RR: usize, const BB: usize>(
         ws: Wts<'_>,
-        w_at: usize,
         n: usize,
         x: &[f32],
         k: usize,
@@ -855,7 +858,7 @@ mod avx512 {
         b0: usize,
         fresh: bool,
     ) {
-        let Wts { w, step } = ws;
+        let Wts { w, at: w_at, step } = ws;
         let c0 = b0 * L;
         let at = |r: usize, b: usize| (r0 + r) * n + c0 + b * L;
         let mut acc: [[__m512; BB]; RR] = std::array::from_fn(|r| {
@@ -913,7 +916,7 @@ mod vnni {
     use super::Weights;
 
     /// Result lanes per register.
-    const L: usize = 16;
+    const L: usize = super::REG_LANES;
 
     /// Weights laid out for the kernel: for block b of 16 result lanes and group j of 4
     /// k, the 16 x 4 weights lane-major (one 64-byte register) at `(b * kq + j) * 64`.
@@ -1281,7 +1284,7 @@ mod tests {
             let x = vals.split_off(k * n);
             let w = vals;
             let wts = Weights::new(false, n, w.clone());
-            let panels = n.is_multiple_of(16).then(|| wts.panels());
+            let panels = n.is_multiple_of(REG_LANES).then(|| wts.panels());
             for (p, fresh) in std::iter::once(None)
                 .chain(panels.map(Some))
                 .flat_map(|p| [(p, false), (p, true)])
@@ -1301,7 +1304,7 @@ mod tests {
                     assert!(
                         g.to_bits() == a.to_bits()
                             || (a.is_nan() && g.to_bits() == crate::numerics::F32_NAN)
-                            || (a.is_nan() && g.is_nan() && !n.is_multiple_of(16))
+                            || (a.is_nan() && g.is_nan() && !n.is_multiple_of(REG_LANES))
                     );
                 }
             }

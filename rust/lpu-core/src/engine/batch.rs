@@ -1107,6 +1107,3 @@ pub(super) fn advance(instr: &mut Instr, k: u32) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {}
