@@ -813,7 +813,11 @@ impl Chip {
         }
         // A reused buffer's old values need no clearing when the product writes every
         // value; accumulating, the slots' values (or zeros) go in first.
-        let mut data = self.planes[p].spare.pop().unwrap_or_default();
+        // The longest spare buffer (lengthening a shorter one zeroes what it adds).
+        let spare = &mut self.planes[p].spare;
+        let mut data = (0..spare.len())
+            .max_by_key(|&i| spare[i].len())
+            .map_or_else(Vec::new, |i| spare.swap_remove(i));
         if accumulate {
             self.settle_hist(p, u64::MAX);
             data.clear();
@@ -923,7 +927,26 @@ impl Chip {
             if tj >= stop {
                 break;
             }
-            match self.slot_source(p, (slot0 + k) % slots, tj) {
+            let slot = (slot0 + k) % slots;
+            // The next row of the batch the results so far came from, found without
+            // searching every batch (a stream of results is thousands of them).
+            let next = first
+                .filter(|_| in_order == k && k > 0)
+                .and_then(|(h, j)| self.latest_row(p, h, j + k, slot, tj));
+            let viewed = |(h, _): (usize, u64)| self.planes[p].hist[h].planes.is_some();
+            if next.is_none() && in_order == k && k >= MIN_BATCH && first.is_some_and(viewed) {
+                break; // the views below end here
+            }
+            if let Some(v) = next {
+                debug_assert_eq!(
+                    self.slot_source(p, slot, tj).map(|(_, _, from)| from),
+                    Some(first.map(|(h, j)| (h, j + k)))
+                );
+                in_order += 1;
+                results.push(v);
+                continue;
+            }
+            match self.slot_source(p, slot, tj) {
                 Some((ready, data, from)) if tj >= ready => {
                     if k == 0 {
                         first = from;
@@ -945,9 +968,18 @@ impl Chip {
         let made = first.filter(|_| in_order >= MIN_BATCH).and_then(|(h, j)| {
             let ps = self.planes[p].hist[h].planes.as_ref()?;
             k = in_order;
-            Some(ps.iter().map(|r| r.sub(j as usize, k as usize)).collect())
+            Some((
+                h,
+                j,
+                ps.iter().map(|r| r.sub(j as usize, k as usize)).collect(),
+            ))
         });
-        let planes: Vec<Rows> = made.unwrap_or_else(|| {
+        // Views that reach the end of the batch's planes leave them to the views alone:
+        // their buffers go back to the pool as soon as those are dropped.
+        let done_with = made
+            .as_ref()
+            .and_then(|(h, j, _)| (j + k == self.planes[p].hist[*h].n).then_some(*h));
+        let planes: Vec<Rows> = made.map(|(_, _, v)| v).unwrap_or_else(|| {
             // Every byte of these is written (a value per lane of every result).
             let mut planes: [Vec<u8>; 4] =
                 std::array::from_fn(|_| self.pool.take(k as usize * lanes));
@@ -958,7 +990,32 @@ impl Chip {
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {
             return 0;
         }
+        if let Some(h) = done_with {
+            self.planes[p].hist[h].planes = None;
+        }
         k
+    }
+
+    /// Row `j` of batch `hist[h]` of plane `p`, written to `slot`, when it is what an
+    /// `acc` of that slot on cycle `t` reads (see [`Chip::slot_source`]): issued and
+    /// ready by `t`, and nothing newer wrote the slot by then (neither a later row of
+    /// the batch, nor another batch, nor a single issue).
+    fn latest_row(&self, p: usize, h: usize, j: u64, slot: u64, t: u64) -> Option<&[u32]> {
+        let plane = &self.planes[p];
+        let b = &plane.hist[h];
+        let slots = self.cfg.mxm_acc_slots as u64;
+        let issued = b.t0 + j * b.d;
+        let newer_row = j + slots < b.n && b.t0 + (j + slots) * b.d <= t;
+        let others_older = plane.hist[..h]
+            .iter()
+            .all(|o| o.t0 + (o.n - 1) * o.d < issued)
+            && plane.hist[h + 1..].iter().all(|o| o.t0 > t);
+        let slot_older = plane
+            .slots
+            .get(slot as usize)
+            .is_none_or(|s| s.data.is_empty() || s.issued <= issued);
+        (j < b.n && issued + b.ready_lat <= t && !newer_row && others_older && slot_older)
+            .then(|| &b.data[j as usize * self.lanes..(j as usize + 1) * self.lanes])
     }
 
     /// The value of accumulator slot `slot` of plane `p` as an `acc` on cycle `t` sees it:
