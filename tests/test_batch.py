@@ -129,6 +129,39 @@ def test_chained_results_of_split_tensors(n, dtype, op, then, split, stop):
     run_both(prog, {"x": xv, "y": yv}, until=stop)
 
 
+@pytest.mark.parametrize("split", [1, 3])
+def test_words_a_batch_wrote_read_back_and_written_over_at_once(split):
+    # Batched writes land in SRAM lazily (when something reads their slice, a single
+    # write lands, or the run stops): a single read of words just written must see
+    # them, and a single write over one of them must come after it all the same.
+    cfg = lpu.ChipConfig("tsp_small")
+    n = 200
+    b = Builder(cfg)
+    x = b.input("x", "int8", (n, cfg.lanes), hemi="W", split=split)
+    y = b.input("y", "int8", (n, cfg.lanes), hemi="E", split=split)
+    u = b.input("u", "int8", (1, cfg.lanes), hemi="W", apart_from=[x])
+    z = b.output("z", "int8", (n, cfg.lanes), hemi="E", split=split, apart_from=[y])
+    again = b.output("again", "int8", (2, cfg.lanes), hemi="W", apart_from=[x, u])
+    t = b.earliest([x, y], b.vxm_pos)
+    landed = b.write(b.vxm("add", b.read(x, stream=0, arrive=(b.vxm_pos, t)),
+                           b.read(y, stream=4, arrive=(b.vxm_pos, t)), stream=8), z)
+    for i, v in enumerate((n // 2, n - 1)):
+        back = b.read(z, stream=12, vectors=(v, 1), arrive=(b.vxm_pos, b.earliest([z], b.vxm_pos, landed + 1)),
+                      search=True)
+        b.write(b.vxm("copy", back, stream=16 + 4 * i), again, vectors=(i, 1))
+    late = b.read(u, stream=24, arrive=(b.vxm_pos, b.earliest([u], b.vxm_pos, landed + 1)), search=True)
+    b.write(b.vxm("copy", late, stream=28), z, vectors=(n // 3, 1))
+    rng = np.random.default_rng(split)
+    xv, yv = (rng.integers(-60, 60, (n, cfg.lanes)).astype(np.int8) for _ in range(2))
+    uv = rng.integers(-60, 60, (1, cfg.lanes)).astype(np.int8)
+    batched, out, _ = run_both(b.build(), {"x": xv, "y": yv, "u": uv})
+    assert batched > 0
+    want = xv + yv
+    np.testing.assert_array_equal(out["again"], want[[n // 2, n - 1]])
+    want[n // 3] = uv[0]
+    np.testing.assert_array_equal(out["z"], want)
+
+
 @pytest.mark.parametrize("dt,blocks", [("i8", 20), ("f16", 40), ("i8", 23), ("f16", 41)])
 def test_weight_loads(dt, blocks):
     # A run of lw fills a full plane's weight buffer (20 int8 or 40 fp16 blocks on
@@ -231,8 +264,13 @@ def test_streaming_matmul(dtype, slots_times):
     b.mxm_abc(p, xf, 0)
     af = b.mxm_acc(p, 0, n, at=xf.at(pos) + b.lat["mxm_abc"], stream=20, west=False, stride=stride)
     b.write(af, yt)
-    batched, out, _ = run_both(b.build(), {"x": x})
+    prog = b.build()
+    batched, out, _ = run_both(prog, {"x": x})
     assert batched > 0
+    # Stopped part-way, with results of batches landing in SRAM but not yet written
+    # there: both modes must show the same words.
+    for part in range(1, 6):
+        run_both(prog, {"x": x}, until=xf.at(pos) + stride * n * part // 6)
     want = x.astype(np.float32) @ w.astype(np.float32)
     if dtype == "int8":
         np.testing.assert_array_equal(out["y"], want.astype(np.int32))

@@ -33,6 +33,9 @@ const PACK_ROWS: usize = 16;
 const PANEL_ROWS: usize = 128;
 /// Fewest activation rows worth a second thread.
 const ROWS_PER_THREAD: usize = 64;
+/// Rows per piece of a product shared by threads: each takes pieces until none are
+/// left, so a thread held up (by the OS, or by other work) does fewer of them.
+const PIECE_ROWS: usize = 4 * BLOCK_ROWS;
 /// Activation rows widened to fp32 at a time (a multiple of the kernel's 6-row blocks;
 /// 48 x 320 values stay in L1/L2 between widening and use).
 const BLOCK_ROWS: usize = 48;
@@ -213,12 +216,13 @@ impl Weights {
     /// slots: int32 or fp32) becomes the result of `abc`, added to its value when
     /// `accumulate`, else replacing it.
     pub fn apply(&self, m: usize, x: Activations<'_>, acc: &mut [u32], accumulate: bool) {
-        self.apply_split(m, x, acc, accumulate, None)
+        self.apply_split(m, x, acc, accumulate, None, None)
     }
 
     /// [`Weights::apply`], and with `planes` (M x N bytes each) the results also split
     /// into byte planes (see [`byte_planes`]) by the threads that make them, while they
-    /// are in cache.
+    /// are in cache. `side` runs on the calling thread while the others start on the
+    /// product (it joins them afterwards).
     pub fn apply_split(
         &self,
         m: usize,
@@ -226,6 +230,7 @@ impl Weights {
         acc: &mut [u32],
         accumulate: bool,
         planes: Option<Planes<'_>>,
+        side: Option<&mut dyn FnMut()>,
     ) {
         let n = self.n;
         // Either kernel gives the same integers, so which one runs may depend on what
@@ -236,7 +241,7 @@ impl Weights {
             self.packed.get()
         };
         if let (Some(Some(p)), Activations::Int8(rows)) = (packed, x) {
-            return p.product(m, rows, acc, accumulate, planes);
+            return p.product(m, rows, acc, accumulate, planes, side);
         }
         let direct = self.direct(m);
         let (w, k) = if direct {
@@ -250,7 +255,7 @@ impl Weights {
         // A block of rows at a time on each thread: activations widened, the sums
         // started, multiplied and stored while they are in cache. fp32 sums are made in
         // the slots' bits; int8 sums in fp32 beside them, then converted.
-        par_rows(acc, n, planes, |i0, accs, mut planes| {
+        par_rows(acc, n, planes, side, |i0, accs, mut planes| {
             let most = BLOCK_ROWS.min(accs.len() / n);
             let mut xf = vec![0f32; most * k];
             let mut yf = vec![0f32; if self.int8 { most * n } else { 0 }];
@@ -582,31 +587,52 @@ fn split_planes(planes: Planes<'_>, at: usize) -> (Planes<'_>, Planes<'_>) {
     ([a.0, b.0, c.0, d.0], [a.1, b.1, c.1, d.1])
 }
 
-/// `f(first, rows, their planes)` over blocks of the rows of `acc` (rows of `n`
+/// `f(first, rows, their planes)` over pieces of the rows of `acc` (rows of `n`
 /// values) and the same rows of `planes` (`n` bytes each), on several threads when
-/// there are enough rows. Rows are independent, so splitting them cannot change a bit.
+/// there are enough rows, the calling thread one of them once it has run `side`. Rows
+/// are independent, so splitting them cannot change a bit.
 fn par_rows(
     acc: &mut [u32],
     n: usize,
     mut planes: Option<Planes<'_>>,
+    side: Option<&mut dyn FnMut()>,
     f: impl Fn(usize, &mut [u32], Option<Planes<'_>>) + Sync,
 ) {
     let m = acc.len() / n.max(1);
     let threads = threads().min(m / ROWS_PER_THREAD).max(1);
     if threads == 1 {
+        if let Some(side) = side {
+            side();
+        }
         return f(0, acc, planes);
     }
-    let per = m.div_ceil(threads);
+    let per = PIECE_ROWS.min(m.div_ceil(threads));
+    let mut pieces = Vec::new();
+    for (i, ys) in acc.chunks_mut(per * n).enumerate() {
+        let mine = planes.take().map(|ps| {
+            let (mine, rest) = split_planes(ps, ys.len());
+            planes = Some(rest);
+            mine
+        });
+        pieces.push((i * per, ys, mine));
+    }
+    let queue = Mutex::new(pieces.into_iter());
+    let work = || loop {
+        // A panic on another thread cannot leave the iterator inconsistent.
+        let piece = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+        let Some((i0, ys, planes)) = piece else {
+            return;
+        };
+        f(i0, ys, planes);
+    };
     std::thread::scope(|s| {
-        for (i, ys) in acc.chunks_mut(per * n).enumerate() {
-            let mine = planes.take().map(|ps| {
-                let (mine, rest) = split_planes(ps, ys.len());
-                planes = Some(rest);
-                mine
-            });
-            let f = &f;
-            s.spawn(move || f(i * per, ys, mine));
+        for _ in 1..threads {
+            s.spawn(work);
         }
+        if let Some(side) = side {
+            side();
+        }
+        work();
     });
 }
 
@@ -964,6 +990,7 @@ mod vnni {
             acc: &mut [u32],
             accumulate: bool,
             planes: Option<super::Planes<'_>>,
+            side: Option<&mut dyn FnMut()>,
         ) {
             let (n, kq) = (self.n, self.kq);
             assert!(acc.len() == m * n);
@@ -981,7 +1008,7 @@ mod vnni {
                     }
                 }
                 let xu = &*xu;
-                super::par_rows(acc, n, planes, |i0, ys, planes| {
+                super::par_rows(acc, n, planes, side, |i0, ys, planes| {
                     let xs = &xu[i0 * kq * 4..(i0 + ys.len() / n) * kq * 4];
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Packed` exists only where `available()` found AVX-512 F,
@@ -1119,7 +1146,8 @@ mod tests {
                 v
             }
         };
-        for (m, n) in [(1, 70), (7, 64), (9, 130), (300, 320)] {
+        // 1,000 rows are several pieces per thread, the last one short.
+        for (m, n) in [(1, 70), (7, 64), (9, 130), (300, 320), (1000, 96)] {
             let k = n;
             let w: Vec<f32> = (0..k * n).map(|i| fp16(i, 7919)).collect();
             let x: Vec<f32> = (0..m * k).map(|i| fp16(i, 104_729)).collect();
@@ -1128,7 +1156,12 @@ mod tests {
             let wts = Weights::new(false, n, w);
             let mut got: Vec<u32> = vec![0.5f32.to_bits(); m * n];
             let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * k..(i + 1) * k]);
-            wts.apply(m, Activations::Values(&fill), &mut got, true);
+            // Work handed to the calling thread runs once, whatever the threads do.
+            let mut sides = 0;
+            let mut side = || sides += 1;
+            let x = Activations::Values(&fill);
+            wts.apply_split(m, x, &mut got, true, None, Some(&mut side));
+            assert_eq!(sides, 1);
             assert!(
                 got.iter().zip(&want).all(|(g, w)| *g == w.to_bits()),
                 "{m}x{n}"

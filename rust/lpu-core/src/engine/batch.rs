@@ -248,37 +248,10 @@ impl Chip {
         tail: bool,
     ) -> Vec<Vec<&[u8]>> {
         let k = self.safe_reads(hz, s, n, pos, r, k);
-        let mut planes = self.stream_refs(s, n, pos, r, k, tail);
+        let mut planes = stream_refs(&self.streams, s, n, pos, r, k, tail);
         let m = planes.iter().map(|p| p.len()).min().unwrap_or(0);
         planes.iter_mut().for_each(|p| p.truncate(m));
         planes
-    }
-
-    /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles
-    /// (at most `k`, up to the first missing value), one list per stream (`tail`: as
-    /// `Streams::tails`).
-    fn stream_refs(
-        &self,
-        s: StreamRef,
-        n: u32,
-        pos: u32,
-        r: Run,
-        k: u64,
-        tail: bool,
-    ) -> Vec<Vec<&[u8]>> {
-        (0..n)
-            .map(|b| {
-                let sr = StreamRef {
-                    index: s.index + b,
-                    west: s.west,
-                };
-                let (t, d, k) = (r.t, r.d, k as usize);
-                match tail {
-                    true => self.streams.tails(sr, pos, t, d, k),
-                    false => self.streams.refs(sr, pos, t, d, k),
-                }
-            })
-            .collect()
     }
 
     /// Register results landing on `r`'s cycles on streams [s, s + planes.len()): plane b
@@ -386,6 +359,7 @@ impl Chip {
         if !matches!(instr.op, Op::Read | Op::Write) {
             return 0;
         }
+        self.flush_bulk(Some((hemi, slice)));
         let addr0 = instr.args[0] as u64;
         // Addresses past the slice are a fault: leave those to single issues.
         let mut k = max_k.min((self.cfg.addresses as u64).saturating_sub(addr0));
@@ -846,7 +820,7 @@ impl Chip {
             data.truncate(k as usize * lanes);
         }
         // The activations, up to the first missing one.
-        let planes = self.stream_refs(src, nb, pos, run, k, false);
+        let planes = stream_refs(&self.streams, src, nb, pos, run, k, false);
         k = k.min(planes.iter().map(|p| p.len() as u64).min().unwrap_or(0));
         if k < MIN_BATCH {
             return 0;
@@ -864,9 +838,18 @@ impl Chip {
         let mut bytes: Option<[Vec<u8>; 4]> = (!accumulate && k >= SPLIT_ROWS)
             .then(|| std::array::from_fn(|_| self.pool.take(k as usize * lanes)));
         let split = bytes.as_mut().map(|b| b.each_mut().map(|v| &mut v[..]));
-        self.planes[p]
-            .weights
-            .apply_split(k as usize, x, &mut data, accumulate, split);
+        // Batched writes that have landed go to SRAM while other threads start on the
+        // products: a stream of results is written beside the next batch's products.
+        let (due, bulk, sram) = (self.bulk_due, &mut self.bulk_pending, &mut self.sram);
+        let mut commit = || commit_bulk(sram, bulk, due, None);
+        self.planes[p].weights.apply_split(
+            k as usize,
+            x,
+            &mut data,
+            accumulate,
+            split,
+            Some(&mut commit),
+        );
         drop(planes);
         let bytes = bytes.map(|b| b.map(|v| self.pool.rows(v, lanes, 1)));
         let lat = self.lat[Op::Abc as usize] as u64;
@@ -1091,37 +1074,73 @@ impl Chip {
         }
     }
 
-    /// Commit batched SRAM writes that land on or before `t`.
-    pub(super) fn commit_bulk(&mut self, t: u64) {
-        for w in &mut self.bulk_pending {
-            if w.first > t {
-                continue;
-            }
-            let due = ((t - w.first) / w.d + 1).min(w.n);
-            while w.done < due {
-                // The segment holding word `done`, and how many of its words are due.
-                let mut i = w.done as usize;
-                let seg = w
-                    .segs
-                    .iter()
-                    .find(|s| {
-                        if i < s.n {
-                            true
-                        } else {
-                            i -= s.n;
-                            false
-                        }
-                    })
-                    .expect("within the write");
-                let m = (seg.n - i).min((due - w.done) as usize);
-                let (h, sl, addr) = (w.hemi as usize, w.slice as usize, w.addr0 as usize);
-                let part = seg.sub(i, m);
-                self.sram.write_rows(h, sl, addr + w.done as usize, &part);
-                w.done += m as u64;
-            }
+    /// Write the words of batched writes that have landed (see `Chip::bulk_due`), to
+    /// slice `only` (hemisphere, slice) or to every slice.
+    pub(super) fn flush_bulk(&mut self, only: Option<(u8, u16)>) {
+        if !self.bulk_pending.is_empty() {
+            commit_bulk(&mut self.sram, &mut self.bulk_pending, self.bulk_due, only);
         }
-        self.bulk_pending.retain(|w| w.done < w.n);
     }
+}
+
+/// Commit the words of batched SRAM writes `pending` (to slice `only`, if given) that
+/// land on or before `t`, and forget the writes done.
+fn commit_bulk(sram: &mut Sram, pending: &mut Vec<BulkWrite>, t: u64, only: Option<(u8, u16)>) {
+    for w in pending.iter_mut() {
+        if only.is_some_and(|o| o != (w.hemi, w.slice)) {
+            continue;
+        }
+        let due = w.done + w.due_words(t);
+        while w.done < due {
+            // The segment holding word `done`, and how many of its words are due.
+            let mut i = w.done as usize;
+            let seg = w
+                .segs
+                .iter()
+                .find(|s| {
+                    if i < s.n {
+                        true
+                    } else {
+                        i -= s.n;
+                        false
+                    }
+                })
+                .expect("within the write");
+            let m = (seg.n - i).min((due - w.done) as usize);
+            let (h, sl, addr) = (w.hemi as usize, w.slice as usize, w.addr0 as usize);
+            let part = seg.sub(i, m);
+            sram.write_rows(h, sl, addr + w.done as usize, &part);
+            w.done += m as u64;
+        }
+    }
+    pending.retain(|w| w.done < w.n);
+}
+
+/// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles (at
+/// most `k`, up to the first missing value), one list per stream (`tail`: as
+/// `Streams::tails`).
+fn stream_refs(
+    streams: &Streams,
+    s: StreamRef,
+    n: u32,
+    pos: u32,
+    r: Run,
+    k: u64,
+    tail: bool,
+) -> Vec<Vec<&[u8]>> {
+    (0..n)
+        .map(|b| {
+            let sr = StreamRef {
+                index: s.index + b,
+                west: s.west,
+            };
+            let (t, d, k) = (r.t, r.d, k as usize);
+            match tail {
+                true => streams.tails(sr, pos, t, d, k),
+                false => streams.refs(sr, pos, t, d, k),
+            }
+        })
+        .collect()
 }
 
 /// Batched SRAM writes of one instruction: word j (of `n`, held by the segments in
@@ -1136,6 +1155,16 @@ pub(super) struct BulkWrite {
     segs: Vec<Rows>,
     n: u64,
     done: u64,
+}
+
+impl BulkWrite {
+    /// How many of its words have landed by cycle `t` and are not yet written.
+    fn due_words(&self, t: u64) -> u64 {
+        match t.checked_sub(self.first) {
+            Some(dt) => (dt / self.d + 1).min(self.n) - self.done,
+            None => 0,
+        }
+    }
 }
 
 /// The period p of the vectors `rows` in memory: row j + p follows row j at the next

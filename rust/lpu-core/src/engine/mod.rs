@@ -462,6 +462,10 @@ pub struct Chip {
     cycle: u64,
     pending: VecDeque<PendingWrite>,
     bulk_pending: Vec<batch::BulkWrite>,
+    /// Batched writes landing on or before this cycle have landed, but a slice's words
+    /// are written only when something reads the slice, a single write lands, a batch
+    /// of products has a core to spare, or the run stops (see `Chip::flush_bulk`).
+    bulk_due: u64,
     /// While a tracer records: (writer queue, landing cycle) of each stream value the
     /// current instruction read.
     value_log: Option<Vec<(u32, u64)>>,
@@ -542,6 +546,7 @@ impl Chip {
             cycle: 0,
             pending: VecDeque::new(),
             bulk_pending: Vec::new(),
+            bulk_due: 0,
             value_log: None,
             fast: true,
             notify_at: BTreeSet::new(),
@@ -888,6 +893,7 @@ impl Chip {
                 status = self.run_inner(limits, tracer, &mut None);
             }
         }
+        self.flush_bulk(None);
         self.sram.stop_journal();
         self.fast = fast;
         self.value_log = None;
@@ -1057,8 +1063,9 @@ impl Chip {
     }
 
     fn commit_writes(&mut self, t: u64) {
-        if !self.bulk_pending.is_empty() {
-            self.commit_bulk(t);
+        self.bulk_due = self.bulk_due.max(t);
+        if self.pending.front().is_some_and(|w| w.cycle <= t) {
+            self.flush_bulk(None); // landed before these, or with them
         }
         while self.pending.front().is_some_and(|w| w.cycle <= t) {
             let w = self.pending.pop_front().unwrap();
@@ -1470,6 +1477,9 @@ impl Chip {
         let check_addr = |addr: u32| addr < addresses;
         match instr.op {
             Op::Read | Op::Write => {
+                if instr.op == Op::Read {
+                    self.flush_bulk(Some((hemi, slice)));
+                }
                 let addr = a[0];
                 if !check_addr(addr) {
                     self.raise(
@@ -1533,6 +1543,7 @@ impl Chip {
                     return;
                 }
                 if instr.op == Op::Gather {
+                    self.flush_bulk(Some((hemi, slice)));
                     self.stats.sram_reads += 1;
                     let mut v = std::mem::take(&mut self.so);
                     for (l, &m) in map.iter().enumerate() {
