@@ -171,33 +171,16 @@ impl Sram {
         }
     }
 
-    /// Write the vectors of `rows` to consecutive words from `addr`, a page at a time.
-    pub fn write_rows(&mut self, hemi: usize, slice: usize, addr: usize, rows: &Rows) {
-        if let Some(run) = rows.contiguous() {
-            return self.write_words(hemi, slice, addr, run);
-        }
-        let lanes = self.lanes;
-        let mut done = 0;
-        while done < rows.n {
-            let a = addr + done;
-            let i = self.page_index(hemi, slice, a);
-            let at = a % PAGE_WORDS;
-            let m = (PAGE_WORDS - at).min(rows.n - done);
-            self.keep(i, at..at + m);
-            let words = &mut self.page_mut(i)[at * lanes..(at + m) * lanes];
-            for (r, word) in words.chunks_mut(lanes).enumerate() {
-                word.copy_from_slice(rows.row(done + r));
-            }
-            done += m;
-        }
-    }
-
-    /// Write `data`, whole words end to end, to consecutive words from `addr`: one copy
-    /// per page, and a page written whole is made from the data (not zeroed, or copied
-    /// because a view shares it, first).
-    pub fn write_words(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
-        let lanes = self.lanes;
-        let n = data.len() / lanes;
+    /// `f(sram, page, first word in it, words, words before)` for each page the words
+    /// `addr..addr + n` of a slice lie in, in order, once their old values are kept.
+    fn by_page(
+        &mut self,
+        hemi: usize,
+        slice: usize,
+        addr: usize,
+        n: usize,
+        mut f: impl FnMut(&mut Sram, usize, usize, usize, usize),
+    ) {
         let mut done = 0;
         while done < n {
             let a = addr + done;
@@ -205,14 +188,44 @@ impl Sram {
             let at = a % PAGE_WORDS;
             let m = (PAGE_WORDS - at).min(n - done);
             self.keep(i, at..at + m);
-            let run = &data[done * lanes..(done + m) * lanes];
-            if m == PAGE_WORDS {
-                self.pages[i] = Some(Arc::new(run.to_vec()));
-            } else {
-                self.page_mut(i)[at * lanes..(at + m) * lanes].copy_from_slice(run);
-            }
+            f(self, i, at, m, done);
             done += m;
         }
+    }
+
+    /// Write the vectors of `rows` to consecutive words from `addr`, a page at a time.
+    pub fn write_rows(&mut self, hemi: usize, slice: usize, addr: usize, rows: &Rows) {
+        if let Some(run) = rows.contiguous() {
+            return self.write_words(hemi, slice, addr, run);
+        }
+        let lanes = self.lanes;
+        self.by_page(hemi, slice, addr, rows.n, |sram, i, at, m, done| {
+            let words = &mut sram.page_mut(i)[at * lanes..(at + m) * lanes];
+            for (r, word) in words.chunks_mut(lanes).enumerate() {
+                word.copy_from_slice(rows.row(done + r));
+            }
+        });
+    }
+
+    /// Write `data`, whole words end to end, to consecutive words from `addr`: one copy
+    /// per page, and a page written whole is made from the data (not zeroed, or copied
+    /// because a view shares it, first).
+    pub fn write_words(&mut self, hemi: usize, slice: usize, addr: usize, data: &[u8]) {
+        let lanes = self.lanes;
+        self.by_page(
+            hemi,
+            slice,
+            addr,
+            data.len() / lanes,
+            |sram, i, at, m, done| {
+                let run = &data[done * lanes..(done + m) * lanes];
+                if m == PAGE_WORDS {
+                    sram.pages[i] = Some(Arc::new(run.to_vec()));
+                } else {
+                    sram.page_mut(i)[at * lanes..(at + m) * lanes].copy_from_slice(run);
+                }
+            },
+        );
     }
 
     /// Write byte `lane` of `data` to that lane of word `addr`, for each (lane, addr) of
