@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import lpu
@@ -552,15 +552,22 @@ def test_a_breakpoint_on_a_repeat_stops_there_in_both_modes():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 255), st.integers(2, 36)), min_size=1, max_size=7), st.integers(0, 2**32 - 1))
+@given(st.lists(st.tuples(st.integers(0, 255), st.one_of(st.integers(2, 36), st.integers(250, 300))),
+                min_size=1, max_size=7), st.integers(0, 2**32 - 1))
+# Nearly every slot, then short runs that miss the rest: the first run's values stay.
+@example(later=[(10, 250), (100, 30), (200, 5), (50, 7), (150, 3)], seed=1)
+# Every slot again, later than the first (which it hides), then short runs.
+@example(later=[(7, 256), (100, 30), (200, 5), (50, 7), (150, 3)], seed=2)
+@example(later=[(3, 300), (40, 20), (60, 20), (80, 20), (90, 256), (1, 2)], seed=3)
 def test_abc_runs_over_overlapping_slots(later, seed):
     """int8 abc runs into overlapping, wrapping ranges of the 256 slots (up to eight
-    runs: more than a plane keeps unfolded), the first filling them all, then every slot
-    read back: each holds the product of the last activation written to it, in fast
-    and one-by-one mode alike."""
+    runs: more than a plane keeps unfolded), the first filling them all, later ones short,
+    nearly all of them or all of them again (a run that fills every slot hides the ones
+    before it), then every slot read back: each holds the product of the last activation
+    written to it, in fast and one-by-one mode alike."""
     from lpu.kernels.matmul import load_weights
 
-    cfg = lpu.ChipConfig("tsp_small")
+    cfg = lpu.ChipConfig("tsp_small", addresses=4096)  # room for long runs
     lanes, slots = cfg.lanes, cfg.mxm_acc_slots
     rng = np.random.default_rng(seed)
     runs = [(0, slots)] + later

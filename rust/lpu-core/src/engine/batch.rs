@@ -28,7 +28,9 @@ const MAX_BATCH: u64 = 4096;
 const SPLIT_ROWS: u64 = 64;
 /// Result buffers of folded `abc` batches a plane keeps for its next batches (as many as
 /// the batches it holds unfolded, so that a stream of batches allocates none).
-pub(super) const SPARE_RESULTS: usize = 5;
+const SPARE_RESULTS: usize = 5;
+/// Batches of `abc` a plane keeps unfolded (see `Chip::settle_hist`).
+pub(super) const UNFOLDED: usize = 4;
 
 /// One batch attempt: queue, its instruction (operands of the first re-issue), its
 /// position, the cycles of the re-issues and how many at most.
@@ -119,6 +121,7 @@ pub(super) struct AbcHist {
     slot0: u64,
     ready_lat: u64,
     float: bool,
+    /// The results, row j at `j * lanes` (a reused buffer may hold more rows after them).
     pub(super) data: Vec<u32>,
     /// `data` split into byte planes as `acc` sends it, when the batch did not
     /// accumulate (its results are likely to be read as they are).
@@ -786,8 +789,8 @@ impl Chip {
             return 0;
         }
         // A reused buffer's old values need no clearing when the product writes every
-        // value; accumulating, the slots' values (or zeros) go in first.
-        // The longest spare buffer (lengthening a shorter one zeroes what it adds).
+        // value, nor is it cut to the batch's length (it stays as long as it was: see
+        // `keep_spare`); accumulating, the slots' values (or zeros) go in first.
         let spare = &mut self.planes[p].spare;
         let mut data = (0..spare.len())
             .max_by_key(|&i| spare[i].len())
@@ -796,7 +799,9 @@ impl Chip {
             self.settle_hist(p, u64::MAX);
             data.clear();
         }
-        data.resize(k as usize * lanes, 0);
+        if data.len() < k as usize * lanes {
+            data.resize(k as usize * lanes, 0);
+        }
         if accumulate {
             for j in 0..k as usize {
                 let slot = ((slot0 + j as u64) % slots) as usize;
@@ -825,7 +830,6 @@ impl Chip {
         if k < MIN_BATCH {
             return 0;
         }
-        data.truncate(k as usize * lanes);
         let fp16 = |j: usize, xs: &mut [f32]| mxm::widen_f16(planes[0][j], planes[1][j], xs);
         let int8 = |j: usize| planes[0][j];
         let x = if float {
@@ -845,7 +849,7 @@ impl Chip {
         self.planes[p].weights.apply_split(
             k as usize,
             x,
-            &mut data,
+            &mut data[..k as usize * lanes],
             accumulate,
             split,
             Some(&mut commit),
@@ -933,6 +937,12 @@ impl Chip {
                 Some((ready, data, from)) if tj >= ready => {
                     if k == 0 {
                         first = from;
+                    }
+                    // The first row of a batch that split its results: the next batch of
+                    // acc sends views of them.
+                    let other = |(h, j): (usize, u64)| j == 0 && first.is_none_or(|(f, _)| f != h);
+                    if k >= MIN_BATCH && from.is_some_and(|at| other(at) && viewed(at)) {
+                        break;
                     }
                     if in_order == k && first.is_some_and(|(h, j)| from == Some((h, j + k))) {
                         in_order += 1;
@@ -1041,10 +1051,10 @@ impl Chip {
         best.map(|(_, r, v, from)| (r, v, from))
     }
 
-    /// Fold batched `abc` results whose issues are all before `now` into the slots.
-    /// Each slot takes the newest of them that wrote it (as writing them in order would
-    /// leave it); the others are never copied: a stream of batches that each fill
-    /// every slot copies one batch's results, not all of them.
+    /// Fold batched `abc` results whose issues are all before `now` into the slots
+    /// (`u64::MAX`: all of them, so that the slots can be read directly). Each slot
+    /// takes the newest of them that wrote it (as writing them in order would leave it),
+    /// unless a single `abc` wrote it later; the others are never copied.
     pub(super) fn settle_hist(&mut self, p: usize, now: u64) {
         let lanes = self.lanes;
         let slots = self.cfg.mxm_acc_slots as u64;
@@ -1053,6 +1063,21 @@ impl Chip {
             .into_iter()
             .partition(|h| now == u64::MAX || h.t0 + (h.n - 1) * h.d < now);
         plane.hist = keep;
+        // Unless the slots are about to be read directly: the newest of them that wrote
+        // every slot stays unfolded and hides everything older, which goes unread (a
+        // stream of batches is then never copied into the slots).
+        if now != u64::MAX {
+            if let Some(c) = done.iter().rposition(|h| h.n >= slots) {
+                if done.len() - c + plane.hist.len() <= UNFOLDED {
+                    for h in done.drain(..c) {
+                        keep_spare(&mut plane.spare, h.data);
+                    }
+                    done.append(&mut plane.hist);
+                    plane.hist = done;
+                    return;
+                }
+            }
+        }
         let mut seen = vec![false; slots as usize];
         while let Some(h) = done.pop() {
             for j in (h.n.saturating_sub(slots)..h.n).rev() {
@@ -1061,16 +1086,18 @@ impl Chip {
                     continue;
                 }
                 let s = &mut plane.slots[slot];
+                let issued = h.t0 + j * h.d;
+                if !s.data.is_empty() && s.issued > issued {
+                    continue; // a single abc replaced it since
+                }
                 s.data.clear();
                 s.data
                     .extend_from_slice(&h.data[j as usize * lanes..(j as usize + 1) * lanes]);
                 s.float = h.float;
-                s.issued = h.t0 + j * h.d;
-                s.ready = s.issued + h.ready_lat;
+                s.issued = issued;
+                s.ready = issued + h.ready_lat;
             }
-            if plane.spare.len() < SPARE_RESULTS {
-                plane.spare.push(h.data);
-            }
+            keep_spare(&mut plane.spare, h.data);
         }
     }
 
@@ -1114,6 +1141,19 @@ fn commit_bulk(sram: &mut Sram, pending: &mut Vec<BulkWrite>, t: u64, only: Opti
         }
     }
     pending.retain(|w| w.done < w.n);
+}
+
+/// Keep result buffer `v` for a later batch: up to SPARE_RESULTS of them, the longest
+/// (a batch lengthening a shorter one zeroes what it adds).
+pub(super) fn keep_spare(spare: &mut Vec<Vec<u32>>, v: Vec<u32>) {
+    if spare.len() < SPARE_RESULTS {
+        return spare.push(v);
+    }
+    if let Some(short) = spare.iter_mut().min_by_key(|s| s.len()) {
+        if short.len() < v.len() {
+            *short = v;
+        }
+    }
 }
 
 /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles (at

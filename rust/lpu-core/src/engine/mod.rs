@@ -379,8 +379,9 @@ impl Plane {
     fn recycled(self) -> Plane {
         let (weights, raw) = self.weights.recycled();
         let mut spare = self.spare;
-        let room = batch::SPARE_RESULTS.saturating_sub(spare.len());
-        spare.extend(self.hist.into_iter().map(|h| h.data).take(room));
+        for h in self.hist {
+            batch::keep_spare(&mut spare, h.data);
+        }
         Plane {
             buf: if self.buf.is_empty() { raw } else { self.buf },
             weights,
@@ -957,7 +958,7 @@ impl Chip {
             self.commit_writes(t);
             self.streams.prune(t);
             for p in 0..self.planes.len() {
-                if self.planes[p].hist.len() > 4 {
+                if self.planes[p].hist.len() > batch::UNFOLDED {
                     self.settle_hist(p, t);
                 }
             }
@@ -1737,7 +1738,10 @@ impl Chip {
             Op::Abc => {
                 let slot = (a[1] % slots) as usize;
                 let accumulate = a[2] != 0;
-                self.settle_hist(p, u64::MAX);
+                // Adding to the slot reads it; replacing it makes it newer than any batch.
+                if accumulate {
+                    self.settle_hist(p, u64::MAX);
+                }
                 let (w_dtype, ready, busy_until) = {
                     let plane = &self.planes[p];
                     (plane.w_dtype, plane.ready, plane.busy_until)
