@@ -465,7 +465,8 @@ pub struct Chip {
     bulk_pending: Vec<batch::BulkWrite>,
     /// Batched writes landing on or before this cycle have landed, but a slice's words
     /// are written only when something reads the slice, a single write lands, a batch
-    /// of products has a core to spare, or the run stops (see `Chip::flush_bulk`).
+    /// of products starts (its calling thread writes them while the others multiply),
+    /// or the run stops (see `Chip::flush_bulk`).
     bulk_due: u64,
     /// While a tracer records: (writer queue, landing cycle) of each stream value the
     /// current instruction read.
