@@ -791,10 +791,7 @@ impl Chip {
         // A reused buffer's old values need no clearing when the product writes every
         // value, nor is it cut to the batch's length (it stays as long as it was: see
         // `keep_spare`); accumulating, the slots' values (or zeros) go in first.
-        let spare = &mut self.planes[p].spare;
-        let mut data = (0..spare.len())
-            .max_by_key(|&i| spare[i].len())
-            .map_or_else(Vec::new, |i| spare.swap_remove(i));
+        let mut data = take_spare(&mut self.planes[p].spare);
         if accumulate {
             self.settle_hist(p, u64::MAX);
             data.clear();
@@ -1141,6 +1138,13 @@ fn commit_bulk(sram: &mut Sram, pending: &mut Vec<BulkWrite>, t: u64, only: Opti
         }
     }
     pending.retain(|w| w.done < w.n);
+}
+
+/// The longest spare result buffer (see [`keep_spare`]), or a new one.
+fn take_spare(spare: &mut Vec<Vec<u32>>) -> Vec<u32> {
+    (0..spare.len())
+        .max_by_key(|&i| spare[i].len())
+        .map_or_else(Vec::new, |i| spare.swap_remove(i))
 }
 
 /// Keep result buffer `v` for a later batch: up to SPARE_RESULTS of them, the longest

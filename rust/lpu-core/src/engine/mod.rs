@@ -1477,11 +1477,11 @@ impl Chip {
         let lanes = self.lanes;
         let addresses = self.cfg.addresses;
         let check_addr = |addr: u32| addr < addresses;
+        if matches!(instr.op, Op::Read | Op::Gather) {
+            self.flush_bulk(Some((hemi, slice))); // batched writes it may read
+        }
         match instr.op {
             Op::Read | Op::Write => {
-                if instr.op == Op::Read {
-                    self.flush_bulk(Some((hemi, slice)));
-                }
                 let addr = a[0];
                 if !check_addr(addr) {
                     self.raise(
@@ -1545,7 +1545,6 @@ impl Chip {
                     return;
                 }
                 if instr.op == Op::Gather {
-                    self.flush_bulk(Some((hemi, slice)));
                     self.stats.sram_reads += 1;
                     let mut v = std::mem::take(&mut self.so);
                     for (l, &m) in map.iter().enumerate() {
