@@ -35,10 +35,11 @@ const PANEL_ROWS: usize = 128;
 const ROWS_PER_THREAD: usize = 64;
 /// Rows per piece of a product shared by threads: each takes pieces until none are
 /// left, so a thread held up (by the OS, or by other work) does fewer of them.
-const PIECE_ROWS: usize = 4 * BLOCK_ROWS;
-/// Activation rows widened to fp32 at a time (a multiple of the kernel's 6-row blocks;
-/// 48 x 320 values stay in L1/L2 between widening and use).
-const BLOCK_ROWS: usize = 48;
+const PIECE_ROWS: usize = 2 * BLOCK_ROWS;
+/// Activation rows widened to fp32 at a time (a multiple of the kernel's 6-row blocks):
+/// 96 x 320 values stay in L2 between widening and use, and each block of weights the
+/// AVX-512 kernel keeps in L1 serves 16 tiles of rows.
+const BLOCK_ROWS: usize = 96;
 
 /// Fewest activation rows worth widening the weights to fp32 once for the register-tiled
 /// kernel; fewer rows are multiplied straight from the installed bytes.
@@ -778,6 +779,8 @@ mod avx512 {
     pub(super) const L: usize = super::REG_LANES;
     const R: usize = super::ROWS;
     const B: usize = super::COLS / L;
+    /// Rows of weights per block of k (see `gemm`).
+    const KC: usize = 64;
 
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
@@ -846,11 +849,45 @@ mod avx512 {
             },
             step,
         };
-        super::for_tiles(m, blocks, R, B, |rows, regs, r0, b0| match (rows, regs) {
-            (R, B) => tile::<R, B>(ws(b0), n, x, k, y, r0, b0, fresh),
-            (1, B) => tile::<1, B>(ws(b0), n, x, k, y, r0, b0, fresh),
-            _ => tile::<1, 1>(ws(b0), n, x, k, y, r0, b0, fresh),
-        });
+        // A block of KC rows of one panel's weights (16 KB) stays in L1 while every row
+        // of activations goes through it; the sums go to `y` and come back between
+        // blocks, exact as fp32, so the order over k and the bits are the same as one
+        // pass. With the whole of k per tile, the weights came from L2 for every tile
+        // and the loop waited on them. (With this, and the tile's registers in plain
+        // arrays rather than built by array::from_fn, the kernel alone on 2 threads
+        // and 25,000 rows of 320: 29-31 -> 24-25 ms.)
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = B.min(blocks - b0);
+            let mut k0 = 0;
+            loop {
+                let k1 = (k0 + KC).min(k);
+                let span = Span {
+                    k0,
+                    k1,
+                    load: k0 > 0 || !fresh,
+                    last: k1 == k,
+                };
+                let mut r0 = 0;
+                while r0 < m {
+                    if nb < B {
+                        (b0..b0 + nb).for_each(|b| tile::<1, 1>(ws(b), n, x, k, y, r0, b, span));
+                        r0 += 1;
+                    } else if m - r0 >= R {
+                        tile::<R, B>(ws(b0), n, x, k, y, r0, b0, span);
+                        r0 += R;
+                    } else {
+                        tile::<1, B>(ws(b0), n, x, k, y, r0, b0, span);
+                        r0 += 1;
+                    }
+                }
+                if span.last {
+                    break;
+                }
+                k0 = k1;
+            }
+            b0 += nb;
+        }
         // Lanes past the last whole register.
         if blocks * L < n {
             for r in 0..m {
@@ -870,8 +907,18 @@ mod avx512 {
         step: usize,
     }
 
-    /// Rows r0.. (RR of them) times lane registers b0.. (BB of them), over all of k,
-    /// with the weights `ws`; the sums start from zero if `fresh`, else from `y`.
+    /// Which k a tile sums over, whether it starts from the values in `y` (else from
+    /// zero) and whether it is the last span of k (its stores make NaNs canonical).
+    #[derive(Clone, Copy)]
+    struct Span {
+        k0: usize,
+        k1: usize,
+        load: bool,
+        last: bool,
+    }
+
+    /// Rows r0.. (RR of them) times lane registers b0.. (BB of them), over the span of
+    /// k, with the weights `ws` (x and y rows have k and n values).
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
     fn tile<const RR: usize, const BB: usize>(
@@ -882,37 +929,39 @@ mod avx512 {
         y: &mut [f32],
         r0: usize,
         b0: usize,
-        fresh: bool,
+        span: Span,
     ) {
         let Wts { w, at: w_at, step } = ws;
+        let Span { k0, k1, load, last } = span;
         let c0 = b0 * L;
-        let at = |r: usize, b: usize| (r0 + r) * n + c0 + b * L;
-        let mut acc: [[__m512; BB]; RR] = std::array::from_fn(|r| {
-            std::array::from_fn(|b| {
-                let src: &[f32; L] = y[at(r, b)..at(r, b) + L].try_into().expect("16");
-                if fresh {
-                    return _mm512_setzero_ps();
+        // The loops read and write no value outside these bounds, checked once here:
+        // checks per value were half the loop's instructions, and the loop runs at the
+        // rate the CPU decodes them.
+        assert!(c0 + BB * L <= n && (r0 + RR) * n <= y.len() && (r0 + RR) * k <= x.len());
+        assert!(k1 <= k && (k1 == k0 || w_at + (k1 - 1) * step + BB * L <= w.len()));
+        let (wp, xp, yp) = (w.as_ptr(), x.as_ptr(), y.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); BB]; RR];
+        if load {
+            for (r, a) in acc.iter_mut().enumerate() {
+                for (b, a) in a.iter_mut().enumerate() {
+                    // SAFETY: row r0 + r, lanes c0 + b * L.. + L are within y (asserted
+                    // above); the load has no alignment need.
+                    *a = unsafe { _mm512_loadu_ps(yp.add((r0 + r) * n + c0 + b * L)) };
                 }
-                // SAFETY: `src` is 16 readable f32s; the load has no alignment need.
-                unsafe { _mm512_loadu_ps(src.as_ptr()) }
-            })
-        });
-        let xs: [&[f32]; RR] = std::array::from_fn(|r| &x[(r0 + r) * k..(r0 + r + 1) * k]);
-        // The loop reads no value outside these bounds, checked once here: its checks per
-        // value were half the loop's instructions, and the loop runs at the rate the
-        // CPU decodes them.
-        assert!(k == 0 || w_at + (k - 1) * step + BB * L <= w.len());
-        let wp = w.as_ptr();
-        for kk in 0..k {
-            let wv: [__m512; BB] = std::array::from_fn(|b| {
-                // SAFETY: kk < k and b < BB, so these 16 values end at or before
-                // w_at + (k - 1) * step + BB * L, within w (asserted above); the load has
-                // no alignment need.
-                unsafe { _mm512_loadu_ps(wp.add(w_at + kk * step + b * L)) }
-            });
-            for (a, xr) in acc.iter_mut().zip(&xs) {
-                // SAFETY: each row of xs has k values (sliced above) and kk < k.
-                let xb = _mm512_set1_ps(unsafe { *xr.get_unchecked(kk) });
+            }
+        }
+        for kk in k0..k1 {
+            let mut wv = [_mm512_setzero_ps(); BB];
+            for (b, v) in wv.iter_mut().enumerate() {
+                // SAFETY: kk < k1 and b < BB, so these 16 values end at or before
+                // w_at + (k1 - 1) * step + BB * L, within w (asserted above); the load
+                // has no alignment need.
+                *v = unsafe { _mm512_loadu_ps(wp.add(w_at + kk * step + b * L)) };
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: row r0 + r of x has k values, within x (asserted above), and
+                // kk < k1 <= k.
+                let xb = _mm512_set1_ps(unsafe { *xp.add((r0 + r) * k + kk) });
                 for (a, wv) in a.iter_mut().zip(&wv) {
                     // One rounding, as the separate multiply and add (see `gemm`).
                     *a = _mm512_fmadd_ps(xb, *wv, *a);
@@ -922,10 +971,13 @@ mod avx512 {
         let nan = _mm512_set1_ps(f32::from_bits(crate::numerics::F32_NAN));
         for (r, a) in acc.iter().enumerate() {
             for (b, a) in a.iter().enumerate() {
-                let out: &mut [f32; L] = (&mut y[at(r, b)..at(r, b) + L]).try_into().expect("16");
-                let v = _mm512_mask_mov_ps(*a, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*a, *a), nan);
-                // SAFETY: `out` is 16 writable f32s; the store has no alignment need.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+                let v = if last {
+                    _mm512_mask_mov_ps(*a, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*a, *a), nan)
+                } else {
+                    *a
+                };
+                // SAFETY: as the loads above; the store has no alignment need.
+                unsafe { _mm512_storeu_ps(yp.add((r0 + r) * n + c0 + b * L), v) };
             }
         }
     }
@@ -1302,7 +1354,8 @@ mod tests {
             return;
         }
         // Sizes with every kind of edge: rows past the 6-row tiles, lanes past the
-        // 64-lane tiles and past the last 16-lane register; with the weights in panels
+        // 64-lane tiles and past the last 16-lane register, k past one block of the
+        // kernel's KC weight rows; with the weights in panels
         // where N is whole registers (208: a last panel of one register).
         for (m, n, k) in [
             (13, 320, 40),
@@ -1311,6 +1364,10 @@ mod tests {
             (6, 64, 1),
             (20, 200, 64),
             (19, 208, 30),
+            // k in several blocks of the kernel's KC, the last one whole or short.
+            (13, 320, 130),
+            (7, 64, 65),
+            (8, 80, 128),
         ] {
             let mut vals = fp16_values(0x9e37_79b9 + m as u64, k * n + m * k + m * n);
             let start: Vec<f32> = vals.split_off(k * n + m * k);
