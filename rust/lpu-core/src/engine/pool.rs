@@ -38,17 +38,22 @@ impl Pool {
         let mut lent = self.lent();
         // Free buffers: only the pool refers to them (no weak references are ever made).
         let free = |b: &Arc<Vec<u8>>| Arc::strong_count(b) == 1;
-        // The newest SPARE of them are kept (the list is in lending order).
+        // SPARE of them are kept: the smallest go first (the oldest of equals; the list
+        // is in lending order), since they are the cheapest to make again. Dropping the
+        // oldest instead let a streaming matmul's few small batches push out its 1.3 MB
+        // planes every run, each then allocated and zeroed again.
         let mut extra = lent
             .iter()
             .filter(|b| free(b))
             .count()
             .saturating_sub(SPARE);
-        lent.retain(|b| {
-            let drop = extra > 0 && free(b);
-            extra -= drop as usize;
-            !drop
-        });
+        while extra > 0 {
+            let smallest = (0..lent.len())
+                .filter(|&i| free(&lent[i]))
+                .min_by_key(|&i| lent[i].capacity());
+            lent.remove(smallest.expect("a free buffer"));
+            extra -= 1;
+        }
         // The newest (likeliest still in cache) that holds `len` bytes and is not more
         // than twice that (a short batch would hold a long one's buffer).
         let best = lent
@@ -113,5 +118,18 @@ mod tests {
         }
         pool.take(1 << 20);
         assert!(pool.lent().len() <= SPARE);
+    }
+
+    #[test]
+    fn the_smallest_spare_buffers_go_first() {
+        let pool = Pool::default();
+        let big = pool.rows(vec![7; 4096], 16, 1);
+        drop(big);
+        let small: Vec<Rows> = (0..2 * SPARE)
+            .map(|_| pool.rows(vec![0; 16], 16, 1))
+            .collect();
+        drop(small);
+        // The big one back (a new one would be zeroed, wherever it was put).
+        assert_eq!(pool.take(4096), vec![7; 4096]);
     }
 }
