@@ -11,6 +11,9 @@
 use crate::isa::StreamRef;
 use std::sync::Arc;
 
+/// Most values [`Streams::run`] copies at a time.
+const COPY_RUN: usize = 32;
+
 /// `n` vectors of `width` bytes in a shared buffer, vector i at byte `off + i * stride`,
 /// or where `fold` puts it. Batched values travel as these without being copied: a run
 /// of SRAM words is a view of an SRAM page, a batch's results are one buffer for all
@@ -335,14 +338,17 @@ impl Streams {
         self.bulk[b.sid].push(b);
     }
 
-    /// The values a reader at `pos` sees on stream `s` on cycles t, t + d, ... (at most
-    /// `k`), up to the first cycle with no value: a view of one batched writer's buffer
-    /// when it provides them all, else a copy. None: the first value is missing.
+    /// The first of the values a reader at `pos` sees on stream `s` on cycles t, t + d,
+    /// ... (at most `k`), up to the first cycle with no value: a view of one batched
+    /// writer's buffer for as many as it provides in order, else a copy of at most
+    /// COPY_RUN of them (so that the next call views what a batched writer provides
+    /// after them: a run of results began with a few single issues and was copied
+    /// whole, 1,000 vectors at a time). None: the first value is missing.
     pub fn run(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Option<Rows> {
         if let Some(view) = self.span(s, pos, t, d, k) {
             return Some(view);
         }
-        let refs = self.refs(s, pos, t, d, k);
+        let refs = self.refs(s, pos, t, d, k.min(COPY_RUN));
         (!refs.is_empty()).then(|| Rows::new(refs.concat(), self.lanes))
     }
 
