@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Free buffers kept (more are released).
 const SPARE: usize = 16;
+/// Buffers shorter than this are neither lent nor taken back: the allocator makes them
+/// about as fast, and a decode step's thousand small batches made every take scan
+/// some fifty lent buffers.
+const POOLED: usize = 16 * 1024;
 
 /// Behind a lock so that a batch can take buffers while it holds references into the
 /// chip (uncontended: one thread runs a chip).
@@ -35,6 +39,9 @@ impl Pool {
     /// A buffer of `len` bytes. A reused one holds old results: the caller must write
     /// every byte before sharing it.
     pub fn take(&self, len: usize) -> Vec<u8> {
+        if len < POOLED {
+            return vec![0; len];
+        }
         let mut lent = self.lent();
         // Free buffers: only the pool refers to them (no weak references are ever made).
         let free = |b: &Arc<Vec<u8>>| Arc::strong_count(b) == 1;
@@ -72,7 +79,9 @@ impl Pool {
     /// back to the pool once every holder has dropped it.
     pub fn rows(&self, v: Vec<u8>, width: usize, p: usize) -> Rows {
         let rows = Rows::folded(v, width, p);
-        self.lent().push(rows.data.clone());
+        if rows.data.capacity() >= POOLED {
+            self.lent().push(rows.data.clone());
+        }
         rows
     }
 }
@@ -81,55 +90,66 @@ impl Pool {
 mod tests {
     use super::*;
 
+    /// The shortest pooled buffer.
+    const U: usize = POOLED;
+
     #[test]
     fn a_buffer_comes_back_only_when_no_one_holds_it() {
         let pool = Pool::default();
-        let a = pool.rows(vec![7; 64], 8, 1);
+        let a = pool.rows(vec![7; 8 * U], 8, 1);
         let ptr = a.data.as_ptr();
         // Still held: a new buffer, zeroed.
-        let b = pool.take(64);
+        let b = pool.take(8 * U);
         assert_ne!(b.as_ptr(), ptr);
         assert!(b.iter().all(|x| *x == 0));
         drop(a);
         // Let go: the same memory, cut to length.
-        let c = pool.take(48);
+        let c = pool.take(6 * U);
         assert_eq!(c.as_ptr(), ptr);
-        assert_eq!(c, vec![7; 48]);
+        assert_eq!(c, vec![7; 6 * U]);
         // A clone of the pool (of the chip) shares nothing.
         let d = pool.rows(c, 8, 1);
         let copy = pool.clone();
         assert!(copy.lent().is_empty());
         drop(d);
-        // Far too big for 8 bytes: kept for a longer batch.
-        let small = pool.take(8);
+        // Far too big for U bytes: kept for a longer batch.
+        let small = pool.take(U);
         assert_ne!(small.as_ptr(), ptr);
         assert_eq!(pool.lent().len(), 1);
-        let again = pool.take(40);
+        let again = pool.take(5 * U);
         assert_eq!(again.as_ptr(), ptr);
         assert!(pool.lent().is_empty());
+    }
+
+    #[test]
+    fn short_buffers_are_not_pooled() {
+        let pool = Pool::default();
+        drop(pool.rows(vec![7; U - 1], 1, 1));
+        assert!(pool.lent().is_empty());
+        assert_eq!(pool.take(U - 1), vec![0; U - 1]);
     }
 
     #[test]
     fn spare_buffers_are_bounded() {
         let pool = Pool::default();
         for _ in 0..3 * SPARE {
-            let r = pool.rows(vec![0; 16], 16, 1);
+            let r = pool.rows(vec![0; U], 16, 1);
             drop(r);
         }
-        pool.take(1 << 20);
+        pool.take(64 * U);
         assert!(pool.lent().len() <= SPARE);
     }
 
     #[test]
     fn the_smallest_spare_buffers_go_first() {
         let pool = Pool::default();
-        let big = pool.rows(vec![7; 4096], 16, 1);
+        let big = pool.rows(vec![7; 4 * U], 16, 1);
         drop(big);
         let small: Vec<Rows> = (0..2 * SPARE)
-            .map(|_| pool.rows(vec![0; 16], 16, 1))
+            .map(|_| pool.rows(vec![0; U], 16, 1))
             .collect();
         drop(small);
         // The big one back (a new one would be zeroed, wherever it was put).
-        assert_eq!(pool.take(4096), vec![7; 4096]);
+        assert_eq!(pool.take(4 * U), vec![7; 4 * U]);
     }
 }
