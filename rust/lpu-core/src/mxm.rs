@@ -322,12 +322,25 @@ fn as_f32(bits: &mut [u32]) -> &mut [f32] {
 /// finite, the tail's whole effect is: if some product is +0 (some x[k] has its sign bit
 /// clear), sums that are -0 become +0. A row with an infinity or NaN in its tail takes
 /// the plain loop (0 x inf is NaN).
+fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if y.len() == n && avx512::available() {
+        // SAFETY: `available()` found AVX-512 F and FMA on this CPU, the target features
+        // the function requires; it reads memory out of slices only where it asserted
+        // the bounds first.
+        unsafe { avx512::from_bytes_row(int8, raw, used, n, x, y) };
+        return add_zero_products(&x[used.min(n)..n], y);
+    }
+    from_bytes_rows(int8, raw, used, n, x, y)
+}
+
+/// [`from_bytes`] on any CPU, for any number of rows.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma",
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
+fn from_bytes_rows(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
     let rb = if int8 { n } else { 2 * n };
     let mut wr = vec![0f32; n];
     for kk in 0..used.min(n) {
@@ -816,6 +829,124 @@ mod avx512 {
             unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
         }
         super::widen_f16_portable(&lo[whole..n], &hi[whole..n], &mut out[whole..n]);
+    }
+
+    /// [`super::from_bytes`] for one row of activations: the sums stay in registers
+    /// (up to 20 of them, 320 lanes, per pass over k) while each weight row is widened
+    /// 16 lanes at a time straight into its multiply-add, y[c] += x[k] * w[k][c] for k
+    /// in order, so the bits are the plain loop's. A decode step multiplies every
+    /// weight once this way; widening each row into memory and adding it from there
+    /// took half as many instructions again. Lanes past the last whole register take
+    /// the plain loop. Leaves the zero rows past `used` to the caller.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn from_bytes_row(
+        int8: bool,
+        raw: &[u8],
+        used: usize,
+        n: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) {
+        let rb = if int8 { n } else { 2 * n };
+        let rows = used.min(n);
+        let blocks = n / L;
+        let mut b0 = 0;
+        while b0 < blocks {
+            let left = blocks - b0;
+            let pass = Pass {
+                int8,
+                raw,
+                rows,
+                n,
+                x,
+                c0: b0 * L,
+            };
+            b0 += match left {
+                20.. => pass.run::<20>(y),
+                8.. => pass.run::<8>(y),
+                4.. => pass.run::<4>(y),
+                _ => pass.run::<1>(y),
+            };
+        }
+        let c0 = blocks * L;
+        if c0 < n {
+            let mut wr = vec![0f32; n];
+            for kk in 0..rows {
+                super::widen_row(int8, &raw[kk * rb..(kk + 1) * rb], &mut wr);
+                for (a, wv) in y[c0..n].iter_mut().zip(&wr[c0..]) {
+                    *a = super::mac(*a, x[kk], *wv);
+                }
+            }
+        }
+    }
+
+    /// One pass of [`from_bytes_row`] over k, for the registers of lanes from `c0`.
+    struct Pass<'a> {
+        int8: bool,
+        raw: &'a [u8],
+        rows: usize,
+        n: usize,
+        x: &'a [f32],
+        c0: usize,
+    }
+
+    impl Pass<'_> {
+        /// Sums NB registers of lanes into `y`; returns NB.
+        #[target_feature(enable = "avx512f,fma")]
+        fn run<const NB: usize>(&self, y: &mut [f32]) -> usize {
+            let Pass {
+                int8,
+                raw,
+                rows,
+                n,
+                x,
+                c0,
+            } = *self;
+            let rb = if int8 { n } else { 2 * n };
+            // The loops read and write no byte outside these bounds, checked once here.
+            assert!(c0 + NB * L <= n && y.len() >= n && x.len() >= rows);
+            assert!(raw.len() >= rows * rb);
+            let (rp, yp) = (raw.as_ptr(), y.as_mut_ptr());
+            let mut acc = [_mm512_setzero_ps(); NB];
+            for (b, a) in acc.iter_mut().enumerate() {
+                // SAFETY: lanes c0 + b * L.. + L are within y (asserted above); the load
+                // has no alignment need.
+                *a = unsafe { _mm512_loadu_ps(yp.add(c0 + b * L)) };
+            }
+            for (kk, xk) in x[..rows].iter().enumerate() {
+                let xv = _mm512_set1_ps(*xk);
+                // SAFETY: row kk < rows starts at kk * rb and has rb bytes, within raw
+                // (asserted above).
+                let row = unsafe { rp.add(kk * rb) };
+                for (b, a) in acc.iter_mut().enumerate() {
+                    let c = c0 + b * L;
+                    // SAFETY: bytes c.. + L (and n + c.. + L for fp16's high bytes) of
+                    // the row are within it, as c + L <= n; the loads have no alignment
+                    // need.
+                    let w = unsafe {
+                        if int8 {
+                            let v = _mm_loadu_si128(row.add(c).cast());
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
+                        } else {
+                            let lo = _mm_loadu_si128(row.add(c).cast());
+                            let hi = _mm_loadu_si128(row.add(n + c).cast());
+                            let bits = _mm512_or_si512(
+                                _mm512_cvtepu8_epi32(lo),
+                                _mm512_slli_epi32::<8>(_mm512_cvtepu8_epi32(hi)),
+                            );
+                            _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits))
+                        }
+                    };
+                    // One rounding, as the separate multiply and add (see `gemm`).
+                    *a = _mm512_fmadd_ps(xv, w, *a);
+                }
+            }
+            for (b, a) in acc.iter().enumerate() {
+                // SAFETY: as the loads above; the store has no alignment need.
+                unsafe { _mm512_storeu_ps(yp.add(c0 + b * L), *a) };
+            }
+            NB
+        }
     }
 
     /// With `panels` ([`super::Weights::panels`]: N must be whole registers), the tiles
@@ -1406,14 +1537,16 @@ mod tests {
         // fp16 buffers of every class and int8 buffers, partly loaded, plain and
         // transposed, through few rows (straight from the bytes, several times over,
         // then widened) and many (widened, or packed for int8): all against the plain
-        // loop over the array the buffer defines.
-        let n = 80;
-        for (int8, used, transpose) in [
-            (false, 57, false),
-            (false, 80, true),
-            (true, 33, false),
-            (true, 80, false),
-            (true, 45, true),
+        // loop over the array the buffer defines. 70 lanes end in part of a register.
+        for (n, int8, used, transpose) in [
+            (80, false, 57, false),
+            (80, false, 80, true),
+            (80, true, 33, false),
+            (80, true, 80, false),
+            (80, true, 45, true),
+            (70, false, 61, false),
+            (70, true, 70, false),
+            (70, false, 70, true),
         ] {
             let rb = if int8 { n } else { 2 * n };
             let vals = fp16_bits(used as u64 + 17, n * n);
