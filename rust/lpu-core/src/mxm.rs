@@ -15,9 +15,10 @@
 //! has integer dot-product instructions, int8 runs on those instead (`vnni`), with the
 //! same integer results.
 
+use crate::streams::Rows;
 use multiversion::multiversion;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Rows of activations per block of the product kernel.
 const ROWS: usize = 6;
@@ -48,6 +49,94 @@ const DIRECT_ROWS: usize = 16;
 /// (a program issuing `abc` one at a time would otherwise widen on every issue).
 const DIRECT_CALLS: u32 = 4;
 
+/// A plane's weight buffer: words of `lanes` bytes (an int8 row of weights is one
+/// word, an fp16 row two: its low bytes, then its high bytes). A word a batch of `lw`
+/// loaded is where its stream value was (a view of an SRAM page, which copy on write
+/// keeps as it is): a decode step loads every weight once, and copying them into the
+/// buffer was a tenth of the step. A word a single `lw` loaded is copied into `own`.
+#[derive(Clone, Debug, Default)]
+pub struct WeightBuf {
+    lanes: usize,
+    own: Vec<u8>,
+    /// Word w is `own[w * lanes..]` (None) or `keep[i][off..]` (Some((i, off))).
+    at: Vec<Option<(u32, usize)>>,
+    keep: Vec<Arc<Vec<u8>>>,
+}
+
+impl WeightBuf {
+    /// Words of `lanes` bytes, end to end in `bytes` (how tests give a buffer).
+    pub fn owned(bytes: Vec<u8>, lanes: usize) -> Self {
+        WeightBuf {
+            lanes,
+            at: vec![None; bytes.len() / lanes],
+            own: bytes,
+            keep: Vec::new(),
+        }
+    }
+
+    /// Word `w` (loaded since the buffer was last emptied).
+    pub fn word(&self, w: usize) -> &[u8] {
+        let lanes = self.lanes;
+        match self.at[w] {
+            None => &self.own[w * lanes..(w + 1) * lanes],
+            Some((i, off)) => &self.keep[i as usize][off..off + lanes],
+        }
+    }
+
+    /// Words w0.. (`count` of them) to copy values into, if the buffer has room for
+    /// them (it holds 2 x lanes words: lanes rows of fp16).
+    pub fn own_words(&mut self, w0: usize, count: usize, lanes: usize) -> Option<&mut [u8]> {
+        let words = 2 * lanes;
+        if w0 + count > words {
+            return None;
+        }
+        self.fit(lanes);
+        self.own.resize(words * lanes, 0);
+        self.at[w0..w0 + count].fill(None);
+        Some(&mut self.own[w0 * lanes..(w0 + count) * lanes])
+    }
+
+    /// Words w0, w0 + every, ... are the first `count` vectors of `rows` (as views;
+    /// all below 2 x lanes).
+    pub fn view(&mut self, w0: usize, every: usize, rows: &Rows, count: usize) {
+        self.fit(rows.width);
+        // A load's words come from a few buffers (one SRAM page per stream).
+        let i = match self.keep.iter().rposition(|k| Arc::ptr_eq(k, &rows.data)) {
+            Some(i) => i,
+            None => {
+                self.keep.push(rows.data.clone());
+                self.keep.len() - 1
+            }
+        };
+        for r in 0..count {
+            self.at[w0 + r * every] = Some((i as u32, rows.offset(r)));
+        }
+    }
+
+    /// Whether it has memory of its own to keep for later loads.
+    pub fn holds_memory(&self) -> bool {
+        !self.own.is_empty()
+    }
+
+    fn fit(&mut self, lanes: usize) {
+        if self.lanes != lanes {
+            *self = WeightBuf {
+                lanes,
+                ..Default::default()
+            };
+        }
+        self.at.resize(2 * lanes, None);
+    }
+
+    /// Lets go of the viewed buffers (keeping its own memory): the loads after this
+    /// overwrite it from word 0.
+    pub fn emptied(mut self) -> Self {
+        self.keep.clear();
+        self.at.iter_mut().for_each(|a| *a = None);
+        self
+    }
+}
+
 /// The weights installed in a plane.
 #[derive(Debug, Default)]
 pub struct Weights {
@@ -55,9 +144,9 @@ pub struct Weights {
     pub int8: bool,
     /// N, the result lanes.
     pub n: usize,
-    /// The weight buffer as installed: `used` rows of n lanes as one or two byte planes
+    /// The weight buffer as installed: `used` rows of n lanes as one or two words
     /// (int8, or fp16's low and high bytes), the rows after them ignored (zero).
-    raw: Vec<u8>,
+    raw: WeightBuf,
     used: usize,
     /// Buffer row r is array column r.
     transpose: bool,
@@ -116,12 +205,12 @@ impl Weights {
         &mut self,
         int8: bool,
         n: usize,
-        buf: &mut Vec<u8>,
+        buf: &mut WeightBuf,
         used: usize,
         transpose: bool,
     ) {
         debug_assert!(n <= 1024, "int8 exactness needs K <= 1024");
-        std::mem::swap(&mut self.raw, buf);
+        *buf = std::mem::replace(&mut self.raw, std::mem::take(buf)).emptied();
         self.int8 = int8;
         self.n = n;
         self.used = used.min(n);
@@ -136,7 +225,7 @@ impl Weights {
 
     /// No weights, but the memory of these: the buffer for a plane to load into next and
     /// the fp32 array for the next install to fill.
-    pub fn recycled(mut self) -> (Weights, Vec<u8>) {
+    pub fn recycled(mut self) -> (Weights, WeightBuf) {
         let spare = self.w.take().unwrap_or_else(|| {
             std::mem::take(self.spare.get_mut().unwrap_or_else(|e| e.into_inner()))
         });
@@ -144,28 +233,39 @@ impl Weights {
             spare: Mutex::new(spare),
             ..Default::default()
         };
-        (kept, self.raw)
+        (kept, self.raw.emptied())
+    }
+
+    /// Loaded row r: its low bytes, and for fp16 its high bytes (else empty).
+    fn row(&self, r: usize) -> (&[u8], &[u8]) {
+        match self.int8 {
+            true => (self.raw.word(r), &[]),
+            false => (self.raw.word(2 * r), self.raw.word(2 * r + 1)),
+        }
+    }
+
+    /// The loaded rows.
+    fn rows(&self) -> Vec<(&[u8], &[u8])> {
+        (0..self.used).map(|r| self.row(r)).collect()
     }
 
     /// The K x N array as fp32, widened from the installed bytes on first use.
     fn values(&self) -> &[f32] {
         self.w.get_or_init(|| {
             let n = self.n;
-            let rb = if self.int8 { n } else { 2 * n };
             let mut w = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
             w.clear();
             w.resize(n * n, 0.0);
-            let rows = self.raw.chunks(rb).take(self.used);
+            let rows = self.rows();
             if self.transpose {
                 // Buffer row r becomes array column r. A block of rows is widened first,
                 // so that each array row gets a run of values at a time rather than one
                 // value per cache line.
                 const BLOCK: usize = 16;
                 let mut block = vec![0f32; BLOCK * n];
-                let raw: Vec<&[u8]> = rows.collect();
-                for (b, chunk) in raw.chunks(BLOCK).enumerate() {
+                for (b, chunk) in rows.chunks(BLOCK).enumerate() {
                     for (row, out) in chunk.iter().zip(block.chunks_mut(n)) {
-                        widen_row(self.int8, row, out);
+                        widen_row(self.int8, *row, out);
                     }
                     let r0 = b * BLOCK;
                     for (c, wrow) in w.chunks_mut(n).enumerate() {
@@ -175,7 +275,7 @@ impl Weights {
                     }
                 }
             } else {
-                for (row, out) in rows.zip(w.chunks_mut(n)) {
+                for (row, out) in rows.into_iter().zip(w.chunks_mut(n)) {
                     widen_row(self.int8, row, out);
                 }
             }
@@ -208,7 +308,7 @@ impl Weights {
     /// it towards `DIRECT_CALLS` if so: call once per product).
     fn direct(&self, m: usize) -> bool {
         m < DIRECT_ROWS
-            && !self.raw.is_empty()
+            && self.used > 0
             && self.w.get().is_none()
             && self.direct_calls.fetch_add(1, Ordering::Relaxed) < DIRECT_CALLS
     }
@@ -253,6 +353,7 @@ impl Weights {
         };
         let panels =
             (!direct && m >= PANEL_ROWS && n.is_multiple_of(REG_LANES)).then(|| self.panels());
+        let raw = if direct { self.rows() } else { Vec::new() };
         // A block of rows at a time on each thread: activations widened, the sums
         // started, multiplied and stored while they are in cache. fp32 sums are made in
         // the slots' bits; int8 sums in fp32 beside them, then converted.
@@ -266,7 +367,7 @@ impl Weights {
                 for (i, row) in xs.chunks_mut(k).enumerate() {
                     let r = i0 + b * BLOCK_ROWS + i;
                     match x {
-                        Activations::Int8(rows) => widen_row(true, rows(r), row),
+                        Activations::Int8(rows) => widen_row(true, (rows(r), &[]), row),
                         Activations::Values(fill) => fill(r, row),
                     }
                 }
@@ -281,10 +382,10 @@ impl Weights {
                     ys.fill(0.0);
                 }
                 let canonical = if direct && self.transpose {
-                    from_bytes_transposed(self.int8, &self.raw, self.used, n, xs, ys);
+                    from_bytes_transposed(self.int8, &raw, n, xs, ys);
                     false
                 } else if direct {
-                    from_bytes(self.int8, &self.raw, self.used, n, xs, ys);
+                    from_bytes(self.int8, &raw, n, xs, ys);
                     false
                 } else {
                     product(w, panels, n, xs, ys, fresh)
@@ -322,16 +423,16 @@ fn as_f32(bits: &mut [u32]) -> &mut [f32] {
 /// finite, the tail's whole effect is: if some product is +0 (some x[k] has its sign bit
 /// clear), sums that are -0 become +0. A row with an infinity or NaN in its tail takes
 /// the plain loop (0 x inf is NaN).
-fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
+fn from_bytes(int8: bool, rows: &[(&[u8], &[u8])], n: usize, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if y.len() == n && avx512::available() {
         // SAFETY: `available()` found AVX-512 F and FMA on this CPU, the target features
         // the function requires; it reads memory out of slices only where it asserted
         // the bounds first.
-        unsafe { avx512::from_bytes_row(int8, raw, used, n, x, y) };
-        return add_zero_products(&x[used.min(n)..n], y);
+        unsafe { avx512::from_bytes_row(int8, rows, n, x, y) };
+        return add_zero_products(&x[rows.len().min(n)..n], y);
     }
-    from_bytes_rows(int8, raw, used, n, x, y)
+    from_bytes_rows(int8, rows, n, x, y)
 }
 
 /// [`from_bytes`] on any CPU, for any number of rows.
@@ -340,11 +441,11 @@ fn from_bytes(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut 
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn from_bytes_rows(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
-    let rb = if int8 { n } else { 2 * n };
+fn from_bytes_rows(int8: bool, rows: &[(&[u8], &[u8])], n: usize, x: &[f32], y: &mut [f32]) {
+    let used = rows.len().min(n);
     let mut wr = vec![0f32; n];
-    for kk in 0..used.min(n) {
-        widen_row(int8, &raw[kk * rb..(kk + 1) * rb], &mut wr);
+    for (kk, row) in rows[..used].iter().enumerate() {
+        widen_row(int8, *row, &mut wr);
         for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
             let xv = xr[kk];
             for (a, wv) in yr.iter_mut().zip(&wr) {
@@ -353,7 +454,7 @@ fn from_bytes_rows(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: 
         }
     }
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        add_zero_products(&xr[used.min(n)..], yr);
+        add_zero_products(&xr[used..], yr);
     }
 }
 
@@ -407,17 +508,16 @@ fn transpose_block(rows: &[f32], n: usize, wt: &mut [f32]) {
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn from_bytes_transposed(int8: bool, raw: &[u8], used: usize, n: usize, x: &[f32], y: &mut [f32]) {
+fn from_bytes_transposed(int8: bool, raw: &[(&[u8], &[u8])], n: usize, x: &[f32], y: &mut [f32]) {
     const B: usize = T_ROWS;
-    let rb = if int8 { n } else { 2 * n };
-    let cols = used.min(n);
+    let cols = raw.len().min(n);
     let mut rows = vec![0f32; B * n];
     let mut wt = vec![0f32; n * B];
     for c0 in (0..cols).step_by(B) {
         let nb = B.min(cols - c0);
         for (i, out) in rows.chunks_exact_mut(n).enumerate() {
             if i < nb {
-                widen_row(int8, &raw[(c0 + i) * rb..(c0 + i + 1) * rb], out);
+                widen_row(int8, raw[c0 + i], out);
             } else {
                 out.fill(0.0);
             }
@@ -550,15 +650,14 @@ pub enum Activations<'a> {
     Values(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
 }
 
-/// One weight-buffer row as values: int8 bytes, or fp16 as two byte planes (low bytes
-/// then high bytes).
-fn widen_row(int8: bool, row: &[u8], out: &mut [f32]) {
+/// One weight-buffer row as values: int8 bytes, or fp16 as two byte planes (low bytes,
+/// high bytes).
+fn widen_row(int8: bool, (lo, hi): (&[u8], &[u8]), out: &mut [f32]) {
     if int8 {
         out.iter_mut()
-            .zip(row)
+            .zip(lo)
             .for_each(|(o, b)| *o = *b as i8 as f32);
     } else {
-        let (lo, hi) = row.split_at(out.len());
         widen_f16(lo, hi, out);
     }
 }
@@ -841,40 +940,45 @@ mod avx512 {
     #[target_feature(enable = "avx512f,fma")]
     pub(super) fn from_bytes_row(
         int8: bool,
-        raw: &[u8],
-        used: usize,
+        rows: &[(&[u8], &[u8])],
         n: usize,
         x: &[f32],
         y: &mut [f32],
     ) {
-        let rb = if int8 { n } else { 2 * n };
-        let rows = used.min(n);
+        let rows = &rows[..rows.len().min(n)];
+        // Each row's words hold n bytes; the kernel reads them through pointers.
+        assert!(rows
+            .iter()
+            .all(|(lo, hi)| lo.len() >= n && (int8 || hi.len() >= n)));
         let blocks = n / L;
         let mut b0 = 0;
         while b0 < blocks {
             let left = blocks - b0;
             let pass = Pass {
                 int8,
-                raw,
                 rows,
                 n,
                 x,
                 c0: b0 * L,
             };
-            b0 += match left {
-                20.. => pass.run::<20>(y),
-                8.. => pass.run::<8>(y),
-                4.. => pass.run::<4>(y),
-                _ => pass.run::<1>(y),
+            // SAFETY: the caller's CPU has the target features (see `from_bytes_row`),
+            // and every row has n bytes per word (asserted above).
+            b0 += unsafe {
+                match left {
+                    20.. => pass.run::<20>(y),
+                    8.. => pass.run::<8>(y),
+                    4.. => pass.run::<4>(y),
+                    _ => pass.run::<1>(y),
+                }
             };
         }
         let c0 = blocks * L;
         if c0 < n {
             let mut wr = vec![0f32; n];
-            for kk in 0..rows {
-                super::widen_row(int8, &raw[kk * rb..(kk + 1) * rb], &mut wr);
+            for (row, xk) in rows.iter().zip(x) {
+                super::widen_row(int8, *row, &mut wr);
                 for (a, wv) in y[c0..n].iter_mut().zip(&wr[c0..]) {
-                    *a = super::mac(*a, x[kk], *wv);
+                    *a = super::mac(*a, *xk, *wv);
                 }
             }
         }
@@ -883,8 +987,7 @@ mod avx512 {
     /// One pass of [`from_bytes_row`] over k, for the registers of lanes from `c0`.
     struct Pass<'a> {
         int8: bool,
-        raw: &'a [u8],
-        rows: usize,
+        rows: &'a [(&'a [u8], &'a [u8])],
         n: usize,
         x: &'a [f32],
         c0: usize,
@@ -892,47 +995,45 @@ mod avx512 {
 
     impl Pass<'_> {
         /// Sums NB registers of lanes into `y`; returns NB.
+        ///
+        /// # Safety
+        /// Each of `rows`' words must hold at least n bytes (fp16 rows both).
         #[target_feature(enable = "avx512f,fma")]
-        fn run<const NB: usize>(&self, y: &mut [f32]) -> usize {
+        unsafe fn run<const NB: usize>(&self, y: &mut [f32]) -> usize {
             let Pass {
                 int8,
-                raw,
                 rows,
                 n,
                 x,
                 c0,
             } = *self;
-            let rb = if int8 { n } else { 2 * n };
-            // The loops read and write no byte outside these bounds, checked once here.
-            assert!(c0 + NB * L <= n && y.len() >= n && x.len() >= rows);
-            assert!(raw.len() >= rows * rb);
-            let (rp, yp) = (raw.as_ptr(), y.as_mut_ptr());
+            // The loops write no value outside these bounds, checked once here.
+            assert!(c0 + NB * L <= n && y.len() >= n && x.len() >= rows.len());
+            let yp = y.as_mut_ptr();
             let mut acc = [_mm512_setzero_ps(); NB];
             for (b, a) in acc.iter_mut().enumerate() {
                 // SAFETY: lanes c0 + b * L.. + L are within y (asserted above); the load
                 // has no alignment need.
                 *a = unsafe { _mm512_loadu_ps(yp.add(c0 + b * L)) };
             }
-            for (kk, xk) in x[..rows].iter().enumerate() {
+            for ((lo, hi), xk) in rows.iter().zip(x) {
                 let xv = _mm512_set1_ps(*xk);
-                // SAFETY: row kk < rows starts at kk * rb and has rb bytes, within raw
-                // (asserted above).
-                let row = unsafe { rp.add(kk * rb) };
+                let (lo, hi) = (lo.as_ptr(), hi.as_ptr());
                 for (b, a) in acc.iter_mut().enumerate() {
                     let c = c0 + b * L;
-                    // SAFETY: bytes c.. + L (and n + c.. + L for fp16's high bytes) of
-                    // the row are within it, as c + L <= n; the loads have no alignment
+                    // SAFETY: bytes c.. + L of each word are within its n bytes (the
+                    // caller's promise), as c + L <= n; the loads have no alignment
                     // need.
                     let w = unsafe {
                         if int8 {
-                            let v = _mm_loadu_si128(row.add(c).cast());
+                            let v = _mm_loadu_si128(lo.add(c).cast());
                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
                         } else {
-                            let lo = _mm_loadu_si128(row.add(c).cast());
-                            let hi = _mm_loadu_si128(row.add(n + c).cast());
+                            let l = _mm_loadu_si128(lo.add(c).cast());
+                            let h = _mm_loadu_si128(hi.add(c).cast());
                             let bits = _mm512_or_si512(
-                                _mm512_cvtepu8_epi32(lo),
-                                _mm512_slli_epi32::<8>(_mm512_cvtepu8_epi32(hi)),
+                                _mm512_cvtepu8_epi32(l),
+                                _mm512_slli_epi32::<8>(_mm512_cvtepu8_epi32(h)),
                             );
                             _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits))
                         }
@@ -1565,17 +1666,18 @@ mod tests {
             let mut w = vec![0f32; n * n];
             for r in 0..used {
                 let mut row = vec![0f32; n];
-                widen_row(int8, &buf[r * rb..(r + 1) * rb], &mut row);
+                let (lo, hi) = buf[r * rb..(r + 1) * rb].split_at(n);
+                widen_row(int8, (lo, hi), &mut row);
                 for (c, v) in row.iter().enumerate() {
                     let (i, j) = if transpose { (c, r) } else { (r, c) };
                     w[i * n + j] = *v;
                 }
             }
             let mut wts = Weights::default();
-            let mut given = buf.clone();
+            let mut given = WeightBuf::owned(buf.clone(), n);
             wts.install(int8, n, &mut given, used, transpose);
             assert!(
-                given.is_empty(),
+                given.own.is_empty(),
                 "the first install hands back an empty buffer"
             );
             for m in [1, 3, 1, 2, 1, 1, 15, 16, 40, 130] {
@@ -1614,6 +1716,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_weight_buffer_holds_views_and_copies() {
+        let lanes = 4;
+        let mut buf = WeightBuf::default();
+        buf.own_words(0, 2, lanes)
+            .expect("room")
+            .copy_from_slice(&[1; 8]);
+        // Vectors 1 and 2 of a batch of 6 stored in 2 classes (0, 2, 4 then 1, 3, 5),
+        // as words 2 and 4.
+        let rows = Rows::folded((0..24).collect(), lanes, 2).sub(1, 2);
+        buf.view(2, 2, &rows, 2);
+        assert_eq!(buf.word(1), &[1; 4]);
+        assert_eq!(buf.word(2), &[12, 13, 14, 15]);
+        assert_eq!(buf.word(4), &[4, 5, 6, 7]);
+        // A copy over a view; no room past 2 x lanes words.
+        buf.own_words(2, 1, lanes).expect("room").fill(9);
+        assert_eq!(buf.word(2), &[9; 4]);
+        assert!(buf.own_words(7, 2, lanes).is_none());
+        // Emptied, it lets go of the viewed buffer and keeps its own memory.
+        assert_eq!(Arc::strong_count(&rows.data), 2);
+        let buf = buf.emptied();
+        assert_eq!(Arc::strong_count(&rows.data), 1);
+        assert!(buf.holds_memory());
     }
 
     #[test]
@@ -1674,7 +1801,13 @@ mod tests {
             let mut want = start.clone();
             naive(&w, n, &x, &mut want);
             let mut wts = Weights::default();
-            wts.install(false, n, &mut buf.clone(), used, transpose);
+            wts.install(
+                false,
+                n,
+                &mut WeightBuf::owned(buf.clone(), n),
+                used,
+                transpose,
+            );
             let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
             let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
             wts.apply(m, Activations::Values(&fill), &mut got, true);

@@ -81,6 +81,12 @@ impl Rows {
         }
     }
 
+    /// Where vector `i` starts in `data`.
+    #[inline]
+    pub fn offset(&self, i: usize) -> usize {
+        self.at(i)
+    }
+
     /// Vector `i`.
     #[inline]
     pub fn row(&self, i: usize) -> &[u8] {

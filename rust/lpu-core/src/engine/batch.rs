@@ -723,23 +723,42 @@ impl Chip {
         if src.index + n > self.cfg.streams || plane.buf_dtype.is_some_and(|d| d != dt) {
             return 0;
         }
-        plane.ensure_buf(lanes);
         let (start, room) = plane.next_load(dt, lanes);
-        let mut buf = std::mem::take(&mut plane.buf);
-        let vals = self.safe_stream_refs(hz, src, n, pos, run, max_k.min(room as u64), false);
-        let k = vals[0].len();
-        if k as u64 >= MIN_BATCH {
-            let words = buf[start..start + k * LW_STREAMS * lanes].chunks_mut(lanes);
-            let from = (0..k).flat_map(|j| vals.iter().map(move |v| v[j]));
-            for (word, v) in words.zip(from) {
-                word.copy_from_slice(v);
+        let k = self.safe_reads(hz, src, n, pos, run, max_k.min(room as u64));
+        // The stream values, where their writers put them: per stream, views (or
+        // copies) that together hold its first k values, up to the first missing one.
+        let mut segs: Vec<Vec<Rows>> = Vec::with_capacity(LW_STREAMS);
+        let mut k = k as usize;
+        for i in 0..n {
+            let s = StreamRef {
+                index: src.index + i,
+                west: src.west,
+            };
+            let mut got = Vec::new();
+            let mut j = 0;
+            while j < k {
+                let Some(rows) = self.streams.run(s, pos, run.at(j as u64), run.d, k - j) else {
+                    break;
+                };
+                j += rows.n;
+                got.push(rows);
             }
+            k = k.min(j);
+            segs.push(got);
         }
-        drop(vals);
-        let plane = &mut self.planes[p];
-        plane.buf = buf;
         if (k as u64) < MIN_BATCH {
             return 0;
+        }
+        let plane = &mut self.planes[p];
+        for (i, got) in segs.iter().enumerate() {
+            let mut j = 0;
+            for rows in got {
+                let count = rows.n.min(k.saturating_sub(j));
+                plane
+                    .buf
+                    .view(start + j * LW_STREAMS + i, LW_STREAMS, rows, count);
+                j += rows.n;
+            }
         }
         plane.loaded(dt, k);
         self.stats.stream_reads += (LW_STREAMS * k) as u64;

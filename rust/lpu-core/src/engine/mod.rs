@@ -329,7 +329,7 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct Plane {
-    buf: Vec<u8>,
+    buf: mxm::WeightBuf,
     buf_rows: usize,
     buf_dtype: Option<DType>,
     w_dtype: Option<DType>,
@@ -352,7 +352,7 @@ impl Clone for Plane {
     fn clone(&self) -> Self {
         Plane {
             buf: if self.buf_rows == 0 {
-                Vec::new()
+                mxm::WeightBuf::default()
             } else {
                 self.buf.clone()
             },
@@ -383,26 +383,23 @@ impl Plane {
             batch::keep_spare(&mut spare, h.data);
         }
         Plane {
-            buf: if self.buf.is_empty() { raw } else { self.buf },
+            buf: if self.buf.holds_memory() {
+                self.buf.emptied()
+            } else {
+                raw
+            },
             weights,
             spare,
             ..Plane::default()
         }
     }
 
-    /// The weight buffer, allocated on first use: `lanes` rows of up to 2 byte planes.
-    fn ensure_buf(&mut self, lanes: usize) {
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; 2 * lanes * lanes];
-        }
-    }
-
-    /// Where in the buffer the next `lw` of type `dt` puts its streams (row r of type
-    /// dt is streams r * bytes.. as a plane-major vector, after the rows loaded), and
-    /// how many more such loads fit.
+    /// The word of the buffer where the next `lw` of type `dt` puts its streams (row r
+    /// of type dt is words r * bytes.., after the rows loaded), and how many more such
+    /// loads fit.
     fn next_load(&self, dt: DType, lanes: usize) -> (usize, usize) {
         let rows = LW_STREAMS / dt.bytes();
-        let start = self.buf_rows * dt.bytes() * lanes;
+        let start = self.buf_rows * dt.bytes();
         (start, (lanes - self.buf_rows.min(lanes)) / rows)
     }
 
@@ -1686,12 +1683,11 @@ impl Chip {
             Op::Lw => {
                 let dt = DType::from_code(a[0]).expect("validated dtype");
                 let plane = &mut self.planes[p];
-                plane.ensure_buf(lanes);
                 // The streams go straight to the buffer (rows past the loaded ones are
                 // not part of the weights, whatever the checks below find).
                 let (start, room) = plane.next_load(dt, lanes);
                 let mut buf = std::mem::take(&mut plane.buf);
-                let read = match buf.get_mut(start..start + LW_STREAMS * lanes) {
+                let read = match buf.own_words(start, LW_STREAMS, lanes) {
                     Some(rows) => self.read_group_into(ctx, a[1], LW_STREAMS, pos, rows),
                     None => self.read_group(ctx, a[1], LW_STREAMS, pos, Which::A),
                 };
@@ -1722,7 +1718,6 @@ impl Chip {
                 let transpose = a[0] != 0;
                 let plane = &mut self.planes[p];
                 let dt = plane.buf_dtype.unwrap_or(DType::I8);
-                plane.ensure_buf(lanes);
                 // Rows past the ones loaded since the last install are zero (install
                 // reads only the loaded ones, so the buffer need not be cleared).
                 let used = plane.buf_rows.min(lanes);
