@@ -64,7 +64,8 @@ pub struct WeightBuf {
 }
 
 impl WeightBuf {
-    /// Words of `lanes` bytes, end to end in `bytes` (how tests give a buffer).
+    /// Words of `lanes` bytes, end to end in `bytes`.
+    #[cfg(test)]
     pub fn owned(bytes: Vec<u8>, lanes: usize) -> Self {
         WeightBuf {
             lanes,
