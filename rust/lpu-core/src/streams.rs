@@ -344,13 +344,27 @@ impl Streams {
         self.bulk[b.sid].push(b);
     }
 
-    /// The first of the values a reader at `pos` sees on stream `s` on cycles t, t + d,
-    /// ... (at most `k`), up to the first cycle with no value: a view of one batched
-    /// writer's buffer for as many as it provides in order, else a copy of at most
-    /// COPY_RUN of them (so that the next call views what a batched writer provides
-    /// after them: a run of results began with a few single issues and was copied
-    /// whole, 1,000 vectors at a time). None: the first value is missing.
-    pub fn run(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Option<Rows> {
+    /// The values a reader at `pos` sees on stream `s` on cycles t, t + d, ... (at most
+    /// `k`), up to the first cycle with no value, in pieces (see [`Streams::run`]).
+    pub fn runs(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Vec<Rows> {
+        let mut pieces = Vec::new();
+        let mut j = 0;
+        while j < k {
+            let Some(rows) = self.run(s, pos, t + j as u64 * d, d, k - j) else {
+                break;
+            };
+            j += rows.n;
+            pieces.push(rows);
+        }
+        pieces
+    }
+
+    /// The first of those values: a view of one batched writer's buffer for as many as
+    /// it provides in order, else a copy of at most COPY_RUN of them (so that the next
+    /// piece views what a batched writer provides after them: a run of results began
+    /// with a few single issues and was copied whole, 1,000 vectors at a time). None:
+    /// the first value is missing.
+    fn run(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Option<Rows> {
         if let Some(view) = self.span(s, pos, t, d, k) {
             return Some(view);
         }

@@ -50,12 +50,6 @@ struct Run {
     d: u64,
 }
 
-impl Run {
-    fn at(self, j: u64) -> u64 {
-        self.t + j * self.d
-    }
-}
-
 /// What other queues may still do before cycle `end`: the checks walk the schedule of
 /// only the queues that matter to them (a partner queue; the writers of a stream), as
 /// far as `end`.
@@ -237,26 +231,6 @@ impl Chip {
         }
     }
 
-    /// The values of the reads [`Chip::safe_reads`] allows, up to the first missing one:
-    /// one list per stream, all of one length (`tail`: as `Streams::tails`).
-    #[allow(clippy::too_many_arguments)]
-    fn safe_stream_refs(
-        &self,
-        hz: &Hazards,
-        s: StreamRef,
-        n: u32,
-        pos: u32,
-        r: Run,
-        k: u64,
-        tail: bool,
-    ) -> Vec<Vec<&[u8]>> {
-        let k = self.safe_reads(hz, s, n, pos, r, k);
-        let mut planes = stream_refs(&self.streams, s, n, pos, r, k, tail);
-        let m = planes.iter().map(|p| p.len()).min().unwrap_or(0);
-        planes.iter_mut().for_each(|p| p.truncate(m));
-        planes
-    }
-
     /// Register results landing on `r`'s cycles on streams [s, s + planes.len()): plane b
     /// goes to stream s + b. Nothing is registered unless all of them can be.
     fn put_streams(&mut self, qi: usize, s: StreamRef, r: Run, planes: &[Rows]) -> bool {
@@ -432,16 +406,8 @@ impl Chip {
             k = self.safe_reads(hz, src, 1, pos, run, k);
             // The values, as views of their writers' buffers where they allow, up to the
             // first missing one.
-            let mut segs = Vec::new();
-            let mut j = 0;
-            while j < k {
-                let Some(rows) = self.streams.run(src, pos, run.at(j), d, (k - j) as usize) else {
-                    break;
-                };
-                j += rows.n as u64;
-                segs.push(rows);
-            }
-            k = j;
+            let segs = self.streams.runs(src, pos, run.t, d, k as usize);
+            k = segs.iter().map(|r| r.n as u64).sum();
             if k < MIN_BATCH {
                 return 0;
             }
@@ -525,7 +491,8 @@ impl Chip {
                 self.alu_out[(v - ALU_SRC_BASE) as usize].tails(t, d, n, nb, lanes)
             } else {
                 let s = StreamRef::from_operand(v).expect("valid");
-                self.safe_stream_refs(hz, s, nb as u32, pos, run, k, true)
+                let safe = self.safe_reads(hz, s, nb as u32, pos, run, k);
+                stream_refs(&self.streams, s, nb as u32, pos, run, safe, true)
             };
             if v == own && planes[0].is_empty() {
                 return 0;
@@ -645,14 +612,16 @@ impl Chip {
             return 0;
         }
         // The inputs (and the map), as references to the values on their streams.
-        let inp = self.safe_stream_refs(hz, src, n_in, pos, run, max_k, false);
+        let safe = self.safe_reads(hz, src, n_in, pos, run, max_k);
+        let inp = stream_refs(&self.streams, src, n_in, pos, run, safe, false);
         let mut k = inp[0].len() as u64;
         let maps = match map {
             Some((m, mn)) => {
                 if m.index + mn > streams {
                     return 0;
                 }
-                let refs = self.safe_stream_refs(hz, m, mn, pos, run, k, false);
+                let safe = self.safe_reads(hz, m, mn, pos, run, k);
+                let refs = stream_refs(&self.streams, m, mn, pos, run, safe, false);
                 k = k.min(refs[0].len() as u64);
                 refs
             }
@@ -727,25 +696,18 @@ impl Chip {
         let k = self.safe_reads(hz, src, n, pos, run, max_k.min(room as u64));
         // The stream values, where their writers put them: per stream, views (or
         // copies) that together hold its first k values, up to the first missing one.
-        let mut segs: Vec<Vec<Rows>> = Vec::with_capacity(LW_STREAMS);
         let mut k = k as usize;
-        for i in 0..n {
-            let s = StreamRef {
-                index: src.index + i,
-                west: src.west,
-            };
-            let mut got = Vec::new();
-            let mut j = 0;
-            while j < k {
-                let Some(rows) = self.streams.run(s, pos, run.at(j as u64), run.d, k - j) else {
-                    break;
+        let segs: Vec<Vec<Rows>> = (0..n)
+            .map(|i| {
+                let s = StreamRef {
+                    index: src.index + i,
+                    west: src.west,
                 };
-                j += rows.n;
-                got.push(rows);
-            }
-            k = k.min(j);
-            segs.push(got);
-        }
+                let got = self.streams.runs(s, pos, run.t, run.d, k);
+                k = k.min(got.iter().map(|r| r.n).sum());
+                got
+            })
+            .collect();
         if (k as u64) < MIN_BATCH {
             return 0;
         }
@@ -842,7 +804,7 @@ impl Chip {
         }
         // The activations, up to the first missing one.
         let planes = stream_refs(&self.streams, src, nb, pos, run, k, false);
-        k = k.min(planes.iter().map(|p| p.len() as u64).min().unwrap_or(0));
+        k = k.min(planes[0].len() as u64);
         if k < MIN_BATCH {
             return 0;
         }
@@ -1180,8 +1142,8 @@ pub(super) fn keep_spare(spare: &mut Vec<Vec<u32>>, v: Vec<u32>) {
 }
 
 /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles (at
-/// most `k`, up to the first missing value), one list per stream (`tail`: as
-/// `Streams::tails`).
+/// most `k`), one list per stream, all of one length: up to the first read some stream
+/// has no value for (`tail`: as `Streams::tails`).
 fn stream_refs(
     streams: &Streams,
     s: StreamRef,
@@ -1191,7 +1153,7 @@ fn stream_refs(
     k: u64,
     tail: bool,
 ) -> Vec<Vec<&[u8]>> {
-    (0..n)
+    let mut planes: Vec<Vec<&[u8]>> = (0..n)
         .map(|b| {
             let sr = StreamRef {
                 index: s.index + b,
@@ -1203,7 +1165,10 @@ fn stream_refs(
                 false => streams.refs(sr, pos, t, d, k),
             }
         })
-        .collect()
+        .collect();
+    let m = planes.iter().map(Vec::len).min().unwrap_or(0);
+    planes.iter_mut().for_each(|p| p.truncate(m));
+    planes
 }
 
 /// Batched SRAM writes of one instruction: word j (of `n`, held by the segments in
