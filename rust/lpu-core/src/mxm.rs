@@ -894,13 +894,26 @@ mod avx512 {
     const B: usize = super::COLS / L;
     /// Rows of weights per block of k (see `gemm`).
     const KC: usize = 64;
+    /// Registers of sums `from_bytes_row` keeps per pass over k (of AVX-512's 32; the
+    /// others widen the weights): 320 lanes.
+    const SUM_REGS: usize = 20;
 
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
     }
 
-    /// [`super::widen_f16`], 16 values at a time: bytes widened to 32 bits, the high
+    /// 16 fp16 values from their low and high bytes: bytes widened to 32 bits, the high
     /// ones shifted over the low ones, narrowed to 16 bits and converted.
+    #[target_feature(enable = "avx512f")]
+    fn f16x16(lo: __m128i, hi: __m128i) -> __m512 {
+        let bits = _mm512_or_si512(
+            _mm512_cvtepu8_epi32(lo),
+            _mm512_slli_epi32::<8>(_mm512_cvtepu8_epi32(hi)),
+        );
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits))
+    }
+
+    /// [`super::widen_f16`], 16 values at a time (see `f16x16`).
     #[target_feature(enable = "avx512f")]
     pub(super) fn widen_f16(lo: &[u8], hi: &[u8], out: &mut [f32]) {
         let n = out.len().min(lo.len()).min(hi.len());
@@ -919,11 +932,7 @@ mod avx512 {
                     _mm_loadu_si128(h.as_ptr().cast()),
                 )
             };
-            let bits = _mm512_or_si512(
-                _mm512_cvtepu8_epi32(lv),
-                _mm512_slli_epi32::<8>(_mm512_cvtepu8_epi32(hv)),
-            );
-            let v = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits));
+            let v = f16x16(lv, hv);
             let o: &mut [f32; L] = o.try_into().expect("16");
             // SAFETY: `o` is 16 writable f32s; the store has no alignment need.
             unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
@@ -932,7 +941,7 @@ mod avx512 {
     }
 
     /// [`super::from_bytes`] for one row of activations: the sums stay in registers
-    /// (up to 20 of them, 320 lanes, per pass over k) while each weight row is widened
+    /// (SUM_REGS of them per pass over k) while each weight row is widened
     /// 16 lanes at a time straight into its multiply-add, y[c] += x[k] * w[k][c] for k
     /// in order, so the bits are the plain loop's. A decode step multiplies every
     /// weight once this way; widening each row into memory and adding it from there
@@ -966,7 +975,7 @@ mod avx512 {
             // and every row has n bytes per word (asserted above).
             b0 += unsafe {
                 match left {
-                    20.. => pass.run::<20>(y),
+                    SUM_REGS.. => pass.run::<SUM_REGS>(y),
                     8.. => pass.run::<8>(y),
                     4.. => pass.run::<4>(y),
                     _ => pass.run::<1>(y),
@@ -1032,11 +1041,7 @@ mod avx512 {
                         } else {
                             let l = _mm_loadu_si128(lo.add(c).cast());
                             let h = _mm_loadu_si128(hi.add(c).cast());
-                            let bits = _mm512_or_si512(
-                                _mm512_cvtepu8_epi32(l),
-                                _mm512_slli_epi32::<8>(_mm512_cvtepu8_epi32(h)),
-                            );
-                            _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits))
+                            f16x16(l, h)
                         }
                     };
                     // One rounding, as the separate multiply and add (see `gemm`).
