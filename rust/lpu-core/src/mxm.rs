@@ -245,9 +245,20 @@ impl Weights {
         }
     }
 
-    /// The loaded rows.
+    /// The loaded rows, without the all-zero ones at the end: a row of +0 weights is
+    /// the same as a row never loaded (see [`add_zero_products`]). A decode step's
+    /// attention loads its whole KV cache, of which the positions still to come are
+    /// zero rows.
     fn rows(&self) -> Vec<(&[u8], &[u8])> {
-        (0..self.used).map(|r| self.row(r)).collect()
+        let zero = |b: &[u8]| b.chunks(64).all(|c| c.iter().fold(0, |a, v| a | v) == 0);
+        let mut used = self.used;
+        while used > 0 && {
+            let (lo, hi) = self.row(used - 1);
+            zero(lo) && zero(hi)
+        } {
+            used -= 1;
+        }
+        (0..used).map(|r| self.row(r)).collect()
     }
 
     /// The K x N array as fp32, widened from the installed bytes on first use.
@@ -1754,11 +1765,17 @@ mod tests {
         // Weights with zero columns (those lanes keep their starting value through the
         // loaded rows), sums starting at -0 and +0, and activation rows whose tails are:
         // negative, with a +0, with a -0 only, with an infinity, with a NaN.
+        // The buffer's rows past the first `used` are zero (+0 weights), and its last
+        // row is -0 weights: loading `used` rows, n - 1 (zero rows at the end, which
+        // are no different) or all n (a -0 row is not a zero row) gives the same sums
+        // as the plain loop.
         let (n, used) = (20, 5); // n: a 16-lane tile and a ragged one
         let w16: Vec<u16> = (0..n * n)
             .map(|i| {
                 let (r, c) = (i / n, i % n);
-                if r >= used || c % 3 == 0 {
+                if r == n - 1 {
+                    0x8000
+                } else if r >= used || c % 3 == 0 {
                     0
                 } else {
                     0x3c00 + (i as u16 % 7) * 0x40 // 1.0 .. 1.375
@@ -1797,11 +1814,22 @@ mod tests {
             .map(|i| if i % 2 == 0 { -0.0 } else { 0.0 })
             .collect();
         // Transposed, the zero rows are zero columns: those lanes add x[k] * 0 for all k.
-        for transpose in [false, true] {
+        for (transpose, loaded) in [false, true]
+            .into_iter()
+            .flat_map(|t| [used, n - 1, n].map(|l| (t, l)))
+        {
             let w: Vec<f32> = (0..n * n)
-                .map(|i| match transpose {
-                    false => buffer[i],
-                    true => buffer[(i % n) * n + i / n],
+                .map(|i| {
+                    let (r, c) = if transpose {
+                        (i % n, i / n)
+                    } else {
+                        (i / n, i % n)
+                    };
+                    if r < loaded {
+                        buffer[r * n + c]
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             let mut want = start.clone();
@@ -1811,7 +1839,7 @@ mod tests {
                 false,
                 n,
                 &mut WeightBuf::owned(buf.clone(), n),
-                used,
+                loaded,
                 transpose,
             );
             let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
@@ -1823,7 +1851,16 @@ mod tests {
                 } else {
                     a.to_bits()
                 };
-                assert_eq!(*g, a, "transpose {transpose} row {} lane {}", i / n, i % n);
+                assert_eq!(
+                    *g,
+                    a,
+                    "transpose {transpose} loaded {loaded} row {} lane {}",
+                    i / n,
+                    i % n
+                );
+            }
+            if loaded == n {
+                continue;
             }
             assert!(
                 want.iter().any(|v| v.to_bits() == 0x8000_0000),
