@@ -44,20 +44,18 @@ pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
     if fast_path(args, out) {
         return;
     }
-    let bits = |planes: &[&[u8]], l: usize| {
-        planes
-            .iter()
-            .enumerate()
-            .fold(0u32, |v, (b, p)| v | (p[l] as u32) << (8 * b))
+    // Element by element: the operands' bits gathered a plane at a time, the results
+    // scattered the same way (forward passes over whole planes, not one byte of each
+    // plane per element: that took about 14 ns an element).
+    let mut r = gather(args.a, n);
+    let y = if args.b.is_empty() {
+        vec![0; n]
+    } else {
+        gather(args.b, n)
     };
-    for l in 0..n {
-        let x = bits(args.a, l);
-        let y = if args.b.is_empty() {
-            0
-        } else {
-            bits(args.b, l)
-        };
-        let r = if op == Op::Cast {
+    for (v, y) in r.iter_mut().zip(y) {
+        let x = *v;
+        *v = if op == Op::Cast {
             cast_bits(dt, args.to, args.sat, x)
         } else if op == Op::Copy {
             x
@@ -66,10 +64,23 @@ pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
         } else {
             int_op(op, dt, x, y)
         };
-        for (b, p) in out.iter_mut().enumerate() {
-            p[l] = (r >> (8 * b)) as u8;
+    }
+    for (b, p) in out.iter_mut().enumerate() {
+        for (o, v) in p.iter_mut().zip(&r) {
+            *o = (v >> (8 * b)) as u8;
         }
     }
+}
+
+/// Each element's bits from its bytes in `planes` (byte b in plane b).
+fn gather(planes: &[&[u8]], n: usize) -> Vec<u32> {
+    let mut bits = vec![0u32; n];
+    for (b, p) in planes.iter().enumerate() {
+        for (v, byte) in bits.iter_mut().zip(*p) {
+            *v |= (*byte as u32) << (8 * b);
+        }
+    }
+    bits
 }
 
 /// Typed loops for the common cases (int8 and fp32 arithmetic); same results as the
