@@ -37,7 +37,8 @@ impl BusySet {
             let m = ((base + CHUNK - first - 1) / d + 1).min(n - k);
             if d == 1 {
                 let (lo, hi) = (first - base, first - base + m);
-                for (w, word) in chunk.iter_mut().enumerate() {
+                let words = (lo >> 6) as usize..=((hi - 1) >> 6) as usize;
+                for (word, w) in chunk[words.clone()].iter_mut().zip(words) {
                     let (a, b) = (64 * w as u64, 64 * w as u64 + 64);
                     let (l, h) = (lo.max(a), hi.min(b));
                     if l < h {
