@@ -208,8 +208,10 @@ pub struct Streams {
     live: usize,
     /// Batched values, by stream id.
     bulk: Vec<Vec<Bulk>>,
-    /// The first cycle on which some batched values will have left the chip.
+    /// The first cycle on which some batched values will have left the chip, overall
+    /// and by stream id.
     prune_at: u64,
+    expiry: Vec<u64>,
     /// By stream id, the least and greatest diagonal a one-by-one value was ever put on:
     /// reads of batched values outside it need not look for one.
     single_keys: Vec<(i64, i64)>,
@@ -247,6 +249,7 @@ impl Clone for Streams {
             live: self.live,
             bulk: self.bulk.clone(),
             prune_at: self.prune_at,
+            expiry: self.expiry.clone(),
             single_keys: self.single_keys.clone(),
             positions: self.positions,
         }
@@ -268,6 +271,7 @@ impl Streams {
             live: 0,
             bulk: vec![Vec::new(); 2 * streams],
             prune_at: u64::MAX,
+            expiry: vec![u64::MAX; 2 * streams],
             single_keys: vec![(i64::MAX, i64::MIN); 2 * streams],
             positions,
         }
@@ -287,6 +291,7 @@ impl Streams {
         self.live = 0;
         self.bulk.iter_mut().for_each(Vec::clear);
         self.prune_at = u64::MAX;
+        self.expiry.fill(u64::MAX);
         self.single_keys.fill((i64::MAX, i64::MIN));
     }
 
@@ -340,7 +345,9 @@ impl Streams {
             rows,
             writer,
         };
-        self.prune_at = self.prune_at.min(b.last_cycle + self.positions as u64 + 1);
+        let gone = b.last_cycle + self.positions as u64 + 1;
+        self.prune_at = self.prune_at.min(gone);
+        self.expiry[b.sid] = self.expiry[b.sid].min(gone);
         self.bulk[b.sid].push(b);
     }
 
@@ -517,13 +524,15 @@ impl Streams {
         if cycle < self.prune_at {
             return;
         }
-        let p = self.positions as u64;
+        let gone = |b: &Bulk| b.last_cycle + self.positions as u64 + 1;
         self.prune_at = u64::MAX;
-        for list in &mut self.bulk {
-            list.retain(|b| b.last_cycle + p >= cycle);
-            for b in list.iter() {
-                self.prune_at = self.prune_at.min(b.last_cycle + p + 1);
+        // Only the streams with values to forget are looked through.
+        for (list, expiry) in self.bulk.iter_mut().zip(&mut self.expiry) {
+            if *expiry <= cycle {
+                list.retain(|b| gone(b) > cycle);
+                *expiry = list.iter().map(gone).min().unwrap_or(u64::MAX);
             }
+            self.prune_at = self.prune_at.min(*expiry);
         }
     }
 
