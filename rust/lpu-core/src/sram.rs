@@ -7,15 +7,18 @@
 //! A run keeps the old value of every word it overwrites in the slices it reads
 //! ([`Sram::start_journal`]), so that it can be redone from its start
 //! ([`Sram::rewind`]). A saved snapshot would do as well, but it shares every page, and
-//! the first write to each page would then copy all 80 KB of it: most pages a decode
+//! the first write to each page would then copy all 40 KB of it: most pages a decode
 //! step writes get one word (a KV cache row), and a handful of words saved is far less.
 
 use crate::streams::Rows;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Words per lazily allocated page.
-pub const PAGE_WORDS: usize = 256;
+/// Words per lazily allocated page (40 KB on `tsp_v1`). A page that a view shares is
+/// copied whole on its next write: a decode step copies a few dozen of them (its KV
+/// caches share pages, which attention's weight loads view), and pages of 256 words
+/// made it 5 % slower; pages of 64 made streaming VXM runs 9 % slower (more pieces).
+pub const PAGE_WORDS: usize = 128;
 
 #[derive(Clone)]
 pub struct Sram {
