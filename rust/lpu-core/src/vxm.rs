@@ -97,6 +97,7 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
             i8_ops(args.op, args.a[0], args.b[0], &mut *out[0]);
             true
         }
+        (op, DType::I16) if op != Op::Cast && op != Op::Copy => i16_ops(op, args.a, args.b, out),
         (Op::Cast, DType::F32) if args.to == DType::F16 => {
             f32_to_f16_planes(args.a, args.sat, out);
             true
@@ -127,6 +128,59 @@ fn i8_ops(op: Op, a: &[u8], b: &[u8], out: &mut [u8]) {
         Op::Max => elementwise!(std::cmp::max::<i8>),
         _ => elementwise!(std::cmp::min::<i8>),
     }
+}
+
+/// int16 operations on whole planes (a decode step's position arithmetic, compares and
+/// masks), with the general path's results: wrapping arithmetic, compares giving 1 or
+/// 0. False: not an operation this covers (shifts and the rest take the general path).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn i16_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
+    let b = if b.is_empty() { a } else { b };
+    let [o0, o1] = out else {
+        unreachable!("two planes")
+    };
+    let n = o0.len();
+    let x = (&a[0][..n], &a[1][..n]);
+    let y = (&b[0][..n], &b[1][..n]);
+    let z = (&mut o0[..], &mut o1[..n]);
+    macro_rules! map2 {
+        ($g:expr) => {
+            for e in 0..n {
+                let p = i16::from_le_bytes([x.0[e], x.1[e]]);
+                let q = i16::from_le_bytes([y.0[e], y.1[e]]);
+                let v: i16 = $g(p, q);
+                [z.0[e], z.1[e]] = v.to_le_bytes();
+            }
+        };
+    }
+    match op {
+        Op::Add => map2!(i16::wrapping_add),
+        Op::Sub => map2!(i16::wrapping_sub),
+        Op::Mul => map2!(i16::wrapping_mul),
+        Op::Max => map2!(|p: i16, q| p.max(q)),
+        Op::Min => map2!(|p: i16, q| p.min(q)),
+        Op::And => map2!(|p, q| p & q),
+        Op::Or => map2!(|p, q| p | q),
+        Op::Xor => map2!(|p, q| p ^ q),
+        Op::Eq => map2!(|p, q| (p == q) as i16),
+        Op::Ne => map2!(|p, q| (p != q) as i16),
+        Op::Lt => map2!(|p, q| (p < q) as i16),
+        Op::Le => map2!(|p, q| (p <= q) as i16),
+        Op::Gt => map2!(|p, q| (p > q) as i16),
+        Op::Ge => map2!(|p, q| (p >= q) as i16),
+        Op::Mask => map2!(|p, q| if q != 0 { p } else { 0 }),
+        Op::Maskn => map2!(|p, q| if q == 0 { p } else { 0 }),
+        Op::Neg => map2!(|p: i16, _| p.wrapping_neg()),
+        Op::Abs => map2!(|p: i16, _| p.wrapping_abs()),
+        Op::Not => map2!(|p: i16, _| !p),
+        Op::Relu => map2!(|p: i16, _| p.max(0)),
+        _ => return false,
+    }
+    true
 }
 
 /// fp32 operations on whole planes, with exactly the general path's rules (see
@@ -456,6 +510,53 @@ mod tests {
             }
         }
         assert_eq!(run1(Op::Add, DType::I8, &[127], &[1]), vec![0x80]);
+    }
+
+    #[test]
+    fn int16_fast_path_agrees() {
+        // Extremes, zero, ones and a spread of values, every pair, through every
+        // operation the typed loop takes and those it leaves to the general path.
+        let vals: Vec<u32> = [
+            0u32, 1, 2, 0x7fff, 0x8000, 0x8001, 0xffff, 0xfffe, 0x1234, 0xedcb,
+        ]
+        .into_iter()
+        .chain((0..40).map(|i| (i * 1657 + 99) & 0xffff))
+        .collect();
+        let (a, b): (Vec<u32>, Vec<u32>) = vals
+            .iter()
+            .flat_map(|x| vals.iter().map(move |y| (*x, *y)))
+            .unzip();
+        for op in [
+            Op::Add,
+            Op::Sub,
+            Op::Mul,
+            Op::Max,
+            Op::Min,
+            Op::And,
+            Op::Or,
+            Op::Xor,
+            Op::Eq,
+            Op::Ne,
+            Op::Lt,
+            Op::Le,
+            Op::Gt,
+            Op::Ge,
+            Op::Mask,
+            Op::Maskn,
+            Op::Neg,
+            Op::Abs,
+            Op::Not,
+            Op::Relu,
+            Op::Shl,
+            Op::Shr,
+        ] {
+            let unary = matches!(op, Op::Neg | Op::Abs | Op::Not | Op::Relu);
+            let fast = run1(op, DType::I16, &a, if unary { &[] } else { &b });
+            for l in 0..a.len() {
+                let slow = int_op(op, DType::I16, a[l], if unary { 0 } else { b[l] });
+                assert_eq!(fast[l], slow, "{op:?} {:#x} {:#x}", a[l], b[l]);
+            }
+        }
     }
 
     #[test]
