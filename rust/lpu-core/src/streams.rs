@@ -169,9 +169,16 @@ impl Bulk {
     }
 
     fn index(&self, key: i64) -> Option<usize> {
+        // Range first, and no division for a step of 1: this runs for every batched
+        // writer of a stream on each lookup, and a 64-bit division is tens of cycles.
         let off = key - self.key0;
-        (off >= 0 && off % self.step == 0 && ((off / self.step) as usize) < self.rows.n)
-            .then(|| (off / self.step) as usize)
+        if off < 0 || off > (self.rows.n as i64 - 1) * self.step {
+            return None;
+        }
+        if self.step == 1 {
+            return Some(off as usize);
+        }
+        (off % self.step == 0).then(|| (off / self.step) as usize)
     }
 }
 
@@ -403,7 +410,11 @@ impl Streams {
         let key = |j: usize| key0 + (j as u64 * d) as i64;
         // A batched writer between it and the reader takes over from its first value.
         for o in &self.bulk[b.sid] {
-            if Self::distance(s, pos, o.pos).is_some_and(|x| x < near) {
+            // (Most other writers of the stream have no key in the window: the search
+            // below divides once per key.)
+            if Self::distance(s, pos, o.pos).is_some_and(|x| x < near)
+                && o.overlaps(key0, key(m.saturating_sub(1)))
+            {
                 if let Some(j) = (0..m).find(|j| o.index(key(*j)).is_some()) {
                     m = j;
                 }
