@@ -190,7 +190,12 @@ impl Chip {
         }
         let mut first = u64::MAX;
         for &q in self.writers.group(s.west, s.index as usize, n) {
-            if q == hz.except || !(lo..=hi).contains(&self.queues[q].position) {
+            // A queue that issues nothing before the end (most of them) is not walked.
+            let st = &self.q[q];
+            if q == hz.except
+                || (st.next >= hz.end && st.rep.is_none() && !st.parked)
+                || !(lo..=hi).contains(&self.queues[q].position)
+            {
                 continue;
             }
             let unknown = self.walk(q, hz.end, |t0, instr| {
