@@ -83,8 +83,8 @@ fn gather(planes: &[&[u8]], n: usize) -> Vec<u32> {
     bits
 }
 
-/// Typed loops for the common cases (int8 and fp32 arithmetic); same results as the
-/// general element-by-element path, which the tests check.
+/// Typed loops for the common cases (int8, int16 and fp32 arithmetic); same results as
+/// the general element-by-element path, which the tests check.
 fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
     match (args.op, args.dt) {
         (Op::Copy, _) => {
