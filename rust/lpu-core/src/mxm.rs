@@ -267,8 +267,17 @@ impl Weights {
             let n = self.n;
             let mut w = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
             w.clear();
-            w.resize(n * n, 0.0);
             let rows = self.rows();
+            if !self.transpose {
+                // Each row widened in L1 and appended, then zeros: zeroing the whole
+                // array first wrote it twice.
+                let mut one = vec![0f32; n];
+                for row in &rows {
+                    widen_row(self.int8, *row, &mut one);
+                    w.extend_from_slice(&one);
+                }
+            }
+            w.resize(n * n, 0.0);
             if self.transpose {
                 // Buffer row r becomes array column r. A block of rows is widened first,
                 // so that each array row gets a run of values at a time rather than one
@@ -285,10 +294,6 @@ impl Weights {
                             *v = block[i * n + c];
                         }
                     }
-                }
-            } else {
-                for (row, out) in rows.into_iter().zip(w.chunks_mut(n)) {
-                    widen_row(self.int8, row, out);
                 }
             }
             w
