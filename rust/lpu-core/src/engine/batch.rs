@@ -137,6 +137,11 @@ impl Chip {
         if s.parked {
             return s.next.max(self.cycle);
         }
+        if s.rep.is_none() && s.next >= end {
+            // Nothing before the end (most queues a look-ahead asks about): from the
+            // queue's state alone, without reading its code.
+            return u64::MAX;
+        }
         let code = &self.code[qi];
         let mut t = s.next;
         let mut pc = s.pc;
@@ -190,12 +195,7 @@ impl Chip {
         }
         let mut first = u64::MAX;
         for &q in self.writers.group(s.west, s.index as usize, n) {
-            // A queue that issues nothing before the end (most of them) is not walked.
-            let st = &self.q[q];
-            if q == hz.except
-                || (st.next >= hz.end && st.rep.is_none() && !st.parked)
-                || !(lo..=hi).contains(&self.queues[q].position)
-            {
+            if q == hz.except || !(lo..=hi).contains(&self.queues[q].position) {
                 continue;
             }
             let unknown = self.walk(q, hz.end, |t0, instr| {
