@@ -58,7 +58,7 @@ impl DType {
     }
 
     /// Bytes per element = streams per stream group = byte planes in SRAM.
-    pub fn bytes(self) -> usize {
+    pub const fn bytes(self) -> usize {
         match self {
             DType::I8 => 1,
             DType::I16 | DType::F16 | DType::Bf16 => 2,

@@ -15,6 +15,7 @@
 //! has integer dot-product instructions, int8 runs on those instead (`vnni`), with the
 //! same integer results.
 
+use crate::dtype::DType;
 use crate::streams::Rows;
 use multiversion::multiversion;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -48,6 +49,10 @@ const DIRECT_ROWS: usize = 16;
 /// Products straight from the bytes one install takes before it is widened anyway
 /// (a program issuing `abc` one at a time would otherwise widen on every issue).
 const DIRECT_CALLS: u32 = 4;
+
+/// Words per row of weights in a buffer (which holds `lanes` rows): an fp16 row, the
+/// widest, is two words.
+const WORDS_PER_ROW: usize = DType::F16.bytes();
 
 /// A plane's weight buffer: words of `lanes` bytes (an int8 row of weights is one
 /// word, an fp16 row two: its low bytes, then its high bytes). A word a batch of `lw`
@@ -85,9 +90,9 @@ impl WeightBuf {
     }
 
     /// Words w0.. (`count` of them) to copy values into, if the buffer has room for
-    /// them (it holds 2 x lanes words: lanes rows of fp16).
+    /// them (it holds `WORDS_PER_ROW` x lanes words: lanes rows of fp16).
     pub fn own_words(&mut self, w0: usize, count: usize, lanes: usize) -> Option<&mut [u8]> {
-        let words = 2 * lanes;
+        let words = WORDS_PER_ROW * lanes;
         if w0 + count > words {
             return None;
         }
@@ -98,7 +103,7 @@ impl WeightBuf {
     }
 
     /// Words w0, w0 + every, ... are the first `count` vectors of `rows` (as views;
-    /// all below 2 x lanes).
+    /// all below `WORDS_PER_ROW` x lanes).
     pub fn view(&mut self, w0: usize, every: usize, rows: &Rows, count: usize) {
         self.fit(rows.width);
         // A load's words come from a few buffers (one SRAM page per stream).
@@ -126,7 +131,7 @@ impl WeightBuf {
                 ..Default::default()
             };
         }
-        self.at.resize(2 * lanes, None);
+        self.at.resize(WORDS_PER_ROW * lanes, None);
     }
 
     /// Lets go of the viewed buffers (keeping its own memory): the loads after this

@@ -73,31 +73,26 @@ impl Rows {
         Rows { fold, ..rows }
     }
 
+    /// Where vector `i` starts in `data`.
     #[inline]
-    fn at(&self, i: usize) -> usize {
+    pub fn offset(&self, i: usize) -> usize {
         match self.fold {
             None => self.off + i * self.stride,
             Some(f) => self.off + f.place(f.first + i) * self.stride,
         }
     }
 
-    /// Where vector `i` starts in `data`.
-    #[inline]
-    pub fn offset(&self, i: usize) -> usize {
-        self.at(i)
-    }
-
     /// Vector `i`.
     #[inline]
     pub fn row(&self, i: usize) -> &[u8] {
-        let at = self.at(i);
+        let at = self.offset(i);
         &self.data[at..at + self.width]
     }
 
     /// The buffer from vector `i` to its end.
     #[inline]
     pub fn tail(&self, i: usize) -> &[u8] {
-        &self.data[self.at(i)..]
+        &self.data[self.offset(i)..]
     }
 
     /// Vectors `i..i + m` (sharing the buffer).
@@ -134,7 +129,7 @@ impl Rows {
         };
         Some(Rows {
             data: self.data.clone(),
-            off: self.at(i),
+            off: self.offset(i),
             n: m,
             width: self.width,
             stride,
