@@ -32,18 +32,33 @@ def loaded(prog: lpu.Program, inputs: dict, fast: bool) -> lpu.Chip:
 
 
 def run_both(prog: lpu.Program, inputs: dict, *, until=None):
+    """Run one by one and batched (and batched again, replaying the plan of a first run
+    on other data when that run halted); everything must agree."""
     out = []
-    for fast in (False, True):
+    for fast, replay in ((False, False), (True, False), (True, True)):
         chip = loaded(prog, inputs, fast)
+        if replay:
+            chip.reset()
+            for name, v in inputs.items():
+                write_tensor(chip, prog.tensor(name), np.ascontiguousarray(v[::-1]))
+            first = chip.run()
+            chip.reset()
+            for name, v in inputs.items():
+                write_tensor(chip, prog.tensor(name), v)
         status = chip.run() if until is None else chip.run_until(until)
+        if replay and until is None:
+            # (A tighter cycle limit than the first run's cuts batches short: then the
+            # run is redone without the plan.)
+            assert chip.replayed == (first == lpu.RunStatus.HALTED and status != lpu.RunStatus.FAULT)
         tensors = {t.name: read_tensor(chip, t) for t in prog.tensors}
         fault = None if chip.fault is None else str(chip.fault)
         out.append((status, chip.cycle, chip.cycles, chip.stats(), tensors, fault, chip.batched_issues))
-    (s0, c0, n0, st0, t0, f0, b0), (s1, c1, n1, st1, t1, f1, b1) = out
-    assert (s0, c0, n0, f0) == (s1, c1, n1, f1)
-    assert st0 == st1
-    for name in t0:
-        assert t0[name].tobytes() == t1[name].tobytes(), name
+    (s0, c0, n0, st0, t0, f0, b0), (s1, c1, n1, st1, t1, f1, b1), *again = out
+    for s, c, n, st, t, f, _ in [out[1], *again]:
+        assert (s0, c0, n0, f0) == (s, c, n, f)
+        assert st0 == st
+        for name in t0:
+            assert t0[name].tobytes() == t[name].tobytes(), name
     assert b0 == 0
     return b1, t1, f1
 

@@ -57,6 +57,8 @@ def test_logits_and_greedy_tokens_match_the_reference(name):
             elif agree_until is None:
                 agree_until = pos
     assert chip.last is not None and chip.last.cycles > 0
+    # Every step after the first took its batch decisions from the first one's plan.
+    assert chip.chip.replayed
     # Free-running greedy decoding on the chip gives the same tokens (up to a near-tie).
     gen = Generator(model, max_seq=80)
     got_tokens = [t.id for t in gen.generate(token_ids=prompt, max_new_tokens=64, stop_at_eos=False)]

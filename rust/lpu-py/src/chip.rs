@@ -268,6 +268,16 @@ impl Chip {
         Ok(c.stats().batched)
     }
 
+    /// Whether the last run took its batch decisions from the first run of the loaded
+    /// program that halted, instead of looking ahead at the queues' schedules again. A
+    /// run from the program's start (after ``load`` or ``reset``) does, with batching on
+    /// and no breakpoints, once such a run has halted; the results are the same.
+    #[getter]
+    fn replayed(&self) -> PyResult<bool> {
+        let c = self.core()?;
+        Ok(c.replayed())
+    }
+
     #[setter]
     fn set_fast(&self, on: bool) -> PyResult<()> {
         let mut c = self.core()?;

@@ -57,6 +57,8 @@ struct Run {
 struct Hazards {
     except: usize,
     end: u64,
+    /// The run's plan gave the batch's length: nothing need be looked at.
+    known: bool,
 }
 
 /// The queues whose code writes each stream, and each group of consecutive streams
@@ -193,6 +195,9 @@ impl Chip {
         if n == 0 {
             return u64::MAX;
         }
+        if hz.known {
+            return u64::MAX;
+        }
         let mut first = u64::MAX;
         for &q in self.writers.group(s.west, s.index as usize, n) {
             if q == hz.except || !(lo..=hi).contains(&self.queues[q].position) {
@@ -212,7 +217,7 @@ impl Chip {
 
     /// First issue of queue `qi` among the hazards (`ops`: only these ops, if given).
     fn first_issue_of(&self, hz: &Hazards, qi: usize, ops: &[Op]) -> u64 {
-        if qi == hz.except {
+        if qi == hz.except || hz.known {
             return u64::MAX;
         }
         let mut first = u64::MAX;
@@ -270,15 +275,28 @@ impl Chip {
             return 0;
         }
         let (base, k0, left, d) = self.rep_instrs(qi);
-        let max_k = (left + with_base as u64).min(MAX_BATCH).min(limit);
+        let mut max_k = (left + with_base as u64).min(MAX_BATCH).min(limit);
         if max_k < MIN_BATCH {
             return 0;
         }
+        let known = match self.plan_use.answer(qi, t, max_k) {
+            plan::Answer::Ask => false,
+            plan::Answer::Skip => return 0,
+            plan::Answer::Batch(k) => {
+                max_k = k;
+                true
+            }
+            plan::Answer::Diverged => {
+                self.diverged = true;
+                return 0;
+            }
+        };
         let mut instr = base;
         advance(&mut instr, k0 + 1 - with_base as u32);
         let hz = Hazards {
             except: qi,
             end: t + max_k * d + 64,
+            known,
         };
         let kind = self.queues[qi].kind;
         let job = Job {
@@ -300,6 +318,10 @@ impl Chip {
             (Unit::Mxm, QueueKind::MxmAcc { plane }) => self.batch_acc(&job, plane as usize),
             _ => 0,
         };
+        self.plan_use.note(qi, t, k);
+        if known && k != max_k {
+            self.diverged = true;
+        }
         if k == 0 {
             return 0;
         }

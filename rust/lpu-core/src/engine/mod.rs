@@ -30,6 +30,7 @@ mod batch;
 mod busy;
 mod due;
 mod latch;
+mod plan;
 mod pool;
 
 /// Why a run stopped.
@@ -485,6 +486,15 @@ pub struct Chip {
     resume_cycle: Option<u64>,
     /// Result buffers of batches, taken back once dropped.
     pool: pool::Pool,
+    /// The batch decisions of a run of the loaded program from its start (see `plan`),
+    /// kept across resets; what the current run does with them; whether the chip is
+    /// at the start of its program (loaded or reset since its last run); whether the
+    /// run being replayed went another way; whether the last run used a plan.
+    plan: Option<Arc<plan::Plan>>,
+    plan_use: plan::PlanUse,
+    fresh: bool,
+    diverged: bool,
+    replayed: bool,
     // Scratch buffers reused by every instruction.
     sa: Vec<u8>,
     sb: Vec<u8>,
@@ -566,6 +576,11 @@ impl Chip {
             watch_hit: None,
             resume_cycle: None,
             pool: pool::Pool::default(),
+            plan: None,
+            plan_use: plan::PlanUse::Off,
+            fresh: false,
+            diverged: false,
+            replayed: false,
             sa: vec![0; 16 * lanes],
             sb: vec![0; 16 * lanes],
             so: vec![0; 16 * lanes],
@@ -620,6 +635,11 @@ impl Chip {
     /// off forces one-by-one issue, e.g. to compare the two).
     pub fn set_fast(&mut self, on: bool) {
         self.fast = on;
+    }
+    /// Whether the last run took its batch decisions from the program's plan (see
+    /// `plan`).
+    pub fn replayed(&self) -> bool {
+        self.replayed
     }
     pub fn fast(&self) -> bool {
         self.fast
@@ -692,6 +712,7 @@ impl Chip {
         self.code = code;
         self.program = Some(prog);
         self.entry = entry.map(str::to_string);
+        self.plan = None;
         self.reset();
         Ok(())
     }
@@ -752,8 +773,10 @@ impl Chip {
         let start_pc = std::mem::take(&mut self.start_pc);
         let entry = self.entry.take();
         let pool = std::mem::take(&mut self.pool);
+        let (plan, replayed) = (self.plan.take(), self.replayed);
         *self = fresh;
         self.pool = pool;
+        (self.plan, self.replayed) = (plan, replayed);
         self.read = read;
         self.writers = writers;
         self.start_pc = start_pc;
@@ -781,6 +804,7 @@ impl Chip {
                 .filter(|&i| self.q[i].pc < self.code[i].len())
                 .collect();
             self.halted = self.active.is_empty();
+            self.fresh = true;
         }
         self.program = prog;
     }
@@ -875,8 +899,39 @@ impl Chip {
         if tracer.enabled() {
             self.value_log = Some(Vec::new());
         }
+        // A batched run from the program's start records its batch decisions, or
+        // takes them from the plan the first such run that halted recorded.
+        let fresh = std::mem::take(&mut self.fresh);
+        self.plan_use = match &self.plan {
+            _ if !(fresh && self.fast && self.breakpoints.is_empty()) => plan::PlanUse::Off,
+            Some(p) => plan::PlanUse::Replay {
+                plan: p.clone(),
+                next: 0,
+            },
+            None => plan::PlanUse::Record(plan::Plan::default()),
+        };
         let mut base: Option<Box<Chip>> = None;
         let mut status = self.run_inner(limits, tracer, &mut base);
+        if status == RunStatus::Halted && self.plan_use.unfinished() {
+            self.diverged = true;
+        }
+        // Not the recorded run (a batch attempt differed, or answers were left): again
+        // from before the first batch, looking ahead as usual. (With no batch attempt
+        // there is no such state, but then no answer was used either.)
+        if let Some(mut b) = base.take_if(|_| std::mem::take(&mut self.diverged)) {
+            let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+            sram.rewind();
+            b.sram = sram;
+            *self = *b;
+            status = self.run_inner(limits, tracer, &mut base);
+        }
+        let mut replayed = matches!(self.plan_use, plan::PlanUse::Replay { .. });
+        if status == RunStatus::Halted {
+            if let Some(p) = std::mem::take(&mut self.plan_use).recorded() {
+                self.plan = Some(Arc::new(p));
+            }
+        }
+        self.plan_use = plan::PlanUse::Off;
         if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
             if let Some(mut b) = base.take() {
                 // Batches had already done issues for cycles after the stop: run the same
@@ -890,8 +945,10 @@ impl Chip {
                 *self = *b;
                 self.fast = false;
                 status = self.run_inner(limits, tracer, &mut None);
+                replayed = false;
             }
         }
+        self.replayed = replayed;
         self.flush_bulk(None);
         self.sram.stop_journal();
         self.fast = fast;
@@ -909,7 +966,7 @@ impl Chip {
         let mut budget = limits.issue_budget;
         // Queues that can issue, by the next cycle they do (then by index, the order in
         // which queues issue within a cycle). Parked queues join when notified.
-        let mut due = due::Due::new(0);
+        let mut due = self.plan_use.steps();
         for &qi in &self.active {
             if !self.q[qi].parked {
                 due.push(self.q[qi].next, qi);
@@ -980,6 +1037,7 @@ impl Chip {
             }
             now.clear();
             due.pop_until(t, &mut now);
+            self.plan_use.note_steps(t, &now);
             // Breakpoints are checked for every queue before anything issues this cycle.
             if !self.breakpoints.is_empty()
                 && self.resume_cycle != Some(t)
@@ -995,9 +1053,12 @@ impl Chip {
                 // SRAM is not kept but journalled from here on (holding its pages would
                 // make the first write to each copy it), and only in the slices the
                 // program reads: a redo writes the others' words again.
+                // Nor the plan in use: a redo from there does without it.
                 let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+                let plan_use = std::mem::take(&mut self.plan_use);
                 let b = Box::new(self.clone());
                 self.sram = sram;
+                self.plan_use = plan_use;
                 self.sram.start_journal(&self.read);
                 *base = Some(b);
             }
@@ -1007,6 +1068,9 @@ impl Chip {
                 if self.fault.is_some() {
                     self.cycle = t;
                     return RunStatus::Fault;
+                }
+                if self.diverged {
+                    return RunStatus::Paused; // redone by `run_traced`
                 }
                 let s = &self.q[qi];
                 if s.rep.is_none() && s.pc >= self.code[qi].len() && !s.parked {
