@@ -215,9 +215,14 @@ impl Chip {
         first
     }
 
-    /// First issue of queue `qi` among the hazards (`ops`: only these ops, if given).
-    fn first_issue_of(&self, hz: &Hazards, qi: usize, ops: &[Op]) -> u64 {
-        if qi == hz.except || hz.known {
+    /// First issue of the queue of kind `kind` among the hazards (`ops`: only these ops,
+    /// if given).
+    fn first_issue_of(&self, hz: &Hazards, kind: QueueKind, ops: &[Op]) -> u64 {
+        if hz.known {
+            return u64::MAX;
+        }
+        let qi = self.queue_of(kind);
+        if qi == hz.except {
             return u64::MAX;
         }
         let mut first = u64::MAX;
@@ -369,11 +374,11 @@ impl Chip {
         let mut k = max_k.min((self.cfg.addresses as u64).saturating_sub(addr0));
         // The slice's other port must stay idle (no other access, so no bank conflict and
         // no write that a read should see), and nothing may be waiting to land on it.
-        let other = self.queue_of(QueueKind::Mem {
+        let other = QueueKind::Mem {
             hemi,
             slice,
             port: 1 - port,
-        });
+        };
         let stop = self.first_issue_of(hz, other, &[]);
         // Nor may it have issued already this cycle (earlier in issue order).
         let used = &self.bank[hemi as usize * self.cfg.mem_slices as usize + slice as usize];
@@ -778,8 +783,7 @@ impl Chip {
         if !src.index.is_multiple_of(nb) || src.index + nb > self.cfg.streams {
             return 0;
         }
-        let ld = self.queue_of(QueueKind::MxmLoad { plane: p as u8 });
-        let stop = self.first_issue_of(hz, ld, &[Op::Iw]);
+        let stop = self.first_issue_of(hz, QueueKind::MxmLoad { plane: p as u8 }, &[Op::Iw]);
         let mut k = self.safe_reads(hz, src, nb, pos, run, max_k);
         while k > 0 && t + (k - 1) * d >= stop {
             k -= 1;
@@ -905,8 +909,7 @@ impl Chip {
             return 0;
         }
         // An abc not yet issued could still change a slot we read.
-        let abc = self.queue_of(QueueKind::MxmAbc { plane: p as u8 });
-        let stop = self.first_issue_of(hz, abc, &[]);
+        let stop = self.first_issue_of(hz, QueueKind::MxmAbc { plane: p as u8 }, &[]);
         let slot0 = instr.args[0] as u64;
         let mut results = Vec::new();
         // Where the first result comes from, and how many of the first results are the
