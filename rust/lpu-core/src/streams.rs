@@ -396,13 +396,21 @@ impl Streams {
     fn span(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Option<Rows> {
         let key0 = Self::key(s, pos, t);
         let (bp, b, i0) = self.bulk_best(s, pos, key0)?;
+        // (No division for steps of 1, the usual case: this runs for every stream of
+        // every batch, and a division is tens of cycles.)
         let step = b.step as u64;
-        if !d.is_multiple_of(step) {
-            return None;
-        }
-        let every = (d / step) as usize;
+        let every = match step {
+            1 => d as usize,
+            _ if d.is_multiple_of(step) => (d / step) as usize,
+            _ => return None,
+        };
         let near = Self::distance(s, pos, bp).expect("upstream");
-        let mut m = k.min((b.rows.n - i0).div_ceil(every));
+        let left = b.rows.n - i0;
+        let mut m = k.min(if every == 1 {
+            left
+        } else {
+            left.div_ceil(every)
+        });
         let key = |j: usize| key0 + (j as u64 * d) as i64;
         // A batched writer between it and the reader takes over from its first value.
         for o in &self.bulk[b.sid] {
