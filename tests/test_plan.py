@@ -133,3 +133,4 @@ def test_breakpoints_and_one_by_one_issue_do_without_the_plan():
     chip.remove_breakpoint(prog.queue_names[0], 10_000)
     run_on(chip, prog, {"x": x, "y": x})
     assert chip.replayed
+

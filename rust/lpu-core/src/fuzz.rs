@@ -140,12 +140,23 @@ pub fn run_program(data: &[u8]) {
             }
         }
     };
+    // Both in slices of a few issues (stopped and resumed, as Python runs long ones).
+    let sliced = |chip: &mut Chip, issues: u64| loop {
+        let status = chip.run(Limits {
+            until: limits.until,
+            issue_budget: issues,
+        });
+        if status != crate::engine::RunStatus::Paused {
+            break status;
+        }
+    };
     let mut chip = Chip::new(cfg.clone()).expect("a preset is valid");
     chip.load(prog.clone(), None).expect("loaded above");
-    chip.run(limits);
+    sliced(&mut chip, 5);
     let replay = chip.halted() && chip.fault().is_none();
     chip.reset();
     fill(&mut chip);
+    sliced(&mut chip, 3);
     let got = outcome(&mut chip);
     for fast in [true, false] {
         let mut fresh = Chip::new(cfg.clone()).expect("a preset is valid");

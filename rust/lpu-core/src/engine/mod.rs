@@ -900,13 +900,19 @@ impl Chip {
             self.value_log = Some(Vec::new());
         }
         // A batched run from the program's start records its batch decisions, or
-        // takes them from the plan the first such run that halted recorded.
+        // takes them from the plan the first such run that halted recorded. A run that
+        // paused (its issue budget spent: Python runs long programs in slices) goes on
+        // doing so when resumed. (A cycle limit ends that: it cuts batches short, and a
+        // plan recorded so would cut every later run's batches there.)
         let fresh = std::mem::take(&mut self.fresh);
+        let plan_use = std::mem::take(&mut self.plan_use);
         self.plan_use = match &self.plan {
-            _ if !(fresh && self.fast && self.breakpoints.is_empty()) => plan::PlanUse::Off,
+            _ if !(self.fast && self.breakpoints.is_empty()) => plan::PlanUse::Off,
+            _ if !fresh => plan_use,
             Some(p) => plan::PlanUse::Replay {
                 plan: p.clone(),
                 next: 0,
+                step: 0,
             },
             None => plan::PlanUse::Record(plan::Plan::default()),
         };
@@ -915,23 +921,29 @@ impl Chip {
         if status == RunStatus::Halted && self.plan_use.unfinished() {
             self.diverged = true;
         }
-        // Not the recorded run (a batch attempt differed, or answers were left): again
-        // from before the first batch, looking ahead as usual. (With no batch attempt
-        // there is no such state, but then no answer was used either.)
-        if let Some(mut b) = base.take_if(|_| std::mem::take(&mut self.diverged)) {
-            let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
-            sram.rewind();
-            b.sram = sram;
-            *self = *b;
-            status = self.run_inner(limits, tracer, &mut base);
-        }
-        let mut replayed = matches!(self.plan_use, plan::PlanUse::Replay { .. });
-        if status == RunStatus::Halted {
-            if let Some(p) = std::mem::take(&mut self.plan_use).recorded() {
-                self.plan = Some(Arc::new(p));
+        if std::mem::take(&mut self.diverged) {
+            // Not the recorded run (a batch attempt differed, or answers were left):
+            // again from before the first batch, looking ahead as usual. (With no batch
+            // attempt there is no such state, but then no answer was used either.)
+            self.plan_use = plan::PlanUse::Off;
+            if let Some(mut b) = base.take() {
+                let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+                sram.rewind();
+                b.sram = sram;
+                *self = *b;
+                status = self.run_inner(limits, tracer, &mut base);
             }
         }
-        self.plan_use = plan::PlanUse::Off;
+        let mut replayed = matches!(self.plan_use, plan::PlanUse::Replay { .. });
+        match status {
+            RunStatus::Paused => {}
+            RunStatus::Halted => {
+                if let Some(p) = std::mem::take(&mut self.plan_use).recorded() {
+                    self.plan = Some(Arc::new(p));
+                }
+            }
+            _ => self.plan_use = plan::PlanUse::Off,
+        }
         if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
             if let Some(mut b) = base.take() {
                 // Batches had already done issues for cycles after the stop: run the same
@@ -962,11 +974,25 @@ impl Chip {
         tracer: &mut T,
         base: &mut Option<Box<Chip>>,
     ) -> RunStatus {
+        // Queues that can issue, by the next cycle they do (then by index, the order in
+        // which queues issue within a cycle), or as a plan says. A replay that pauses
+        // resumes its plan where it stopped.
+        let mut due = self.plan_use.steps();
+        let status = self.run_steps(limits, tracer, base, &mut due);
+        self.plan_use.stopped_at(&due);
+        status
+    }
+
+    fn run_steps<T: Tracer>(
+        &mut self,
+        limits: Limits,
+        tracer: &mut T,
+        base: &mut Option<Box<Chip>>,
+        due: &mut plan::Steps,
+    ) -> RunStatus {
         self.watch_hit = None;
         let mut budget = limits.issue_budget;
-        // Queues that can issue, by the next cycle they do (then by index, the order in
-        // which queues issue within a cycle). Parked queues join when notified.
-        let mut due = self.plan_use.steps();
+        // Parked queues join `due` when notified.
         for &qi in &self.active {
             if !self.q[qi].parked {
                 due.push(self.q[qi].next, qi);

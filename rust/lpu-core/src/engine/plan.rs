@@ -82,8 +82,13 @@ pub(super) enum PlanUse {
     Off,
     /// Keeps its attempts, to become the program's plan if it halts.
     Record(Plan),
-    /// Takes its answers from a plan; `next` is the attempt to come.
-    Replay { plan: Arc<Plan>, next: usize },
+    /// Takes its answers from a plan; `next` is the attempt to come, `step` the
+    /// queue to step next.
+    Replay {
+        plan: Arc<Plan>,
+        next: usize,
+        step: usize,
+    },
 }
 
 /// What a batch attempt does under the plan in use.
@@ -101,7 +106,7 @@ pub(super) enum Answer {
 impl PlanUse {
     /// The answer for queue `qi`'s attempt on cycle `t`, of at most `max_k` issues.
     pub(super) fn answer(&mut self, qi: usize, t: u64, max_k: u64) -> Answer {
-        let PlanUse::Replay { plan, next } = self else {
+        let PlanUse::Replay { plan, next, .. } = self else {
             return Answer::Ask;
         };
         let a = plan.attempts.get(*next).copied();
@@ -118,11 +123,18 @@ impl PlanUse {
     /// How the run steps its queues: from the plan it replays, if it does.
     pub(super) fn steps(&self) -> Steps {
         match self {
-            PlanUse::Replay { plan, .. } => Steps::Replay {
+            PlanUse::Replay { plan, step, .. } => Steps::Replay {
                 plan: plan.clone(),
-                at: 0,
+                at: *step,
             },
             _ => Steps::Live(Due::new(0)),
+        }
+    }
+
+    /// The run stopped having stepped its queues as far as `steps` (it may resume).
+    pub(super) fn stopped_at(&mut self, steps: &Steps) {
+        if let (PlanUse::Replay { step, .. }, Steps::Replay { at, .. }) = (self, steps) {
+            *step = *at;
         }
     }
 
@@ -146,7 +158,7 @@ impl PlanUse {
 
     /// A replay that has answers left over: it did not go as the recorded run did.
     pub(super) fn unfinished(&self) -> bool {
-        matches!(self, PlanUse::Replay { plan, next } if *next != plan.attempts.len())
+        matches!(self, PlanUse::Replay { plan, next, .. } if *next != plan.attempts.len())
     }
 
     /// The plan a halted recording run made.
@@ -172,6 +184,7 @@ mod tests {
         let replay = || PlanUse::Replay {
             plan: plan.clone(),
             next: 0,
+            step: 0,
         };
         let mut r = replay();
         assert!(matches!(r.answer(3, 10, 64), Answer::Skip));
