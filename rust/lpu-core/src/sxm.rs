@@ -10,7 +10,8 @@ pub const SUPERLANE: usize = 16;
 
 /// What SXM instruction `instr` makes of one vector on each of its input streams
 /// (`src`) and map streams (`map`: permute's 2, distribute's 1, else none): one vector
-/// per output stream (`dst`). The engine calls this for single issues and batches alike.
+/// per output stream (`dst`, every byte of which it writes). The engine calls this for
+/// single issues and batches alike.
 /// Err: a permute map that is not a permutation (a fault).
 pub fn apply(
     instr: &Instr,

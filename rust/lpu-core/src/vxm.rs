@@ -25,16 +25,6 @@ pub struct VxmArgs<'a> {
     pub b: &'a [&'a [u8]],
 }
 
-/// The planes of a vector stored plane after plane in one buffer.
-pub fn planes(buf: &[u8], lanes: usize) -> Vec<&[u8]> {
-    buf.chunks(lanes).collect()
-}
-
-/// The planes of a result buffer stored plane after plane.
-pub fn planes_mut(buf: &mut [u8], lanes: usize) -> Vec<&mut [u8]> {
-    buf.chunks_mut(lanes).collect()
-}
-
 /// Evaluate one VXM operation over every element into `out` (`to.bytes()` planes).
 pub fn execute(args: &VxmArgs, out: &mut [&mut [u8]]) {
     let (op, dt) = (args.op, args.dt);
@@ -466,6 +456,16 @@ pub fn cast_bits(from: DType, to: DType, sat: bool, x: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The planes of a vector stored plane after plane in one buffer.
+    fn planes(buf: &[u8], lanes: usize) -> Vec<&[u8]> {
+        buf.chunks(lanes).collect()
+    }
+
+    /// The planes of a result buffer stored plane after plane.
+    fn planes_mut(buf: &mut [u8], lanes: usize) -> Vec<&mut [u8]> {
+        buf.chunks_mut(lanes).collect()
+    }
     use crate::numerics::{f64_to_f16, lane_bits, set_lane_bits, F32_NAN};
 
     fn run1(op: Op, dt: DType, a: &[u32], b: &[u32]) -> Vec<u32> {

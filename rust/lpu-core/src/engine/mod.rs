@@ -499,6 +499,8 @@ pub struct Chip {
     sa: Vec<u8>,
     sb: Vec<u8>,
     so: Vec<u8>,
+    /// An SXM single issue's output vectors (it writes every byte of each).
+    sxm_out: Vec<Vec<u8>>,
 }
 
 /// Maximum warnings kept (later ones are counted, not stored).
@@ -584,6 +586,7 @@ impl Chip {
             sa: vec![0; 16 * lanes],
             sb: vec![0; 16 * lanes],
             so: vec![0; 16 * lanes],
+            sxm_out: Vec::new(),
             queues,
             by_kind,
             start_pc: Arc::from([]),
@@ -1732,21 +1735,25 @@ impl Chip {
         }
         let ob = to.bytes();
         let mut out = vec![0u8; ob * lanes];
-        let b = if src_b.is_some() {
-            vxm::planes(&self.sb[..nb * lanes], lanes)
-        } else {
-            Vec::new()
-        };
+        // The operands' and result's byte planes, without a list allocated for each.
+        fn planes(buf: &[u8], lanes: usize) -> [&[u8]; 4] {
+            std::array::from_fn(|i| buf.get(i * lanes..(i + 1) * lanes).unwrap_or(&[]))
+        }
+        let (a, b) = (planes(&self.sa, lanes), planes(&self.sb, lanes));
+        let mut o: [&mut [u8]; 4] = Default::default();
+        for (o, chunk) in o.iter_mut().zip(out.chunks_mut(lanes)) {
+            *o = chunk;
+        }
         vxm::execute(
             &vxm::VxmArgs {
                 op: instr.op,
                 dt,
                 to,
                 sat,
-                a: &vxm::planes(&self.sa[..nb * lanes], lanes),
-                b: &b,
+                a: &a[..nb],
+                b: if src_b.is_some() { &b[..nb] } else { &[] },
             },
-            &mut vxm::planes_mut(&mut out, lanes),
+            &mut o[..ob],
         );
         if dst != DST_NONE && !self.write_group(ctx, dst, ob, pos, ctx.done, &out) {
             return;
@@ -1956,13 +1963,20 @@ impl Chip {
         let maps: Vec<&[u8]> = self.sb[..ops.map.map_or(0, |(_, n)| n as usize) * lanes]
             .chunks(lanes)
             .collect();
-        let mut out = vec![vec![0u8; lanes]; n_out];
-        if let Err(m) = sxm::apply(instr, &srcs, &maps, &mut out) {
+        let mut out = std::mem::take(&mut self.sxm_out);
+        out.resize_with(n_out, || vec![0u8; lanes]);
+        let applied = sxm::apply(instr, &srcs, &maps, &mut out[..n_out]);
+        if let Err(m) = applied {
+            self.sxm_out = out;
             self.raise(ctx, FaultKind::BadOperand, m);
             return;
         }
-        let flat: Vec<u8> = out.concat();
+        let mut flat = std::mem::take(&mut self.so);
+        flat.clear();
+        out[..n_out].iter().for_each(|v| flat.extend_from_slice(v));
+        self.sxm_out = out;
         self.write_group(ctx, ops.dst.operand(), n_out, pos, ctx.done, &flat);
+        self.so = flat;
     }
 
     fn exec_icu_or_c2c(&mut self, ctx: &Ctx, instr: &Instr) {
