@@ -929,11 +929,8 @@ impl Chip {
             // again from before the first batch, looking ahead as usual. (With no batch
             // attempt there is no such state, but then no answer was used either.)
             self.plan_use = plan::PlanUse::Off;
-            if let Some(mut b) = base.take() {
-                let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
-                sram.rewind();
-                b.sram = sram;
-                *self = *b;
+            if let Some(b) = base.take() {
+                self.rewind_to(b);
                 status = self.run_inner(limits, tracer, &mut base);
             }
         }
@@ -948,16 +945,11 @@ impl Chip {
             _ => self.plan_use = plan::PlanUse::Off,
         }
         if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
-            if let Some(mut b) = base.take() {
+            if let Some(b) = base.take() {
                 // Batches had already done issues for cycles after the stop: run the same
                 // stretch again from before the first batch, one issue at a time, so the
-                // chip stops in exactly the state single issues leave. SRAM goes back by
-                // its journal; slices the program never reads keep what they hold now
-                // (the redo writes the same words again).
-                let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
-                sram.rewind();
-                b.sram = sram;
-                *self = *b;
+                // chip stops in exactly the state single issues leave.
+                self.rewind_to(b);
                 self.fast = false;
                 status = self.run_inner(limits, tracer, &mut None);
                 replayed = false;
@@ -969,6 +961,16 @@ impl Chip {
         self.fast = fast;
         self.value_log = None;
         status
+    }
+
+    /// Back to `base`, the state kept before a run's first batch (see `run_inner`).
+    /// SRAM goes back by its journal; slices the program never reads keep what they
+    /// hold now (a redo writes the same words again).
+    fn rewind_to(&mut self, mut base: Box<Chip>) {
+        let mut sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
+        sram.rewind();
+        base.sram = sram;
+        *self = *base;
     }
 
     fn run_inner<T: Tracer>(
