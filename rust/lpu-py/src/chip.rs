@@ -824,7 +824,9 @@ fn queue_of(c: &Core, name: &str) -> PyResult<usize> {
         .ok_or_else(|| input_error(format!("no queue named '{name}'")))
 }
 
-/// Run `chip` up to cycle `until` in GIL-free slices, checking for Ctrl-C between them.
+/// Run `chip` up to cycle `until` without the GIL, checking for Ctrl-C every
+/// SLICE_ISSUES issues (taking the GIL for that moment). It is one run throughout (see
+/// `Chip::run_sliced`); Ctrl-C stops it between cycles, consistent and resumable.
 fn run_sliced<T: Tracer + Send>(
     py: Python<'_>,
     chip: &mut Core,
@@ -833,19 +835,23 @@ fn run_sliced<T: Tracer + Send>(
     tracer: &mut T,
 ) -> PyResult<RunStatus> {
     progress.store(chip.cycle(), Ordering::Relaxed);
-    loop {
-        let (c, tr) = (&mut *chip, &mut *tracer);
-        let limits = Limits {
-            until,
-            issue_budget: SLICE_ISSUES,
-        };
-        let s = py.detach(move || c.run_traced(limits, tr));
-        progress.store(chip.cycle(), Ordering::Relaxed);
-        if s != CoreStatus::Paused {
-            return Ok(s.into());
-        }
-        // The chip stopped between cycles: consistent and resumable.
-        py.check_signals()?;
+    let limits = Limits {
+        until,
+        issue_budget: SLICE_ISSUES,
+    };
+    let mut interrupt = None;
+    let (c, tr, it) = (&mut *chip, &mut *tracer, &mut interrupt);
+    let s = py.detach(move || {
+        c.run_sliced(limits, tr, |cycle| {
+            progress.store(cycle, Ordering::Relaxed);
+            *it = Python::attach(|py| py.check_signals()).err();
+            it.is_some()
+        })
+    });
+    progress.store(chip.cycle(), Ordering::Relaxed);
+    match interrupt {
+        Some(e) => Err(e),
+        None => Ok(s.into()),
     }
 }
 

@@ -192,10 +192,7 @@ impl Chip {
     fn first_stream_landing(&self, hz: &Hazards, s: StreamRef, n: u32, lo: u32, hi: u32) -> u64 {
         let streams = self.cfg.streams as usize;
         let n = (n as usize).min(streams.saturating_sub(s.index as usize));
-        if n == 0 {
-            return u64::MAX;
-        }
-        if hz.known {
+        if n == 0 || hz.known {
             return u64::MAX;
         }
         let mut first = u64::MAX;

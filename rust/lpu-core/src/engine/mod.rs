@@ -886,6 +886,20 @@ impl Chip {
     }
 
     pub fn run_traced<T: Tracer>(&mut self, limits: Limits, tracer: &mut T) -> RunStatus {
+        self.run_sliced(limits, tracer, |_| true)
+    }
+
+    /// [`Chip::run_traced`], going on after each `limits.issue_budget` issues unless
+    /// `stop(cycle)` says to pause there (a caller checking for interrupts). A run
+    /// stopped so resumes as a new one; until then it is one run: a fault after a
+    /// pause is redone from before the run's first batch, and its plan (see `plan`)
+    /// is recorded or replayed throughout.
+    pub fn run_sliced<T: Tracer>(
+        &mut self,
+        limits: Limits,
+        tracer: &mut T,
+        mut stop: impl FnMut(u64) -> bool,
+    ) -> RunStatus {
         if self.fault.is_some() {
             return RunStatus::Fault;
         }
@@ -903,15 +917,10 @@ impl Chip {
             self.value_log = Some(Vec::new());
         }
         // A batched run from the program's start records its batch decisions, or
-        // takes them from the plan the first such run that halted recorded. A run that
-        // paused (its issue budget spent: Python runs long programs in slices) goes on
-        // doing so when resumed. (A cycle limit ends that: it cuts batches short, and a
-        // plan recorded so would cut every later run's batches there.)
+        // takes them from the plan the first such run that halted recorded.
         let fresh = std::mem::take(&mut self.fresh);
-        let plan_use = std::mem::take(&mut self.plan_use);
         self.plan_use = match &self.plan {
-            _ if !(self.fast && self.breakpoints.is_empty()) => plan::PlanUse::Off,
-            _ if !fresh => plan_use,
+            _ if !(fresh && self.fast && self.breakpoints.is_empty()) => plan::PlanUse::Off,
             Some(p) => plan::PlanUse::Replay {
                 plan: p.clone(),
                 next: 0,
@@ -920,7 +929,7 @@ impl Chip {
             None => plan::PlanUse::Record(plan::Plan::default()),
         };
         let mut base: Option<Box<Chip>> = None;
-        let mut status = self.run_inner(limits, tracer, &mut base);
+        let mut status = self.run_slices(limits, tracer, &mut base, &mut stop);
         if status == RunStatus::Halted && self.plan_use.unfinished() {
             self.diverged = true;
         }
@@ -931,18 +940,14 @@ impl Chip {
             self.plan_use = plan::PlanUse::Off;
             if let Some(b) = base.take() {
                 self.rewind_to(b);
-                status = self.run_inner(limits, tracer, &mut base);
+                status = self.run_slices(limits, tracer, &mut base, &mut stop);
             }
         }
         let mut replayed = matches!(self.plan_use, plan::PlanUse::Replay { .. });
-        match status {
-            RunStatus::Paused => {}
-            RunStatus::Halted => {
-                if let Some(p) = std::mem::take(&mut self.plan_use).recorded() {
-                    self.plan = Some(Arc::new(p));
-                }
+        if let Some(p) = std::mem::take(&mut self.plan_use).recorded() {
+            if status == RunStatus::Halted {
+                self.plan = Some(Arc::new(p));
             }
-            _ => self.plan_use = plan::PlanUse::Off,
         }
         if matches!(status, RunStatus::Fault | RunStatus::Breakpoint) {
             if let Some(b) = base.take() {
@@ -951,7 +956,7 @@ impl Chip {
                 // chip stops in exactly the state single issues leave.
                 self.rewind_to(b);
                 self.fast = false;
-                status = self.run_inner(limits, tracer, &mut None);
+                status = self.run_slices(limits, tracer, &mut None, &mut stop);
                 replayed = false;
             }
         }
@@ -973,6 +978,22 @@ impl Chip {
         *self = *base;
     }
 
+    /// `run_inner` again after each `limits.issue_budget` issues, unless `stop`.
+    fn run_slices<T: Tracer>(
+        &mut self,
+        limits: Limits,
+        tracer: &mut T,
+        base: &mut Option<Box<Chip>>,
+        stop: &mut impl FnMut(u64) -> bool,
+    ) -> RunStatus {
+        loop {
+            let status = self.run_inner(limits, tracer, base);
+            if status != RunStatus::Paused || self.diverged || stop(self.cycle) {
+                return status;
+            }
+        }
+    }
+
     fn run_inner<T: Tracer>(
         &mut self,
         limits: Limits,
@@ -980,8 +1001,8 @@ impl Chip {
         base: &mut Option<Box<Chip>>,
     ) -> RunStatus {
         // Queues that can issue, by the next cycle they do (then by index, the order in
-        // which queues issue within a cycle), or as a plan says. A replay that pauses
-        // resumes its plan where it stopped.
+        // which queues issue within a cycle), or as a plan says (from where the run's
+        // previous slice stopped).
         let mut due = self.plan_use.steps();
         let status = self.run_steps(limits, tracer, base, &mut due);
         self.plan_use.stopped_at(&due);
