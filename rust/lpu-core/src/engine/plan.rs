@@ -16,7 +16,11 @@
 //! the batch doing exactly that many. A run that differs anywhere (where data can make
 //! it differ: a fault that data causes, such as a permute map that is not a
 //! permutation), or that ends before using every answer, is redone from the state
-//! before its first batch without them.
+//! before its first batch without them. (An attempt the plan skips does not do what a
+//! failed attempt may do on its way, such as writing landed words into SRAM early or
+//! folding a plane's results into its slots; those change how values are held, not
+//! what any reader sees, and where they change how far a later batch can go, its
+//! check finds it.)
 
 use super::due::Due;
 use std::sync::Arc;
