@@ -81,13 +81,13 @@ impl Steps {
 /// What the current run does with plans.
 #[derive(Clone, Debug, Default)]
 pub(super) enum PlanUse {
-    /// Nothing (not a run from the start, or batching is off).
+    /// Nothing (not a run from the start, batching off, or breakpoints set).
     #[default]
     Off,
     /// Keeps its attempts, to become the program's plan if it halts.
     Record(Plan),
-    /// Takes its answers from a plan; `next` is the attempt to come, `step` the
-    /// queue to step next.
+    /// Takes its answers from a plan; `next` is the attempt to come and `step` the
+    /// next of its steps (a run made in slices goes on from there).
     Replay {
         plan: Arc<Plan>,
         next: usize,
@@ -165,7 +165,7 @@ impl PlanUse {
         matches!(self, PlanUse::Replay { plan, next, .. } if *next != plan.attempts.len())
     }
 
-    /// The plan a halted recording run made.
+    /// What a recording run kept (the program's plan, if the run halted).
     pub(super) fn recorded(self) -> Option<Plan> {
         match self {
             PlanUse::Record(p) => Some(p),
