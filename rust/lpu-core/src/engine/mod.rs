@@ -885,6 +885,8 @@ impl Chip {
         self.run_traced(limits, &mut NoTrace)
     }
 
+    /// [`Chip::run`] with `tracer` watching; it pauses (status `Paused`) after
+    /// `limits.issue_budget` issues.
     pub fn run_traced<T: Tracer>(&mut self, limits: Limits, tracer: &mut T) -> RunStatus {
         self.run_sliced(limits, tracer, |_| true)
     }
@@ -968,7 +970,7 @@ impl Chip {
         status
     }
 
-    /// Back to `base`, the state kept before a run's first batch (see `run_inner`).
+    /// Back to `base`, the state kept before a run's first batch (see `run_steps`).
     /// SRAM goes back by its journal; slices the program never reads keep what they
     /// hold now (a redo writes the same words again).
     fn rewind_to(&mut self, mut base: Box<Chip>) {
@@ -1122,7 +1124,7 @@ impl Chip {
                     return RunStatus::Fault;
                 }
                 if self.diverged {
-                    return RunStatus::Paused; // redone by `run_traced`
+                    return RunStatus::Paused; // redone by `run_sliced`
                 }
                 let s = &self.q[qi];
                 if s.rep.is_none() && s.pc >= self.code[qi].len() && !s.parked {
