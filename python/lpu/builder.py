@@ -987,8 +987,15 @@ class Builder:
         missing values are refused as they are placed)."""
         _check_banks(self._banks, self.config.addresses, self._text)
 
-    def build(self, check: bool = True) -> Program:
-        """The finished program (after the SRAM bank check unless ``check=False``)."""
+    def build(self, check: bool = True, fold_repeats: bool = True) -> Program:
+        """The finished program (after the SRAM bank check unless ``check=False``).
+
+        With ``fold_repeats`` (the default), single instructions that a ``repeat`` would
+        issue (the same instruction at a constant spacing, its ``addr`` and ``slot``
+        operands one more each time) are emitted as one instruction and a ``repeat``:
+        the same issues on the same cycles in fewer words, and the emulator runs them
+        as one batch. ``fold_repeats=False`` keeps one word per placed instruction
+        (for breakpoints on each)."""
         if check:
             self.check()
         queues: Dict[str, List[int]] = {}
@@ -996,18 +1003,50 @@ class Builder:
         for q, ps in self._queues.items():
             words: List[int] = []
             free = 0
-            for p in sorted(ps, key=lambda p: p.cycle):
-                gap = p.cycle - free
+            for cycle, word, repeat, stride, end in _emitted(sorted(ps, key=lambda p: p.cycle), fold_repeats):
+                gap = cycle - free
                 while gap > 0:
                     n = min(gap, (1 << 32) - 1)
                     words.append(nop("nop", [n]))
                     gap -= n
-                words.append(p.word)
-                if p.repeat:
-                    words.append(nop("repeat", [p.repeat, p.stride]))
-                free = p.end + 1
+                words.append(word)
+                if repeat:
+                    words.append(nop("repeat", [repeat, stride]))
+                free = end + 1
             queues[q] = words
         return Program(self.config, queues, self._inits, self._tensors, self._entries, self.meta)
+
+
+#: Operand kinds a `repeat` advances by one on each re-issue.
+_ADVANCING = ("addr", "slot")
+#: Most re-issues one `repeat` holds (its count field).
+_MOST_REPEATS = (1 << next(f.bits for f in isa.instruction("repeat").fields if f.name == "n")) - 1
+
+
+def _emitted(ps: List[_Placement], fold: bool) -> List[Tuple[int, int, int, int, int]]:
+    """(cycle, word, repeat, stride, last cycle) of each instruction to emit, from a
+    queue's placements in cycle order; with `fold`, runs of single instructions folded
+    into one with a `repeat` (see `Builder.build`)."""
+    out: List[Tuple[int, int, int, int, int]] = []
+    i = 0
+    while i < len(ps):
+        p = ps[i]
+        j = i + 1
+        mnemonic, first = isa.decode(p.word)
+        ins = isa.instruction(mnemonic)
+        if fold and not p.repeat and ins.unit not in ("ICU", "C2C"):
+            advances = [f.kind in _ADVANCING for f in ins.fields]
+            step = ps[j].cycle - p.cycle if j < len(ps) else 0
+            while (j < len(ps) and j - i <= _MOST_REPEATS and not ps[j].repeat
+                   and ps[j].cycle - ps[j - 1].cycle == step
+                   and isa.decode(ps[j].word) == (mnemonic, [o + (j - i) * a for o, a in zip(first, advances)])):
+                j += 1
+        if j - i > 1:
+            out.append((p.cycle, p.word, j - i - 1, ps[j - 1].cycle - ps[j - 2].cycle, ps[j - 1].end))
+        else:
+            out.append((p.cycle, p.word, p.repeat, p.stride, p.end))
+        i = j
+    return out
 
 
 def _runs(items: List[Tuple[int, int, int]]) -> List[Tuple[int, int, int, int, int]]:
