@@ -119,6 +119,11 @@ impl WeightBuf {
         }
     }
 
+    /// Whether word `w` is a view of `data`.
+    fn views(&self, w: usize, data: &Arc<Vec<u8>>) -> bool {
+        self.at[w].is_some_and(|(i, _)| Arc::ptr_eq(&self.keep[i as usize], data))
+    }
+
     /// Whether it has memory of its own to keep for later loads.
     pub fn holds_memory(&self) -> bool {
         !self.own.is_empty()
@@ -227,6 +232,18 @@ impl Weights {
         }
         self.panels = OnceLock::new();
         self.packed = OnceLock::new();
+    }
+
+    /// Drop the installed rows at the end whose words are all views of `zero` (SRAM's
+    /// page of never-written words), without reading them: they are zero rows (see
+    /// [`Weights::rows`]), and a decode step's attention installs a KV cache whose
+    /// positions still to come are mostly on such pages.
+    pub fn trim_views_of(&mut self, zero: &Arc<Vec<u8>>) {
+        let words = if self.int8 { 1 } else { WORDS_PER_ROW };
+        while self.used > 0 && (0..words).all(|i| self.raw.views(words * (self.used - 1) + i, zero))
+        {
+            self.used -= 1;
+        }
     }
 
     /// No weights, but the memory of these: the buffer for a plane to load into next and
@@ -1768,6 +1785,41 @@ mod tests {
         let buf = buf.emptied();
         assert_eq!(Arc::strong_count(&rows.data), 1);
         assert!(buf.holds_memory());
+    }
+
+    #[test]
+    fn rows_viewing_the_zero_page_at_the_end_are_dropped_unread() {
+        // fp16 rows of 4 lanes (4 fit): row 0 own bytes, row 1 zero bytes of another
+        // buffer, row 2 half on the zero page, row 3 all on it.
+        let lanes = 4;
+        let zero = Arc::new(vec![0u8; 8 * lanes]);
+        let other = Rows::new(vec![0u8; 8 * lanes], lanes);
+        let page = Rows {
+            data: zero.clone(),
+            off: 0,
+            n: 8,
+            width: lanes,
+            stride: lanes,
+            fold: None,
+        };
+        let mut buf = WeightBuf::default();
+        buf.own_words(0, 2, lanes).expect("room").fill(0x3c);
+        buf.view(2, 1, &other, 2);
+        buf.view(4, 1, &page.sub(3, 1), 1);
+        buf.view(5, 1, &other.sub(2, 1), 1);
+        buf.view(6, 1, &page.sub(5, 2), 2);
+        let mut wts = Weights::default();
+        wts.install(false, lanes, &mut buf, 4, false);
+        wts.trim_views_of(&zero);
+        assert_eq!(wts.used, 3, "row 3 dropped, row 2 kept");
+        // The zero rows of other buffers are found by reading them.
+        assert_eq!(wts.rows().len(), 1);
+        // Every row on the zero page: none left.
+        let mut buf = WeightBuf::default();
+        buf.view(0, 1, &page, 8);
+        wts.install(false, lanes, &mut buf, 4, false);
+        wts.trim_views_of(&zero);
+        assert_eq!(wts.used, 0);
     }
 
     #[test]

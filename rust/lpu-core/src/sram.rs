@@ -119,6 +119,11 @@ impl Sram {
         }
     }
 
+    /// The page never-written words are read from (views of it are all zero).
+    pub fn zero_page(&self) -> &Arc<Vec<u8>> {
+        &self.zero
+    }
+
     fn page_index(&self, hemi: usize, slice: usize, addr: usize) -> usize {
         (hemi * self.slices + slice) * self.pages_per_slice + addr / PAGE_WORDS
     }

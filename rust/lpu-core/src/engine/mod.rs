@@ -1846,6 +1846,7 @@ impl Chip {
                 plane
                     .weights
                     .install(dt == DType::I8, lanes, &mut plane.buf, used, transpose);
+                plane.weights.trim_views_of(self.sram.zero_page());
                 plane.buf_rows = 0;
                 plane.buf_dtype = None;
                 plane.w_dtype = Some(dt);
