@@ -9,9 +9,12 @@ import importlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lpu
 from lpu import isa
+from lpu.layout import read_tensor, write_tensor
 
 import enginehelp as h
 
@@ -492,6 +495,49 @@ def test_a_final_nop_does_not_delay_halting():
         chip.load(prog)
         assert chip.run() == lpu.RunStatus.HALTED
         assert chip.cycle == cycle and chip.cycles == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 5), max_size=3), min_size=1, max_size=6), st.lists(st.integers(1, 9), max_size=3))
+def test_nops_between_issues_and_at_the_end(gaps, tail):
+    """Rows read one by one with runs of nops between them (and nops after the last),
+    each written where it lands: the reads issue on the cycles the nops add up to, the
+    rows arrive, and the run, stopped on every cycle or not, with a breakpoint set
+    (the engine then takes each nop on its own cycle) or not, ends the same way."""
+    rows = len(gaps)
+    lines, t, reads = [], 0, []
+    for i, nops in enumerate(gaps):
+        lines += [f"    nop {n}" for n in nops] + [f"    read {i}, s0e"]
+        t += sum(nops)
+        reads.append(t)
+        t += 1
+    lines += [f"    nop {n}" for n in tail]
+    dist = h.mem_pos(CFG, "E", 0) - h.mem_pos(CFG, "W", 0)
+    writes = "\n".join(f"    @{r + RD + dist} write {i}, s0e" for i, r in enumerate(reads))
+    prog = lpu.assemble(f"""
+.chip tsp_small
+.input x i8 [{rows},{LANES}] hemi=W addr=0 slices=0
+.output y i8 [{rows},{LANES}] hemi=E addr=0 slices=0
+.queue mem.W0.0
+""" + "\n".join(lines) + "\n.queue mem.E0.0\n" + writes + "\n")
+    x = np.random.default_rng(rows).integers(-128, 128, (rows, LANES)).astype(np.int8)
+    ends = []
+    for breakpoint, stepped in [(False, False), (True, False), (False, True)]:
+        chip = lpu.Chip(CFG)
+        chip.load(prog)
+        write_tensor(chip, prog.tensor("x"), x)
+        if breakpoint:
+            chip.add_breakpoint("vxm.alu0", 0)  # a queue with no code: never hit
+        if stepped:
+            while chip.step() == lpu.RunStatus.CYCLE_LIMIT:
+                pass
+        else:
+            assert chip.run() == lpu.RunStatus.HALTED
+        assert chip.halted
+        np.testing.assert_array_equal(read_tensor(chip, prog.tensor("y")), x)
+        assert chip.cycles == h.cycles_for(CFG, reads[-1] + RD + dist + WR)
+        ends.append((chip.cycle, chip.stats()))
+    assert ends[1] == ends[0] and ends[2] == ends[0]
 
 
 def test_an_entry_point_sets_where_queues_start_also_after_a_reset():
