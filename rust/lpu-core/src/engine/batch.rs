@@ -864,9 +864,6 @@ impl Chip {
         let bytes = bytes.map(|b| b.map(|v| self.pool.rows(v, lanes, 1)));
         let lat = self.lat[Op::Abc as usize] as u64;
         let plane = &mut self.planes[p];
-        if plane.slots.is_empty() {
-            plane.slots = vec![Slot::default(); slots as usize];
-        }
         plane.busy_until = t + (k - 1) * d + occupancy;
         plane.hist.push(AbcHist {
             t0: t,
@@ -1090,7 +1087,7 @@ impl Chip {
                 if std::mem::replace(&mut seen[slot], true) {
                     continue;
                 }
-                let s = &mut plane.slots[slot];
+                let s = plane.slot_mut(slot);
                 let issued = h.t0 + j * h.d;
                 if !s.data.is_empty() && s.issued > issued {
                     continue; // a single abc replaced it since

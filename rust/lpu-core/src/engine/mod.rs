@@ -395,6 +395,16 @@ impl Plane {
         }
     }
 
+    /// Accumulator slot `slot`, to write. The slots up to the highest one used exist
+    /// (a reset drops them, and dropping all 4,096 of each plane was most of a decode
+    /// step's reset).
+    fn slot_mut(&mut self, slot: usize) -> &mut Slot {
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, Slot::default);
+        }
+        &mut self.slots[slot]
+    }
+
     /// The word of the buffer where the next `lw` of type `dt` puts its streams (row r
     /// of type dt is words r * bytes.., after the rows loaded), and how many more such
     /// loads fit.
@@ -525,17 +535,21 @@ impl Chip {
         let horizon = max_lat + cfg.positions() as usize + 8;
         let streams = Streams::new(cfg.streams as usize, cfg.lanes(), horizon, cfg.positions());
         let planes = vec![Plane::default(); cfg.mxm_planes as usize];
-        Ok(Chip::from_parts(cfg, queues, by_kind, streams, planes))
+        let sram = Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, cfg.lanes());
+        Ok(Chip::from_parts(
+            cfg, queues, by_kind, streams, planes, sram,
+        ))
     }
 
-    /// A chip as `new` makes it, from the parts a reset keeps: the queue table, and the
-    /// stream store and planes emptied in place.
+    /// A chip as `new` makes it, from the parts a reset keeps: the queue table, the
+    /// stream store and planes emptied in place, and the SRAM.
     fn from_parts(
         cfg: ChipConfig,
         queues: Arc<Vec<QueueInfo>>,
         by_kind: Arc<HashMap<QueueKind, usize>>,
         streams: Streams,
         planes: Vec<Plane>,
+        sram: Sram,
     ) -> Chip {
         let lanes = cfg.lanes();
         let lat = latencies(&cfg);
@@ -543,7 +557,7 @@ impl Chip {
         let n_planes = planes.len();
         Chip {
             lanes,
-            sram: Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, lanes),
+            sram,
             streams,
             alu_out: vec![latch::Latch::default(); cfg.vxm_alus as usize],
             planes,
@@ -758,12 +772,18 @@ impl Chip {
             .into_iter()
             .map(Plane::recycled)
             .collect();
+        let keep_sram = sram.is_some();
+        let sram = sram.unwrap_or_else(|| {
+            let cfg = &self.cfg;
+            Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, cfg.lanes())
+        });
         let fresh = Chip::from_parts(
             self.cfg.clone(),
             self.queues.clone(),
             self.by_kind.clone(),
             streams,
             planes,
+            sram,
         );
         let keep_policy = self.policy;
         let fast = self.fast;
@@ -789,15 +809,11 @@ impl Chip {
         self.watchpoints = wps;
         self.code = code;
         self.entry = entry;
-        match (sram, &prog) {
-            (Some(kept), _) => self.sram = kept,
-            (None, Some(p)) => {
-                for init in &p.inits {
-                    let (h, s) = (init.hemi as usize, init.slice as usize);
-                    self.sram.write_words(h, s, init.addr as usize, &init.data);
-                }
+        if let Some(p) = prog.as_ref().filter(|_| !keep_sram) {
+            for init in &p.inits {
+                let (h, s) = (init.hemi as usize, init.slice as usize);
+                self.sram.write_words(h, s, init.addr as usize, &init.data);
             }
-            (None, None) => {}
         }
         if prog.is_some() {
             for (q, &pc) in self.q.iter_mut().zip(self.start_pc.iter()) {
@@ -1923,10 +1939,7 @@ impl Chip {
                 let plane = &mut self.planes[p];
                 plane.busy_until = ctx.t + occupancy;
                 self.stats.mxm_busy[p] += occupancy;
-                if plane.slots.is_empty() {
-                    plane.slots = vec![Slot::default(); slots as usize];
-                }
-                let s = &mut plane.slots[slot];
+                let s = plane.slot_mut(slot);
                 if accumulate && !s.data.is_empty() && s.float != float {
                     self.raise(
                         ctx,
