@@ -156,6 +156,43 @@ pub fn run_program(data: &[u8]) {
     let first = outcome(&mut chip);
     assert_eq!(first, results[2], "a run in slices differs");
     let replay = chip.halted() && chip.fault().is_none();
+    // Paused after a few slices (as Ctrl-C does) and resumed: still as one run; or
+    // with SRAM changed at the pause: then as a chip that issued one by one to the
+    // pause cycle and changed the same way.
+    let paused = |pause: u32| {
+        let mut chip = Chip::new(cfg.clone()).expect("a preset is valid");
+        chip.load(prog.clone(), None).expect("loaded above");
+        let mut slices = 0;
+        let slice = Limits {
+            until: limits.until,
+            issue_budget: 4,
+        };
+        chip.run_sliced(slice, &mut crate::engine::NoTrace, |_| {
+            slices += 1;
+            slices == pause
+        });
+        chip
+    };
+    for pause in 1..6 {
+        let got = outcome(&mut paused(pause));
+        assert_eq!(got, results[2], "a run paused after {pause} slices differs");
+        let mut changed = paused(pause);
+        let mut single = Chip::new(cfg.clone()).expect("a preset is valid");
+        single.set_fast(false);
+        single.load(prog.clone(), None).expect("loaded above");
+        let to_pause = Limits {
+            until: changed.cycle(),
+            issue_budget: u64::MAX,
+        };
+        single.run(to_pause);
+        fill(&mut changed);
+        fill(&mut single);
+        assert_eq!(
+            outcome(&mut changed),
+            outcome(&mut single),
+            "a run changed at a pause after {pause} slices differs"
+        );
+    }
     chip.reset();
     fill(&mut chip);
     sliced(&mut chip, 4);

@@ -512,7 +512,7 @@ impl Chip {
     }
 
     fn snapshot(&self) -> PyResult<Snapshot> {
-        let c = self.core()?;
+        let mut c = self.core()?;
         Ok(Snapshot {
             inner: c.snapshot(),
             cycle: c.cycle(),

@@ -437,6 +437,17 @@ fn latencies(cfg: &ChipConfig) -> [u32; 256] {
     lat
 }
 
+/// The state a paused run may be redone from (see [`Chip::run_sliced`]), kept until
+/// something other than a run changes the chip. A copy of the chip goes without it.
+#[derive(Default)]
+struct Resume(Option<Box<Chip>>);
+
+impl Clone for Resume {
+    fn clone(&self) -> Self {
+        Resume(None)
+    }
+}
+
 /// A whole-chip state saved by [`Chip::snapshot`].
 #[derive(Clone)]
 pub struct Snapshot(Box<Chip>);
@@ -496,6 +507,7 @@ pub struct Chip {
     resume_cycle: Option<u64>,
     /// Result buffers of batches, taken back once dropped.
     pool: pool::Pool,
+    resume: Resume,
     /// The batch decisions of a run of the loaded program from its start (see `plan`),
     /// kept across resets; what the current run does with them; whether the chip is
     /// at the start of its program (loaded or reset since its last run); whether the
@@ -592,6 +604,7 @@ impl Chip {
             watch_hit: None,
             resume_cycle: None,
             pool: pool::Pool::default(),
+            resume: Resume::default(),
             plan: None,
             plan_use: plan::PlanUse::Off,
             fresh: false,
@@ -651,6 +664,7 @@ impl Chip {
     /// Batched issue of repeated instructions (on by default; results are identical,
     /// off forces one-by-one issue, e.g. to compare the two).
     pub fn set_fast(&mut self, on: bool) {
+        self.touched();
         self.fast = on;
     }
     /// Whether the last run took its batch decisions from the program's plan (see
@@ -663,6 +677,7 @@ impl Chip {
     }
 
     pub fn set_policy(&mut self, kind: FaultKind, policy: FaultPolicy) {
+        self.touched();
         self.policy[kind as usize] = policy;
     }
     pub fn policy(&self, kind: FaultKind) -> FaultPolicy {
@@ -752,12 +767,14 @@ impl Chip {
     /// Return to the state right after `load`: SRAM holds only the program's
     /// initialisers, every queue is at its entry point, cycle 0, counters cleared.
     pub fn reset(&mut self) {
+        self.forget_pause();
         self.reinit(None);
     }
 
     /// Like [`Chip::reset`] but SRAM keeps its current contents: run the program again
     /// on the state the last run left (a decode step after the previous one).
     pub fn restart(&mut self) {
+        self.forget_pause();
         let sram = std::mem::replace(&mut self.sram, Sram::new(0, 0, 0));
         self.reinit(Some(sram));
     }
@@ -828,7 +845,10 @@ impl Chip {
         self.program = prog;
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    /// The whole state (of a paused run: as single issues would have left it at the
+    /// pause, see `touched`).
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.touched();
         Snapshot(Box::new(self.clone()))
     }
 
@@ -839,11 +859,13 @@ impl Chip {
                 "the snapshot was taken on a chip with a different config",
             ));
         }
+        self.forget_pause();
         *self = (*s.0).clone();
         Ok(())
     }
 
     pub fn clear_stats(&mut self) {
+        self.touched();
         self.stats = Stats {
             per_queue: vec![0; self.queues.len()],
             mxm_busy: vec![0; self.planes.len()],
@@ -852,26 +874,32 @@ impl Chip {
     }
 
     pub fn add_breakpoint(&mut self, queue: usize, index: usize) {
+        self.touched();
         self.breakpoints.insert((queue, index));
     }
     pub fn remove_breakpoint(&mut self, queue: usize, index: usize) -> bool {
+        self.touched();
         self.breakpoints.remove(&(queue, index))
     }
     pub fn add_watchpoint(&mut self, hemi: u8, slice: u16, addr: u32) {
+        self.touched();
         self.watchpoints.insert((hemi, slice, addr));
     }
     pub fn remove_watchpoint(&mut self, hemi: u8, slice: u16, addr: u32) -> bool {
+        self.touched();
         self.watchpoints.remove(&(hemi, slice, addr))
     }
 
     /// Write whole words of SRAM from `addr` on directly (host DMA; not timed).
     pub fn write_words(&mut self, hemi: u8, slice: u16, addr: u32, data: &[u8]) {
+        self.touched();
         self.sram
             .write_words(hemi as usize, slice as usize, addr as usize, data);
     }
 
     /// An SRAM word to write in place (host access, not timed).
     pub fn word_mut(&mut self, hemi: u8, slice: u16, addr: u32) -> &mut [u8] {
+        self.touched();
         self.sram
             .word_mut(hemi as usize, slice as usize, addr as usize)
     }
@@ -908,10 +936,11 @@ impl Chip {
     }
 
     /// [`Chip::run_traced`], going on after each `limits.issue_budget` issues unless
-    /// `stop(cycle)` says to pause there (a caller checking for interrupts). A run
-    /// stopped so resumes as a new one; until then it is one run: a fault after a
-    /// pause is redone from before the run's first batch, and its plan (see `plan`)
-    /// is recorded or replayed throughout.
+    /// `stop(cycle)` says to pause there (a caller checking for interrupts). It is one
+    /// run throughout: a fault after a slice is redone from before the run's first
+    /// batch, and its plan (see `plan`) is recorded or replayed. A run paused so and
+    /// resumed by the next call stays one run for redoing a fault (unless something
+    /// else changed the chip in between), though not for its plan.
     pub fn run_sliced<T: Tracer>(
         &mut self,
         limits: Limits,
@@ -946,7 +975,9 @@ impl Chip {
             },
             None => plan::PlanUse::Record(plan::Plan::default()),
         };
-        let mut base: Option<Box<Chip>> = None;
+        // A run resumed after a pause goes on as the same run: a fault is redone from
+        // before the first batch of its first part.
+        let mut base: Option<Box<Chip>> = self.resume.0.take();
         let mut status = self.run_slices(limits, tracer, &mut base, &mut stop);
         if status == RunStatus::Halted && self.plan_use.unfinished() {
             self.diverged = true;
@@ -980,10 +1011,40 @@ impl Chip {
         }
         self.replayed = replayed;
         self.flush_bulk(None);
-        self.sram.stop_journal();
+        match base {
+            // Paused between slices (the caller's `stop`): batches may have done issues
+            // past the pause, so the state to redo from stays, and SRAM's journal.
+            Some(b) if status == RunStatus::Paused => self.resume = Resume(Some(b)),
+            _ => self.sram.stop_journal(),
+        }
         self.fast = fast;
         self.value_log = None;
         status
+    }
+
+    /// Something other than a run is about to change the chip. If a run paused (see
+    /// `run_sliced`), its batches may have done issues past the pause: it is redone
+    /// from before its first batch to the pause cycle (no batch goes past a cycle
+    /// limit), so that the change meets the chip as single issues would have left it,
+    /// and the run resumed after it is a run of its own (a redo from before the pause
+    /// would undo the change).
+    fn touched(&mut self) {
+        if let Some(base) = self.resume.0.take() {
+            let at = self.cycle;
+            self.rewind_to(base);
+            let limits = Limits {
+                until: at,
+                issue_budget: u64::MAX,
+            };
+            self.run_sliced(limits, &mut NoTrace, |_| false);
+        }
+    }
+
+    /// The chip starts afresh: a paused run will not resume.
+    fn forget_pause(&mut self) {
+        if self.resume.0.take().is_some() {
+            self.sram.stop_journal();
+        }
     }
 
     /// Back to `base`, the state kept before a run's first batch (see `run_steps`).
