@@ -74,6 +74,12 @@ def test_ctrl_c_stops_a_long_run_promptly_and_the_run_resumes_to_the_same_end():
     # Promptly: long before the end (the run takes a second or more).
     assert 0 < stopped < whole.cycles // 2
     assert not chip.halted and chip.fault is None
+    # Batches may have run ahead of the stop; a snapshot (as any change would) first
+    # brings the chip to exactly where it stopped: as a run limited to that cycle.
+    snap = chip.snapshot()
+    limited = loaded(prog)
+    assert limited.run_until(stopped) == lpu.RunStatus.CYCLE_LIMIT
+    assert chip.cycle == snap.cycle == stopped and chip.stats() == limited.stats()
     assert chip.run() == lpu.RunStatus.HALTED
     assert chip.cycles == whole.cycles and chip.stats() == whole.stats()
 
