@@ -367,6 +367,20 @@ impl Streams {
     /// `k`), up to the first cycle with no value, in pieces (see [`Streams::run`]).
     pub fn runs(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize) -> Vec<Rows> {
         let mut pieces = Vec::new();
+        self.runs_into(s, pos, t, d, k, &mut pieces);
+        pieces
+    }
+
+    /// [`Streams::runs`], the pieces appended to `pieces`.
+    pub fn runs_into(
+        &self,
+        s: StreamRef,
+        pos: u32,
+        t: u64,
+        d: u64,
+        k: usize,
+        pieces: &mut Vec<Rows>,
+    ) {
         let mut j = 0;
         while j < k {
             let Some(rows) = self.run(s, pos, t + j as u64 * d, d, k - j) else {
@@ -375,7 +389,6 @@ impl Streams {
             j += rows.n;
             pieces.push(rows);
         }
-        pieces
     }
 
     /// The first of those values: a view of one batched writer's buffer for as many as
