@@ -114,3 +114,15 @@ def test_isa_doc_is_generated_from_the_table():
         assert f.read() == isa.markdown(), "docs/isa.md is stale: UPDATE_DOCS=1 cargo test -p lpu-core"
     for i in isa.instructions():
         assert f"`{i.mnemonic}`" in isa.markdown()
+
+
+def test_the_operands_a_repeat_advances_are_the_ones_its_doc_names():
+    # `repeat`'s own text says which operand kinds advance; every field says whether it
+    # does (the builder folds runs of single instructions by it).
+    doc = isa.instruction("repeat").doc
+    kinds = {f.kind for i in isa.instructions() for f in i.fields}
+    named = {k for k in kinds if f"{k} and" in doc or f"and {k}" in doc}
+    assert named == {"addr", "slot"}
+    for i in isa.instructions():
+        for f in i.fields:
+            assert f.advances == (f.kind in named), (i.mnemonic, f.name)

@@ -1017,8 +1017,6 @@ class Builder:
         return Program(self.config, queues, self._inits, self._tensors, self._entries, self.meta)
 
 
-#: Operand kinds a `repeat` advances by one on each re-issue.
-_ADVANCING = ("addr", "slot")
 #: Most re-issues one `repeat` holds (its count field).
 _MOST_REPEATS = (1 << next(f.bits for f in isa.instruction("repeat").fields if f.name == "n")) - 1
 
@@ -1035,7 +1033,7 @@ def _emitted(ps: List[_Placement], fold: bool) -> List[Tuple[int, int, int, int,
         mnemonic, first = isa.decode(p.word)
         ins = isa.instruction(mnemonic)
         if fold and not p.repeat and ins.unit not in ("ICU", "C2C"):
-            advances = [f.kind in _ADVANCING for f in ins.fields]
+            advances = [f.advances for f in ins.fields]
             step = ps[j].cycle - p.cycle if j < len(ps) else 0
             while (j < len(ps) and j - i <= _MOST_REPEATS and not ps[j].repeat
                    and ps[j].cycle - ps[j - 1].cycle == step

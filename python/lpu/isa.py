@@ -34,12 +34,14 @@ UNITS: Tuple[str, ...] = ("ICU", "MEM", "VXM", "MXM", "SXM", "C2C")
 
 @dataclass(frozen=True)
 class Field:
-    """One operand field: its name, kind, width in bits and position in the word."""
+    """One operand field: its name, kind, width in bits, position in the word, and
+    whether `repeat` adds one to it on each re-issue."""
 
     name: str
     kind: str
     bits: int
     shift: int
+    advances: bool
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ def _table() -> Tuple[Instruction, ...]:
     for mn, unit, opcode, fields, lat, dtypes, large, timing, doc in _core.isa_table():
         shift = 8
         fs = []
-        for name, kind, bits in fields:
-            fs.append(Field(name, kind, bits, shift))
+        for name, kind, bits, advances in fields:
+            fs.append(Field(name, kind, bits, shift, advances))
             shift += bits
         out.append(
             Instruction(mn, unit, opcode, tuple(fs), lat, tuple(dtypes), large, timing, doc)

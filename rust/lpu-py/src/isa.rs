@@ -6,7 +6,7 @@ use lpu_core::isa::{flags, markdown, FieldKind, Instr, Op, TABLE};
 use pyo3::prelude::*;
 
 /// (name, kind, bits) of one operand field.
-type FieldTuple = (&'static str, &'static str, u32);
+type FieldTuple = (&'static str, &'static str, u32, bool);
 
 /// Every instruction as a tuple: (mnemonic, unit, opcode, fields, latency name or None,
 /// dtypes, large_alu, timing_only, doc).
@@ -32,7 +32,7 @@ fn isa_table() -> Vec<(
                 d.opcode,
                 d.fields
                     .iter()
-                    .map(|f| (f.name, f.kind.name(), f.kind.bits()))
+                    .map(|f| (f.name, f.kind.name(), f.kind.bits(), f.kind.advances()))
                     .collect(),
                 d.latency.map(|k| k.name()),
                 set::names(d.dtypes),

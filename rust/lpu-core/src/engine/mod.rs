@@ -1235,8 +1235,8 @@ impl Chip {
     }
 
     /// Take the `nop`s queue `qi` fetches next now rather than on the cycle each is
-    /// due (they only set when the queue's next instruction is): the same issues on
-    /// the same cycles, without a visit to the queue for each. Over half the queue
+    /// due (a `nop` only sets the cycle the queue's next instruction issues on): the
+    /// same issues on the same cycles, without a visit to the queue for each. Over half the queue
     /// visits of a decode step were to fetch a `nop`. A `nop` that ends the code is
     /// left for its cycle, which the program's length counts. (Not with breakpoints,
     /// which may be on a `nop`.)
