@@ -1032,15 +1032,16 @@ def _emitted(ps: List[_Placement], fold: bool) -> List[Tuple[int, int, int, int,
         j = i + 1
         mnemonic, first = isa.decode(p.word)
         ins = isa.instruction(mnemonic)
+        step = ps[j].cycle - p.cycle if j < len(ps) else 0
+        # (Queue control has issue rules of its own; C2C is not emulated.)
         if fold and not p.repeat and ins.unit not in ("ICU", "C2C"):
             advances = [f.advances for f in ins.fields]
-            step = ps[j].cycle - p.cycle if j < len(ps) else 0
             while (j < len(ps) and j - i <= _MOST_REPEATS and not ps[j].repeat
                    and ps[j].cycle - ps[j - 1].cycle == step
                    and isa.decode(ps[j].word) == (mnemonic, [o + (j - i) * a for o, a in zip(first, advances)])):
                 j += 1
         if j - i > 1:
-            out.append((p.cycle, p.word, j - i - 1, ps[j - 1].cycle - ps[j - 2].cycle, ps[j - 1].end))
+            out.append((p.cycle, p.word, j - i - 1, step, ps[j - 1].end))
         else:
             out.append((p.cycle, p.word, p.repeat, p.stride, p.end))
         i = j
