@@ -42,7 +42,7 @@ def test_decode_attention_over_steps(cname, H, KV, hd, S):
     qr = b.scratch("qr", "float32", (H * hd,), hemi="E")
     kr = b.scratch("kr", "float32", (KV * hd,), hemi="E")
     kc, vc = A.new_cache(b, st, "kc"), A.new_cache(b, st, "vc")
-    out = b.output("out", "float16", (H, L), hemi="E")
+    out = b.output("out", "float16", (H * hd,), hemi="E")
     t = A.prologue(b, st)
     t = A.rope(b, st, q_in, qr, which="q", start=t)
     t = A.rope(b, st, k_in, kr, which="k", start=t)
@@ -63,7 +63,7 @@ def test_decode_attention_over_steps(cname, H, KV, hd, S):
             write_tensor(chip, prog.tensor(name), val)
         assert chip.run() == lpu.RunStatus.HALTED, chip.fault
         cycles.add(chip.cycles)
-        got = read_tensor(chip, prog.tensor("out"))[:, :hd].astype(np.float64)
+        got = read_tensor(chip, prog.tensor("out")).reshape(H, hd).astype(np.float64)
         qrope = rope_ref(q, step, hd) / np.sqrt(hd)
         np.testing.assert_allclose(read_tensor(chip, prog.tensor("qr")), qrope, rtol=1e-5, atol=1e-6)
         keys.append(rope_ref(k, step, hd).astype(np.float16).astype(np.float64))
@@ -95,7 +95,7 @@ def test_attention_keeps_its_sum_plane_to_itself():
         st = A.new_state(b, shape)
         q = b.input("q", "float32", (32,), hemi="E")
         kc, vc = A.new_cache(b, st, "kc"), A.new_cache(b, st, "vc")
-        out = b.output("out", "float16", (4, cfg.lanes), hemi="E")
+        out = b.output("out", "float16", (32,), hemi="E")
         if before:
             b.mxm_install(ps, 5)
         t = A.attend(b, st, q, kc, vc, out, start=A.prologue(b, st))
@@ -105,3 +105,60 @@ def test_attention_keeps_its_sum_plane_to_itself():
     for before in (True, False):
         with pytest.raises(lpu.InputError, match=f"plane {ps}"):
             build(before)
+
+
+def test_attention_output_must_be_laid_out_as_the_query():
+    """attend's result is one fp16 vector laid out as q (the output projection's input);
+    a tensor of another type or size is refused when the program is built."""
+    cfg = lpu.ChipConfig("tsp_v1")
+    shape = A.AttentionShape(12, 6, 64, 32)  # q is 768 wide: 3 vectors
+    for dtype, n, problem in (("float16", 12 * cfg.lanes, "of 12 vectors"), ("float32", 768, "is float32")):
+        b = Builder(cfg)
+        st = A.new_state(b, shape)
+        q = b.input("q", "float32", (768,), hemi="E")
+        kc, vc = A.new_cache(b, st, "kc"), A.new_cache(b, st, "vc")
+        out = b.output("out", dtype, (n,), hemi="E")
+        with pytest.raises(lpu.InputError, match=problem):
+            A.attend(b, st, q, kc, vc, out)
+
+
+def test_a_matmul_loading_during_attention_waits_for_its_plane():
+    """A matmul placed after attend on attend's plane, allowed to load its weights from
+    before attend started (``load_from``), must not load over the caches attend has
+    installed there: attend records its use of the plane. Both results against numpy."""
+    from dataclasses import replace
+
+    from lpu.kernels.matmul import load_weights, matmul
+
+    cfg = lpu.ChipConfig("tsp_small")
+    H, KV, hd, S = 4, 2, 8, 16
+    shape = A.AttentionShape(H, KV, hd, S)
+    b = Builder(cfg)
+    st = A.new_state(b, shape)
+    q_in = b.input("q", "float32", (H * hd,), hemi="E")
+    kv_in = b.input("kv", "float32", (KV * hd,), hemi="E")
+    kc, vc = A.new_cache(b, st, "kc"), A.new_cache(b, st, "vc")
+    out = b.output("out", "float16", (H * hd,), hemi="E")
+    y = b.output("y", "float32", (24,), hemi="E")
+    w = np.random.default_rng(1).standard_normal((H * hd, 24)).astype(np.float32)
+    wt = replace(load_weights(b, "w", w), planes=[0])  # attend's plane
+    t0 = A.prologue(b, st)
+    t = A.append(b, st, kv_in, kc, start=t0)
+    t = A.append(b, st, kv_in, vc, start=t)
+    t = A.attend(b, st, q_in, kc, vc, out, start=t)
+    matmul(b, out, wt, y, start=t, load_from=t0)
+    prog = b.build()
+    chip = lpu.Chip(cfg)
+    chip.load(prog)
+    rng = np.random.default_rng(2)
+    q, kv = rng.standard_normal(H * hd).astype(np.float32), rng.standard_normal(KV * hd).astype(np.float32)
+    write_tensor(chip, prog.tensor("q"), q)
+    write_tensor(chip, prog.tensor("kv"), kv)
+    assert chip.run() == lpu.RunStatus.HALTED, chip.fault
+    # One position: each head's softmax weight is 1, so its output is its kv head's v.
+    v16 = kv.astype(np.float16).astype(np.float64)
+    want = np.concatenate([v16[(h // (H // KV)) * hd : (h // (H // KV) + 1) * hd] for h in range(H)])
+    got = read_tensor(chip, prog.tensor("out")).astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-3)
+    w16 = w.astype(np.float16).astype(np.float64)
+    np.testing.assert_allclose(read_tensor(chip, prog.tensor("y")), got @ w16, rtol=1e-4, atol=1e-4)

@@ -187,6 +187,13 @@ def _state(b: Builder) -> _MxmState:
     return _STATES.setdefault(b, _MxmState())
 
 
+def plane_state(b: Builder, plane: int) -> _PlaneState:
+    """What the matmuls placed so far left busy on a plane. A kernel that uses a plane by
+    itself (attention) starts after it and records its own use, so that matmuls placed
+    later (which may load their weights early: ``load_from``) wait for it."""
+    return _state(b).planes.setdefault(plane, _PlaneState())
+
+
 def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epilogue: Optional[Epilogue] = None,
            y_first: int = 0, x_first: int = 0, load_from: Optional[int] = None) -> int:
     """Schedule y = x @ W from cycle `start`; returns the cycle the last result lands.
@@ -224,7 +231,7 @@ def matmul(b: Builder, x: Tensor, w: Weights, y: Tensor, *, start: int = 0, epil
     end = start
     for j in range(w.nt):
         # The plane that is free to load soonest (the lowest on a tie).
-        p = min(w.planes, key=lambda q: (state.planes.setdefault(q, _PlaneState()).ld_free, q))
+        p = min(w.planes, key=lambda q: (plane_state(b, q).ld_free, q))
         ps = state.planes[p]
         pos = b.mxm_pos(p)
         buf = ps.buf

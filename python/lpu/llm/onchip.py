@@ -102,7 +102,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         lw = model.layer(i)
         layers.append({
             "wq": W(f"l{i}.wq", lw["wq"].T), "wk": W(f"l{i}.wk", lw["wk"].T), "wv": W(f"l{i}.wv", lw["wv"].T),
-            "wo": W(f"l{i}.wo", A.output_weights(lw["wo"], shape, lanes)),
+            "wo": W(f"l{i}.wo", lw["wo"].T),
             "w1": W(f"l{i}.w1", lw["w1"].T), "w3": W(f"l{i}.w3", lw["w3"].T), "w2": W(f"l{i}.w2", lw["w2"].T),
             "g_att": b.constant(f"l{i}.attention_norm", lw["attention_norm"], "float32", hemi="W"),
             "g_ffn": b.constant(f"l{i}.ffn_norm", lw["ffn_norm"], "float32", hemi="W"),
@@ -119,7 +119,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
     v = b.scratch("v", "float32", (shape.kv_dim,), hemi="E")
     qr = b.scratch("q_rope", "float32", (shape.q_dim,), hemi="E")
     kr = b.scratch("k_rope", "float32", (shape.kv_dim,), hemi="E")
-    yh = b.scratch("attn_heads", "float16", (c.n_heads, 1, lanes), hemi="E")
+    yh = b.scratch("attn_heads", "float16", (shape.q_dim,), hemi="E")
     o = b.scratch("attn_out", "float32", (D,), hemi="E", apart_from=[x])
     g = b.scratch("gate", "float32", (F,), hemi="E")
     u = b.scratch("up", "float32", (F,), hemi="E")
@@ -138,9 +138,7 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         from cycle `load_from` on, while xin is still being made."""
         epilogue: Callable[[Weights], Any] = lambda w: None
         if int8:
-            # attend leaves values in the lanes past each head's hd (multiplied by zero rows).
-            valid = shape.head_dim if xin.name == "attn_heads" else None
-            t = quantize(b, xin, quantized[xin.name], row_scale, valid=valid, start=t)
+            t = quantize(b, xin, quantized[xin.name], row_scale, start=t)
             xin = quantized[xin.name]
             epilogue = lambda w: dequant_epilogue(w, row_scale)
         return max(matmul(b, xin, w, out, start=t, epilogue=epilogue(w), load_from=load_from) for w, out in products)
@@ -155,8 +153,10 @@ def compile_model(model: Model, config: Optional[ChipConfig] = None, *, max_seq:
         t_q = A.rope(b, st, q, qr, which="q", start=t)
         t_v = A.append(b, st, v, L["vc"], start=t)
         t_k = A.append(b, st, kr, L["kc"], start=A.rope(b, st, k, kr, which="k", start=t))
-        t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=max(t_q, t_k, t_v))
-        t = mm(yh, [(L["wo"], o)], t)
+        t0 = max(t_q, t_k, t_v)
+        t = A.attend(b, st, qr, L["kc"], L["vc"], yh, start=t0)
+        # The output projection loads its weights into the plane attend leaves free.
+        t = mm(yh, [(L["wo"], o)], t, load_from=t0)
         t = binary(b, "add", x, o, x, start=t)
         t0 = t
         t = rmsnorm(b, x, L["g_ffn"], xn, eps=c.norm_eps, start=t)
