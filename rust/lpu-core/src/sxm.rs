@@ -92,14 +92,22 @@ pub fn permute(src: &[&[u8]], map: &[usize], dst: &mut [Vec<u8>]) -> Result<(), 
 /// Within each superlane, output lane j takes input lane map[j] of the same superlane;
 /// a map entry of `SUPERLANE` or more gives zero.
 pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [Vec<u8>]) {
+    // A superlane at a time, with its 16 lanes as an array: no division or bounds check
+    // per lane (one lane at a time, a decode step's distributes took 0.2 ms).
     for (s, d) in src.iter().zip(dst.iter_mut()) {
-        for (l, o) in d.iter_mut().enumerate() {
-            let m = map[l] as usize;
-            *o = if m < SUPERLANE {
-                s[l - l % SUPERLANE + m]
-            } else {
-                0
-            };
+        let chunks = d
+            .chunks_exact_mut(SUPERLANE)
+            .zip(s.chunks_exact(SUPERLANE))
+            .zip(map.chunks_exact(SUPERLANE));
+        for ((d, s), m) in chunks {
+            let s: &[u8; SUPERLANE] = s.try_into().expect("a superlane");
+            for (o, &j) in d.iter_mut().zip(m) {
+                *o = if (j as usize) < SUPERLANE {
+                    s[j as usize & (SUPERLANE - 1)]
+                } else {
+                    0
+                };
+            }
         }
     }
 }
@@ -150,6 +158,24 @@ mod tests {
         let mut back = vec![vec![0u8; 32]; 16];
         transpose(&trefs, &mut back);
         assert_eq!(back, src);
+    }
+
+    #[test]
+    fn distribute_moves_lanes_within_each_superlane() {
+        let lanes = 3 * SUPERLANE;
+        let s: Vec<u8> = (0..lanes).map(|l| (l * 5 + 1) as u8).collect();
+        let map: Vec<u8> = (0..lanes).map(|l| ((l * 7) % 19) as u8).collect();
+        let mut d = vec![vec![0xffu8; lanes]];
+        distribute(&[&s], &map, &mut d);
+        for l in 0..lanes {
+            let m = map[l] as usize;
+            let want = if m < SUPERLANE {
+                s[l / SUPERLANE * SUPERLANE + m]
+            } else {
+                0
+            };
+            assert_eq!(d[0][l], want, "lane {l}");
+        }
     }
 
     #[test]
