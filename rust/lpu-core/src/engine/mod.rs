@@ -1762,11 +1762,16 @@ impl Chip {
                 if instr.op == Op::Gather {
                     self.stats.sram_reads += 1;
                     let mut v = std::mem::take(&mut self.so);
+                    // Lanes mostly name the address the lane before did (a row of a
+                    // table): its word is looked up once (per lane, gathers were 4 us).
+                    let mut word: Option<(usize, Option<&[u8]>)> = None;
                     for (l, &m) in map.iter().enumerate() {
-                        v[l] = self
-                            .sram
-                            .word(hemi as usize, slice as usize, m)
-                            .map_or(0, |w| w[l]);
+                        let w = match word {
+                            Some((at, w)) if at == m => w,
+                            _ => self.sram.word(hemi as usize, slice as usize, m),
+                        };
+                        word = Some((m, w));
+                        v[l] = w.map_or(0, |w| w[l]);
                     }
                     self.write_group(ctx, a[1], 1, pos, ctx.done, &v[..lanes]);
                     self.so = v;
