@@ -89,6 +89,20 @@ impl WeightBuf {
         }
     }
 
+    /// Words 0..n, as [`WeightBuf::word`] gives them (each viewed buffer looked up once,
+    /// not once per word).
+    pub fn words(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+        let lanes = self.lanes;
+        let bufs: Vec<&[u8]> = self.keep.iter().map(|k| k.as_slice()).collect();
+        self.at[..n]
+            .iter()
+            .enumerate()
+            .map(move |(w, at)| match *at {
+                None => &self.own[w * lanes..(w + 1) * lanes],
+                Some((i, off)) => &bufs[i as usize][off..off + lanes],
+            })
+    }
+
     /// Words w0.. (`count` of them) to copy values into, if the buffer has room for
     /// them (it holds `WORDS_PER_ROW` x lanes words: lanes rows of fp16).
     pub fn own_words(&mut self, w0: usize, count: usize, lanes: usize) -> Option<&mut [u8]> {
@@ -280,7 +294,19 @@ impl Weights {
         } {
             used -= 1;
         }
-        (0..used).map(|r| self.row(r)).collect()
+        if self.int8 {
+            self.raw.words(used).map(|w| (w, &[][..])).collect()
+        } else {
+            let mut words = self.raw.words(2 * used);
+            (0..used)
+                .map(|_| {
+                    (
+                        words.next().expect("2 per row"),
+                        words.next().expect("2 per row"),
+                    )
+                })
+                .collect()
+        }
     }
 
     /// The K x N array as fp32, widened from the installed bytes on first use.
