@@ -276,8 +276,20 @@ impl Sram {
                 }
             }
             let page = self.page_mut(i);
-            for &(lane, addr) in &lanes[k..k + run] {
-                page[(addr as usize % PAGE_WORDS) * width + lane as usize] = data[lane as usize];
+            // Lanes in order to one word copy as one slice (a KV cache append sends
+            // all 320 lanes of each slice to one word or two).
+            let mut j = k;
+            while j < k + run {
+                let (lane, addr) = lanes[j];
+                let same = lanes[j..k + run]
+                    .iter()
+                    .zip(lane..)
+                    .take_while(|((l, a), want)| *l == *want && *a == addr)
+                    .count();
+                let at = (addr as usize % PAGE_WORDS) * width + lane as usize;
+                let from = lane as usize;
+                page[at..at + same].copy_from_slice(&data[from..from + same]);
+                j += same;
             }
             k += run;
         }
@@ -396,6 +408,22 @@ mod tests {
         for &(l, at) in &lanes_at {
             b.word_mut(0, 3, at as usize)[l as usize] = word[l as usize];
         }
+        // And one whose lanes come in runs to one word (copied as slices), one out of
+        // order.
+        let runs = [
+            (0, 10),
+            (1, 10),
+            (2, 10),
+            (5, 11),
+            (6, 11),
+            (3, 12),
+            (4, 10),
+            (7, 10),
+        ];
+        a.write_lanes(1, 3, &runs, &word);
+        for &(l, at) in &runs {
+            b.word_mut(1, 3, at as usize)[l as usize] = word[l as usize];
+        }
         for (h, s, at) in [
             (1, 2, addr),
             (1, 2, addr + 199),
@@ -406,6 +434,9 @@ mod tests {
             (0, 1, addr + 599),
             (0, 3, PAGE_WORDS - 2),
             (0, 3, PAGE_WORDS + 1),
+            (1, 3, 10),
+            (1, 3, 11),
+            (1, 3, 12),
         ] {
             assert_eq!(a.word(h, s, at), b.word(h, s, at), "{h} {s} {at}");
         }
