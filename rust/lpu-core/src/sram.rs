@@ -104,8 +104,12 @@ impl Sram {
     /// Before words `words` of page `i` are written (every write comes here): mark
     /// them written, and keep their old values if the journal wants them.
     fn keep(&mut self, i: usize, words: Range<usize>) {
-        for w in words.clone() {
-            self.written[i][w / 64] |= 1 << (w % 64);
+        for (b, bits) in self.written[i].iter_mut().enumerate() {
+            // The words of `words` in this 64: a mask of them.
+            let (lo, hi) = (words.start.max(64 * b), words.end.min(64 * (b + 1)));
+            if lo < hi {
+                *bits |= (u64::MAX >> (64 - (hi - lo))) << (lo - 64 * b);
+            }
         }
         let Some(j) = self.journal.as_deref_mut() else {
             return;
@@ -181,10 +185,21 @@ impl Sram {
         let p = self.page_index(hemi, slice, addr);
         let i = addr % PAGE_WORDS;
         let end = (i + max).min(PAGE_WORDS);
-        let written = |w: usize| self.written[p][w / 64] >> (w % 64) & 1 == 1;
-        let n = (i..end)
-            .position(|w| written(w) != written(i))
-            .unwrap_or(end - i);
+        let bits = &self.written[p];
+        let written = |w: usize| bits[w / 64] >> (w % 64) & 1 == 1;
+        // The run of words from i as written as word i: up to the first other bit.
+        let mut n = end - i;
+        let mut w = i;
+        while w < end {
+            let b = w / 64;
+            let same = if written(i) { bits[b] } else { !bits[b] };
+            let other = (!same >> (w % 64)).trailing_zeros() as usize;
+            if w + other < 64 * (b + 1) {
+                n = (w + other).min(end) - i;
+                break;
+            }
+            w = 64 * (b + 1);
+        }
         let page = match &self.pages[p] {
             Some(page) if written(i) => page,
             _ => &self.zero,
@@ -345,6 +360,32 @@ mod tests {
         s.rewind();
         assert!(Arc::ptr_eq(&s.rows(0, 3, 0, 1).data, s.zero_page()));
         assert_eq!(s.word(0, 2, 140).unwrap(), &[0u8; 16]);
+        // Runs of written words of every length, against a word-by-word model.
+        let mut seed = 12345u64;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let mut t = Sram::new(1, 256, 4);
+        let mut model = [false; 256];
+        for _ in 0..40 {
+            let (a, n) = (next(256) as usize, 1 + next(70) as usize);
+            let n = n.min(256 - a);
+            t.write_words(0, 0, a, &vec![1u8; 4 * n]);
+            model[a..a + n].iter_mut().for_each(|m| *m = true);
+            for _ in 0..20 {
+                let (i, max) = (next(256) as usize, 1 + next(200) as usize);
+                let r = t.rows(0, 0, i, max);
+                let end = (i + max).min((i / PAGE_WORDS + 1) * PAGE_WORDS);
+                let want = (i..end).take_while(|w| model[*w] == model[i]).count();
+                assert_eq!(
+                    (r.n, Arc::ptr_eq(&r.data, t.zero_page())),
+                    (want, !model[i])
+                );
+            }
+        }
     }
 
     #[test]
