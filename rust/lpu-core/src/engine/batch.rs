@@ -187,9 +187,18 @@ impl Chip {
         u64::MAX
     }
 
-    /// First cycle on which another queue might land a value on streams
-    /// [s, s+n) (same direction) at a position in [lo, hi].
-    fn first_stream_landing(&self, hz: &Hazards, s: StreamRef, n: u32, lo: u32, hi: u32) -> u64 {
+    /// First cycle on which a value that another queue might put on streams [s, s+n)
+    /// (same direction) at a position in [lo, hi] reaches position `at` (one position
+    /// a cycle: a value put on at p on cycle c is at `at` on c + |p - at|, and on no
+    /// earlier cycle).
+    fn first_stream_landing(
+        &self,
+        hz: &Hazards,
+        s: StreamRef,
+        n: u32,
+        (lo, hi): (u32, u32),
+        at: u32,
+    ) -> u64 {
         let streams = self.cfg.streams as usize;
         let n = (n as usize).min(streams.saturating_sub(s.index as usize));
         if n == 0 || hz.known {
@@ -197,13 +206,15 @@ impl Chip {
         }
         let mut first = u64::MAX;
         for &q in self.writers.group(s.west, s.index as usize, n) {
-            if q == hz.except || !(lo..=hi).contains(&self.queues[q].position) {
+            let p = self.queues[q].position;
+            if q == hz.except || !(lo..=hi).contains(&p) {
                 continue;
             }
+            let travel = p.abs_diff(at) as u64;
             let unknown = self.walk(q, hz.end, |t0, instr| {
                 if let Some((w, wn)) = instr.stream_writes() {
                     if w.west == s.west && w.index < s.index + n as u32 && s.index < w.index + wn {
-                        first = first.min(t0 + self.lat[instr.op as usize] as u64);
+                        first = first.min(t0 + self.lat[instr.op as usize] as u64 + travel);
                     }
                 }
             });
@@ -235,7 +246,7 @@ impl Chip {
     /// other queue could still put a value there.
     fn safe_reads(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
         let (lo, hi) = if s.west { (pos, u32::MAX) } else { (0, pos) };
-        let safe = self.first_stream_landing(hz, s, n, lo, hi);
+        let safe = self.first_stream_landing(hz, s, n, (lo, hi), pos);
         if safe > r.t {
             k.min((safe - r.t - 1) / r.d + 1)
         } else {
@@ -399,7 +410,7 @@ impl Chip {
         if instr.op == Op::Read {
             let dst = StreamRef::from_operand(instr.args[1]).expect("valid");
             // Nothing else may write our stream at our position while we do.
-            let other_w = self.first_stream_landing(hz, dst, 1, pos, pos);
+            let other_w = self.first_stream_landing(hz, dst, 1, (pos, pos), pos);
             let lat = self.lat[Op::Read as usize] as u64;
             while k > 0 && t + (k - 1) * d + lat >= other_w {
                 k -= 1;
@@ -496,7 +507,7 @@ impl Chip {
         // our streams, while we produce them.
         let dst_s = (dst != DST_NONE).then(|| StreamRef::from_operand(dst).expect("valid"));
         if let Some(s) = dst_s {
-            let other = self.first_stream_landing(hz, s, ob as u32, pos, pos);
+            let other = self.first_stream_landing(hz, s, ob as u32, (pos, pos), pos);
             while k > 0 && t + (k - 1) * d + lat >= other {
                 k -= 1;
             }
@@ -657,7 +668,7 @@ impl Chip {
             None => Vec::new(),
         };
         let lat = self.lat[instr.op as usize] as u64;
-        let other = self.first_stream_landing(hz, dst, n_out, pos, pos);
+        let other = self.first_stream_landing(hz, dst, n_out, (pos, pos), pos);
         while k > 0 && t + (k - 1) * d + lat >= other {
             k -= 1;
         }
