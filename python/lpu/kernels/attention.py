@@ -205,9 +205,6 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
     ):
         i16(name, value)
     H = shape.n_heads
-    hm = np.zeros((H, lanes), np.float32)
-    for h in range(H):
-        hm[h, (h % hpt) * hd : (h % hpt + 1) * hd] = 1
     scores = b.scratch("_scores", "float32", (H, lanes), hemi="E")
     return DecodeState(
         shape=shape,
@@ -228,7 +225,7 @@ def new_state(b: Builder, shape: AttentionShape) -> DecodeState:
         maxes=b.scratch("_maxes", "float32", (H, lanes), hemi="E", apart_from=[scores]),
         probs=b.scratch("_probs", "float16", (H, lanes), hemi="E"),
         invs=b.scratch("_invs", "float32", (H, lanes), hemi="E"),
-        headmask=b.constant("_headmask", hm, "float32", hemi="W"),
+        headmask=b.constant("_headmask", kvm[np.arange(H) % hpt], "float32", hemi="W"),
         heads=b.scratch("_heads", "float16", (H, lanes), hemi="E"),
         ones=b.constant("_ones", np.ones((S, lanes), np.float16), "float16", hemi="E", split=ROWS),
     )

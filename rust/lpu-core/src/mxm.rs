@@ -1062,6 +1062,21 @@ mod avx512 {
         }
     }
 
+    /// Each pair of registers (32 lanes) between lane order and the order two byte
+    /// unpacks give (lanes 0-7 and 16-23 in the first, 8-15 and 24-31 in the second):
+    /// the same exchange of halves both ways.
+    #[target_feature(enable = "avx512f")]
+    fn swap_halves(acc: &mut [__m512]) {
+        let first = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        let second =
+            _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+        for p in acc.chunks_exact_mut(2) {
+            let (a, b) = (p[0], p[1]);
+            p[0] = _mm512_permutex2var_ps(a, first, b);
+            p[1] = _mm512_permutex2var_ps(a, second, b);
+        }
+    }
+
     /// One pass of [`from_bytes_row`] over k, for the registers of lanes from `c0`.
     struct Pass<'a> {
         int8: bool,
@@ -1093,10 +1108,6 @@ mod avx512 {
             // in the other, each converted whole; the two sums keep that order and
             // are put back in lane order at the end (half the shuffles of `f16x16`).
             let pairs = !int8 && NB.is_multiple_of(2);
-            let (ia, ib) = (
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
-                _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31),
-            );
             let mut acc = [_mm512_setzero_ps(); NB];
             for (b, a) in acc.iter_mut().enumerate() {
                 // SAFETY: lanes c0 + b * L.. + L are within y (asserted above); the load
@@ -1104,11 +1115,7 @@ mod avx512 {
                 *a = unsafe { _mm512_loadu_ps(yp.add(c0 + b * L)) };
             }
             if pairs {
-                for p in acc.chunks_exact_mut(2) {
-                    let (lo, hi) = (p[0], p[1]);
-                    p[0] = _mm512_permutex2var_ps(lo, ia, hi);
-                    p[1] = _mm512_permutex2var_ps(lo, ib, hi);
-                }
+                swap_halves(&mut acc);
             }
             for (r, ((lo, hi), xk)) in rows.iter().zip(x).enumerate() {
                 // The weights come from memory, a row from each of 16 SRAM pages in
@@ -1165,11 +1172,7 @@ mod avx512 {
                 }
             }
             if pairs {
-                for p in acc.chunks_exact_mut(2) {
-                    let (a, b) = (p[0], p[1]);
-                    p[0] = _mm512_permutex2var_ps(a, ia, b);
-                    p[1] = _mm512_permutex2var_ps(a, ib, b);
-                }
+                swap_halves(&mut acc);
             }
             for (b, a) in acc.iter().enumerate() {
                 // SAFETY: as the loads above; the store has no alignment need.

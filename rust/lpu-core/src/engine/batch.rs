@@ -188,17 +188,22 @@ impl Chip {
     }
 
     /// First cycle on which a value that another queue might put on streams [s, s+n)
-    /// (same direction) at a position in [lo, hi] reaches position `at` (one position
-    /// a cycle: a value put on at p on cycle c is at `at` on c + |p - at|, and on no
-    /// earlier cycle).
-    fn first_stream_landing(
+    /// (same direction) reaches position `at`: put on at `at` itself, or, `upstream`,
+    /// anywhere it flows from (one position a cycle: a value put on at p on cycle c is
+    /// at `at` on c + |p - at|, and on no earlier cycle).
+    fn first_stream_arrival(
         &self,
         hz: &Hazards,
         s: StreamRef,
         n: u32,
-        (lo, hi): (u32, u32),
         at: u32,
+        upstream: bool,
     ) -> u64 {
+        let (lo, hi) = match (upstream, s.west) {
+            (false, _) => (at, at),
+            (true, true) => (at, u32::MAX),
+            (true, false) => (0, at),
+        };
         let streams = self.cfg.streams as usize;
         let n = (n as usize).min(streams.saturating_sub(s.index as usize));
         if n == 0 || hz.known {
@@ -245,8 +250,7 @@ impl Chip {
     /// How many of `k` reads of streams [s, s+n) at `pos` on `r`'s cycles come before any
     /// other queue could still put a value there.
     fn safe_reads(&self, hz: &Hazards, s: StreamRef, n: u32, pos: u32, r: Run, k: u64) -> u64 {
-        let (lo, hi) = if s.west { (pos, u32::MAX) } else { (0, pos) };
-        let safe = self.first_stream_landing(hz, s, n, (lo, hi), pos);
+        let safe = self.first_stream_arrival(hz, s, n, pos, true);
         if safe > r.t {
             k.min((safe - r.t - 1) / r.d + 1)
         } else {
@@ -410,7 +414,7 @@ impl Chip {
         if instr.op == Op::Read {
             let dst = StreamRef::from_operand(instr.args[1]).expect("valid");
             // Nothing else may write our stream at our position while we do.
-            let other_w = self.first_stream_landing(hz, dst, 1, (pos, pos), pos);
+            let other_w = self.first_stream_arrival(hz, dst, 1, pos, false);
             let lat = self.lat[Op::Read as usize] as u64;
             while k > 0 && t + (k - 1) * d + lat >= other_w {
                 k -= 1;
@@ -507,7 +511,7 @@ impl Chip {
         // our streams, while we produce them.
         let dst_s = (dst != DST_NONE).then(|| StreamRef::from_operand(dst).expect("valid"));
         if let Some(s) = dst_s {
-            let other = self.first_stream_landing(hz, s, ob as u32, (pos, pos), pos);
+            let other = self.first_stream_arrival(hz, s, ob as u32, pos, false);
             while k > 0 && t + (k - 1) * d + lat >= other {
                 k -= 1;
             }
@@ -668,7 +672,7 @@ impl Chip {
             None => Vec::new(),
         };
         let lat = self.lat[instr.op as usize] as u64;
-        let other = self.first_stream_landing(hz, dst, n_out, (pos, pos), pos);
+        let other = self.first_stream_arrival(hz, dst, n_out, pos, false);
         while k > 0 && t + (k - 1) * d + lat >= other {
             k -= 1;
         }
