@@ -12,6 +12,72 @@ pub const F16_NAN: u16 = 0x7e00;
 pub const BF16_NAN: u16 = 0x7fc0;
 pub const F32_NAN: u32 = 0x7fc0_0000;
 
+/// fp32 `exp` as the chip defines it: libm's f64 `exp` of the value, rounded to fp32
+/// (canonical NaN for NaN). `exp_f32_fast` gives the same bits for most inputs without
+/// libm, in straight-line code a loop can vectorise; this is the reference.
+pub fn exp_f32(x: f32) -> u32 {
+    let r = libm::exp(x as f64) as f32;
+    if r.is_nan() {
+        F32_NAN
+    } else {
+        r.to_bits()
+    }
+}
+
+/// fp32 `exp` without libm: `(bits, true)` when the bits are `exp_f32(x)`'s, `(_, false)`
+/// when it cannot tell (then call `exp_f32`; about one input in four million, and
+/// those whose result is subnormal, above 88 or NaN).
+///
+/// Why the bits are the same: the value is computed in f64 to within a few f64 units
+/// in the last place (ulps) of exp(x): x = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 split
+/// in two parts, so k ln 2 is exact to far below an ulp), exp(r) by its Taylor series to
+/// r^13 (the rest is below 2^-60), times 2^k, which is exact. libm's `exp` is within
+/// one ulp of exp(x) too. Two f64 values within a few ulps of each other round to the
+/// same fp32 unless an fp32 rounding midpoint lies between them, so the result is
+/// taken only when ours is more than 64 ulps from every midpoint (its 29 bits below
+/// fp32's precision more than 64 from 2^28); fp32 results in this range are normal,
+/// so those 29 bits are exactly what rounding to fp32 drops.
+#[inline(always)]
+pub fn exp_f32_fast(x: f32) -> (u32, bool) {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    // ln 2 = LN2_HI + LN2_LO; LN2_HI has 32 trailing zero bits, so k * LN2_HI is exact.
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: adding it rounds to an integer
+    let xd = x as f64;
+    let t = xd * LOG2E + ROUND;
+    let k = t - ROUND;
+    let r = (xd - k * LN2_HI) - k * LN2_LO;
+    // Horner's rule for 1 + r + r^2/2! + ... + r^13/13!.
+    let mut p = 1.0 / 6_227_020_800.0;
+    for d in [
+        479_001_600.0,
+        39_916_800.0,
+        3_628_800.0,
+        362_880.0,
+        40_320.0,
+        5_040.0,
+        720.0,
+        120.0,
+        24.0,
+        6.0,
+        2.0,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + 1.0 / d;
+    }
+    // k is t's low mantissa bits (an integer within +-2^31 for every x tested below).
+    let ki = (t.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
+    let scale = f64::from_bits((ki.wrapping_add(1023) as u64) << 52);
+    let y = p * scale;
+    let low = (y.to_bits() & ((1 << 29) - 1)) as i64;
+    let clear = (low - (1 << 28)).abs() > 64;
+    // exp(x) for x in this range is a normal fp32 number (and NaN fails both tests).
+    let ok = clear && x > -87.0 && x < 88.0;
+    ((y as f32).to_bits(), ok)
+}
+
 /// Exact value of an fp16 bit pattern.
 pub fn f16_to_f64(h: u16) -> f64 {
     let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
@@ -348,5 +414,52 @@ mod tests {
         assert_eq!(f64_to_int(f64::NAN, 16), 0);
         assert_eq!(wrap(200, 8), -56);
         assert_eq!(wrap(-129, 8), 127);
+    }
+
+    /// `exp_f32_fast` agrees with libm wherever it says it does, on `x` and the f32
+    /// values around it.
+    fn check_exp_fast(bits: impl Iterator<Item = u32>) -> (u64, u64) {
+        let (mut taken, mut all) = (0, 0);
+        for b in bits {
+            let x = f32::from_bits(b);
+            let (v, ok) = exp_f32_fast(x);
+            all += 1;
+            if ok {
+                taken += 1;
+                assert_eq!(v, exp_f32(x), "exp({x:e}) = exp({b:#010x})");
+            }
+        }
+        (taken, all)
+    }
+
+    #[test]
+    fn fast_exp_is_libms_wherever_it_is_taken() {
+        // Every f32 in steps of a prime (about 2.5 million, every exponent), the
+        // softmax's usual range densely, and the edges of the fast path's range.
+        let step = check_exp_fast((0..=u32::MAX).step_by(1709));
+        let dense = check_exp_fast(
+            (f32::to_bits(-20.0)..f32::to_bits(-19.0))
+                .step_by(3)
+                .chain(f32::to_bits(-1.0)..f32::to_bits(-0.999)),
+        );
+        let edges = [
+            -104.0f32, -87.0, -86.99, 0.0, -0.0, 1e-30, 88.0, 87.99, 89.0,
+        ];
+        let edge = check_exp_fast(edges.iter().map(|x| x.to_bits()));
+        // And it is taken almost everywhere in its range (the rest is libm's).
+        assert!(dense.0 * 1000 >= dense.1 * 999, "{dense:?}");
+        assert!(step.0 > 0 && edge.0 > 0);
+        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -100.0, 100.0] {
+            assert!(!exp_f32_fast(x).1, "{x} is libm's");
+        }
+    }
+
+    /// Every f32 value (about 4 billion; a minute in a release build):
+    /// `cargo test --release -p lpu-core -- --ignored fast_exp_every_value`.
+    #[test]
+    #[ignore]
+    fn fast_exp_every_value() {
+        let (taken, all) = check_exp_fast(0..=u32::MAX);
+        println!("taken for {taken} of {all} values");
     }
 }
