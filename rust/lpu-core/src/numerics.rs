@@ -26,7 +26,7 @@ pub fn exp_f32(x: f32) -> u32 {
 
 /// fp32 `exp` without libm: `(bits, true)` when the bits are `exp_f32(x)`'s, `(_, false)`
 /// when it cannot tell (then call `exp_f32`; about one input in four million, and
-/// those whose result is subnormal, above 88 or NaN).
+/// those whose result is subnormal (x from -104 to -87), x above 88, and NaN).
 ///
 /// Why the bits are the same: the value is computed in f64 to within a few f64 units
 /// in the last place (ulps) of exp(x): x = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 split
@@ -73,9 +73,12 @@ pub fn exp_f32_fast(x: f32) -> (u32, bool) {
     let y = p * scale;
     let low = (y.to_bits() & ((1 << 29) - 1)) as i64;
     let clear = (low - (1 << 28)).abs() > 64;
-    // exp(x) for x in this range is a normal fp32 number (and NaN fails both tests).
-    let ok = clear && x > -87.0 && x < 88.0;
-    ((y as f32).to_bits(), ok)
+    // exp(x) for x in this range is a normal fp32 number (and NaN fails every test).
+    // Below -104 (masked scores: -inf or a large negative number), exp(x) is under
+    // half the smallest fp32 subnormal, 2^-150, and rounds to +0.
+    let tiny = x < -104.0;
+    let ok = (clear && x > -87.0 && x < 88.0) || tiny;
+    (if tiny { 0 } else { (y as f32).to_bits() }, ok)
 }
 
 /// Exact value of an fp16 bit pattern.
@@ -449,8 +452,11 @@ mod tests {
         // And it is taken almost everywhere in its range (the rest is libm's).
         assert!(dense.0 * 1000 >= dense.1 * 999, "{dense:?}");
         assert!(step.0 > 0 && edge.0 > 0);
-        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -100.0, 100.0] {
+        for x in [f32::NAN, f32::INFINITY, -100.0, -87.5, 100.0] {
             assert!(!exp_f32_fast(x).1, "{x} is libm's");
+        }
+        for x in [f32::NEG_INFINITY, -1e30, -104.001] {
+            assert_eq!(exp_f32_fast(x), (0, true), "{x}");
         }
     }
 

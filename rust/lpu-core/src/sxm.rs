@@ -17,7 +17,7 @@ pub fn apply(
     instr: &Instr,
     src: &[&[u8]],
     map: &[&[u8]],
-    dst: &mut [Vec<u8>],
+    dst: &mut [&mut [u8]],
 ) -> Result<(), String> {
     match instr.op {
         Op::Shiftn | Op::Shifts => shift(src, dst, instr.args[3] as usize, instr.op == Op::Shiftn),
@@ -33,7 +33,7 @@ pub fn apply(
 
 /// Shift every plane by `n` lanes: north (`north = true`) moves lane l to l+n, south
 /// moves lane l to l-n; lanes shifted in are zero.
-pub fn shift(src: &[&[u8]], dst: &mut [Vec<u8>], n: usize, north: bool) {
+pub fn shift(src: &[&[u8]], dst: &mut [&mut [u8]], n: usize, north: bool) {
     for (s, d) in src.iter().zip(dst.iter_mut()) {
         let lanes = s.len();
         d.fill(0);
@@ -49,7 +49,7 @@ pub fn shift(src: &[&[u8]], dst: &mut [Vec<u8>], n: usize, north: bool) {
 }
 
 /// Every superlane of every plane takes the plane's superlane 0.
-pub fn broadcast(src: &[&[u8]], dst: &mut [Vec<u8>]) {
+pub fn broadcast(src: &[&[u8]], dst: &mut [&mut [u8]]) {
     for (s, d) in src.iter().zip(dst.iter_mut()) {
         for chunk in d.chunks_mut(SUPERLANE) {
             chunk.copy_from_slice(&s[..chunk.len()]);
@@ -66,7 +66,7 @@ pub fn map16(lo: &[u8], hi: &[u8]) -> Vec<usize> {
 }
 
 /// Permute lanes: output lane l takes input lane map[l]. The map must be a permutation.
-pub fn permute(src: &[&[u8]], map: &[usize], dst: &mut [Vec<u8>]) -> Result<(), String> {
+pub fn permute(src: &[&[u8]], map: &[usize], dst: &mut [&mut [u8]]) -> Result<(), String> {
     let lanes = map.len();
     let mut seen = vec![false; lanes];
     for (l, &m) in map.iter().enumerate() {
@@ -91,7 +91,7 @@ pub fn permute(src: &[&[u8]], map: &[usize], dst: &mut [Vec<u8>]) -> Result<(), 
 
 /// Within each superlane, output lane j takes input lane map[j] of the same superlane;
 /// a map entry of `SUPERLANE` or more gives zero.
-pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [Vec<u8>]) {
+pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [&mut [u8]]) {
     // A superlane at a time, with its 16 lanes as an array: no division or bounds check
     // per lane (one lane at a time, a decode step's distributes took 0.2 ms).
     for (s, d) in src.iter().zip(dst.iter_mut()) {
@@ -114,7 +114,7 @@ pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [Vec<u8>]) {
 
 /// From n input streams emit n*n: output i*n+j is input j with lane l taking lane l+i
 /// (cyclically), i.e. every rotation an n-wide window needs.
-pub fn rotate(src: &[&[u8]], dst: &mut [Vec<u8>]) {
+pub fn rotate(src: &[&[u8]], dst: &mut [&mut [u8]]) {
     let n = src.len();
     for i in 0..n {
         for (j, s) in src.iter().enumerate() {
@@ -129,7 +129,7 @@ pub fn rotate(src: &[&[u8]], dst: &mut [Vec<u8>]) {
 
 /// 16x16 transpose inside every superlane: output stream i, lane 16g+j = input stream j,
 /// lane 16g+i.
-pub fn transpose(src: &[&[u8]], dst: &mut [Vec<u8>]) {
+pub fn transpose(src: &[&[u8]], dst: &mut [&mut [u8]]) {
     debug_assert_eq!(src.len(), 16);
     let lanes = src[0].len();
     for (i, d) in dst.iter_mut().enumerate() {
@@ -145,6 +145,11 @@ pub fn transpose(src: &[&[u8]], dst: &mut [Vec<u8>]) {
 mod tests {
     use super::*;
 
+    /// The outputs as the functions take them.
+    fn outs(v: &mut [Vec<u8>]) -> Vec<&mut [u8]> {
+        v.iter_mut().map(|o| o.as_mut_slice()).collect()
+    }
+
     #[test]
     fn transpose_twice_is_identity() {
         let src: Vec<Vec<u8>> = (0..16)
@@ -152,11 +157,11 @@ mod tests {
             .collect();
         let refs: Vec<&[u8]> = src.iter().map(|v| v.as_slice()).collect();
         let mut t = vec![vec![0u8; 32]; 16];
-        transpose(&refs, &mut t);
+        transpose(&refs, &mut outs(&mut t));
         assert_eq!(t[3][16 + 5], src[5][16 + 3]);
         let trefs: Vec<&[u8]> = t.iter().map(|v| v.as_slice()).collect();
         let mut back = vec![vec![0u8; 32]; 16];
-        transpose(&trefs, &mut back);
+        transpose(&trefs, &mut outs(&mut back));
         assert_eq!(back, src);
     }
 
@@ -166,7 +171,7 @@ mod tests {
         let s: Vec<u8> = (0..lanes).map(|l| (l * 5 + 1) as u8).collect();
         let map: Vec<u8> = (0..lanes).map(|l| ((l * 7) % 19) as u8).collect();
         let mut d = vec![vec![0xffu8; lanes]];
-        distribute(&[&s], &map, &mut d);
+        distribute(&[&s], &map, &mut outs(&mut d));
         for l in 0..lanes {
             let m = map[l] as usize;
             let want = if m < SUPERLANE {
@@ -182,9 +187,9 @@ mod tests {
     fn permute_rejects_non_permutations() {
         let s = vec![1u8, 2, 3];
         let mut d = vec![vec![0u8; 3]];
-        assert!(permute(&[&s], &[0, 0, 1], &mut d).is_err());
-        assert!(permute(&[&s], &[0, 1, 5], &mut d).is_err());
-        permute(&[&s], &[2, 0, 1], &mut d).unwrap();
+        assert!(permute(&[&s], &[0, 0, 1], &mut outs(&mut d)).is_err());
+        assert!(permute(&[&s], &[0, 1, 5], &mut outs(&mut d)).is_err());
+        permute(&[&s], &[2, 0, 1], &mut outs(&mut d)).unwrap();
         assert_eq!(d[0], vec![3, 1, 2]);
     }
 
@@ -192,18 +197,18 @@ mod tests {
     fn shifts_and_rotations() {
         let s: Vec<u8> = (1..=8).collect();
         let mut d = vec![vec![0u8; 8]];
-        shift(&[&s], &mut d, 3, true);
+        shift(&[&s], &mut outs(&mut d), 3, true);
         assert_eq!(d[0], vec![0, 0, 0, 1, 2, 3, 4, 5]);
-        shift(&[&s], &mut d, 3, false);
+        shift(&[&s], &mut outs(&mut d), 3, false);
         assert_eq!(d[0], vec![4, 5, 6, 7, 8, 0, 0, 0]);
         let a: Vec<u8> = (0..8).collect();
         let b: Vec<u8> = (10..18).collect();
         let c: Vec<u8> = (20..28).collect();
         let mut out = vec![vec![0u8; 8]; 9];
-        rotate(&[&a, &b, &c], &mut out);
+        rotate(&[&a, &b, &c], &mut outs(&mut out));
         let wide: Vec<u8> = (0..48).collect();
         let mut two = vec![vec![0u8; 48]; 2];
-        broadcast(&[&wide, &wide[..]], &mut two);
+        broadcast(&[&wide, &wide[..]], &mut outs(&mut two));
         let first: Vec<u8> = (0..16).collect();
         assert_eq!(two[1], [first.clone(), first.clone(), first].concat());
         assert_eq!(out[0], a);

@@ -676,28 +676,29 @@ impl Chip {
         while k > 0 && t + (k - 1) * d + lat >= other {
             k -= 1;
         }
-        let mut out = vec![vec![0u8; lanes]; n_out as usize];
         let mut vals: Vec<Vec<u8>> = (0..n_out)
-            .map(|_| {
-                let mut v = self.pool.take(k as usize * lanes);
-                v.clear();
-                v
-            })
+            .map(|_| self.pool.take(k as usize * lanes))
             .collect();
+        // Each issue's results go straight to their place in `vals` (lists made once,
+        // not per issue).
+        let mut places: Vec<_> = vals.iter_mut().map(|v| v.chunks_exact_mut(lanes)).collect();
+        let (mut srcs, mut map_j, mut out) = (Vec::new(), Vec::new(), Vec::new());
         let mut done = 0;
         for j in 0..k as usize {
-            let srcs: Vec<&[u8]> = inp.iter().map(|p| p[j]).collect();
-            let map: Vec<&[u8]> = maps.iter().map(|p| p[j]).collect();
-            if sxm::apply(&instr, &srcs, &map, &mut out).is_err() {
+            srcs.clear();
+            srcs.extend(inp.iter().map(|p| p[j]));
+            map_j.clear();
+            map_j.extend(maps.iter().map(|p| p[j]));
+            out.clear();
+            out.extend(places.iter_mut().map(|c| c.next().expect("k places")));
+            if sxm::apply(&instr, &srcs, &map_j, &mut out).is_err() {
                 break; // a fault: leave it to a single issue
-            }
-            for (v, o) in vals.iter_mut().zip(&out) {
-                v.extend_from_slice(o);
             }
             done += 1;
         }
-        drop((inp, maps));
+        drop((inp, maps, out, places));
         k = done;
+        vals.iter_mut().for_each(|v| v.truncate(k as usize * lanes));
         if k < MIN_BATCH {
             return 0;
         }

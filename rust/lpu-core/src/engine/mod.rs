@@ -521,8 +521,6 @@ pub struct Chip {
     sa: Vec<u8>,
     sb: Vec<u8>,
     so: Vec<u8>,
-    /// An SXM single issue's output vectors (it writes every byte of each).
-    sxm_out: Vec<Vec<u8>>,
 }
 
 /// Maximum warnings kept (later ones are counted, not stored).
@@ -613,7 +611,6 @@ impl Chip {
             sa: vec![0; 16 * lanes],
             sb: vec![0; 16 * lanes],
             so: vec![0; 16 * lanes],
-            sxm_out: Vec::new(),
             queues,
             by_kind,
             start_pc: Arc::from([]),
@@ -2091,18 +2088,14 @@ impl Chip {
         let maps: Vec<&[u8]> = self.sb[..ops.map.map_or(0, |(_, n)| n as usize) * lanes]
             .chunks(lanes)
             .collect();
-        let mut out = std::mem::take(&mut self.sxm_out);
-        out.resize_with(n_out, || vec![0u8; lanes]);
-        let applied = sxm::apply(instr, &srcs, &maps, &mut out[..n_out]);
-        if let Err(m) = applied {
-            self.sxm_out = out;
+        let mut flat = std::mem::take(&mut self.so);
+        flat.resize(n_out * lanes, 0);
+        let mut out: Vec<&mut [u8]> = flat.chunks_exact_mut(lanes).collect();
+        if let Err(m) = sxm::apply(instr, &srcs, &maps, &mut out) {
+            self.so = flat;
             self.raise(ctx, FaultKind::BadOperand, m);
             return;
         }
-        let mut flat = std::mem::take(&mut self.so);
-        flat.clear();
-        out[..n_out].iter().for_each(|v| flat.extend_from_slice(v));
-        self.sxm_out = out;
         self.write_group(ctx, ops.dst.operand(), n_out, pos, ctx.done, &flat);
         self.so = flat;
     }
