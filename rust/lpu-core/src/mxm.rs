@@ -490,12 +490,34 @@ fn as_f32(bits: &mut [u32]) -> &mut [f32] {
 /// the plain loop (0 x inf is NaN).
 fn from_bytes(int8: bool, rows: &[(&[u8], &[u8])], n: usize, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if y.len() == n && avx512::available() {
-        // SAFETY: `available()` found AVX-512 F, AVX2 and FMA on this CPU, the target
-        // features the function requires; it reads memory out of slices only where it
-        // asserted the bounds first.
-        unsafe { avx512::from_bytes_row(int8, rows, n, x, y) };
-        return add_zero_products(&x[rows.len().min(n)..n], y);
+    if avx512::available() {
+        // Up to 6 rows at a time, their sums in registers together.
+        let mut r0 = 0;
+        let m = y.len() / n;
+        while r0 < m {
+            let (xs, ys) = (&x[r0 * n..], &mut y[r0 * n..]);
+            // SAFETY: `available()` found AVX-512 F, AVX2 and FMA on this CPU, the
+            // target features the function requires; it reads memory out of slices
+            // only where it asserted the bounds first.
+            let r = match m - r0 {
+                5 => 4,
+                left => left.min(6),
+            };
+            unsafe {
+                match r {
+                    1 => avx512::from_bytes_block::<1>(int8, rows, n, xs, ys),
+                    2 => avx512::from_bytes_block::<2>(int8, rows, n, xs, ys),
+                    3 => avx512::from_bytes_block::<3>(int8, rows, n, xs, ys),
+                    4 => avx512::from_bytes_block::<4>(int8, rows, n, xs, ys),
+                    _ => avx512::from_bytes_block::<6>(int8, rows, n, xs, ys),
+                }
+            }
+            r0 += r;
+        }
+        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+            add_zero_products(&xr[rows.len().min(n)..], yr);
+        }
+        return;
     }
     from_bytes_rows(int8, rows, n, x, y)
 }
@@ -1008,15 +1030,16 @@ mod avx512 {
         super::widen_f16_portable(&lo[whole..n], &hi[whole..n], &mut out[whole..n]);
     }
 
-    /// [`super::from_bytes`] for one row of activations: the sums stay in registers
-    /// (SUM_REGS of them per pass over k) while each weight row is widened
-    /// 16 lanes at a time straight into its multiply-add, y[c] += x[k] * w[k][c] for k
-    /// in order, so the bits are the plain loop's. A decode step multiplies every
-    /// weight once this way; widening each row into memory and adding it from there
-    /// took half as many instructions again. Lanes past the last whole register take
-    /// the plain loop. Leaves the zero rows past `used` to the caller.
+    /// [`super::from_bytes`] for R rows of activations (x and y R x n): the sums stay
+    /// in registers (R x NB of them per pass over k, 320 lanes in one pass for one row)
+    /// while each weight row is widened 16 lanes at a time straight into its
+    /// multiply-adds, y[r][c] += x[r][k] * w[k][c] for k in order, so the bits are the
+    /// plain loop's. A decode step multiplies every weight once this way; widening each
+    /// row into memory and adding it from there took half as many instructions again.
+    /// Lanes past the last whole register take the plain loop. Leaves the zero rows past
+    /// `used` to the caller.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) fn from_bytes_row(
+    pub(super) fn from_bytes_block<const R: usize>(
         int8: bool,
         rows: &[(&[u8], &[u8])],
         n: usize,
@@ -1024,10 +1047,24 @@ mod avx512 {
         y: &mut [f32],
     ) {
         let rows = &rows[..rows.len().min(n)];
-        // Each row's words hold n bytes; the kernel reads them through pointers.
-        assert!(rows
-            .iter()
-            .all(|(lo, hi)| lo.len() >= n && (int8 || hi.len() >= n)));
+        // Each row's words hold n bytes, x and y R rows of n: the kernel reads them
+        // through pointers.
+        assert!(
+            x.len() >= R * n
+                && y.len() >= R * n
+                && rows
+                    .iter()
+                    .all(|(lo, hi)| lo.len() >= n && (int8 || hi.len() >= n))
+        );
+        // Registers of sums per row and pass: all 32 registers but those that widen the
+        // weights and hold the activations.
+        let most = match R {
+            1 => SUM_REGS,
+            2 => 10,
+            3 => 8,
+            4 => 6,
+            _ => 4,
+        };
         let blocks = n / L;
         let mut b0 = 0;
         while b0 < blocks {
@@ -1039,24 +1076,30 @@ mod avx512 {
                 x,
                 c0: b0 * L,
             };
-            // SAFETY: the caller's CPU has the target features (see `from_bytes_row`),
-            // and every row has n bytes per word (asserted above).
+            // SAFETY: the caller's CPU has the target features (see `from_bytes_block`),
+            // every row has n bytes per word and x and y R x n values (asserted above).
             b0 += unsafe {
-                match left {
-                    SUM_REGS.. => pass.run::<SUM_REGS>(y),
-                    8.. => pass.run::<8>(y),
-                    4.. => pass.run::<4>(y),
-                    _ => pass.run::<1>(y),
+                match left.min(most) {
+                    SUM_REGS.. => pass.run::<R, SUM_REGS>(y),
+                    10.. => pass.run::<R, 10>(y),
+                    8.. => pass.run::<R, 8>(y),
+                    6.. => pass.run::<R, 6>(y),
+                    4.. => pass.run::<R, 4>(y),
+                    2.. => pass.run::<R, 2>(y),
+                    _ => pass.run::<R, 1>(y),
                 }
             };
         }
         let c0 = blocks * L;
         if c0 < n {
             let mut wr = vec![0f32; n];
-            for (row, xk) in rows.iter().zip(x) {
+            for (k, row) in rows.iter().enumerate() {
                 super::widen_row(int8, *row, &mut wr);
-                for (a, wv) in y[c0..n].iter_mut().zip(&wr[c0..]) {
-                    *a = super::mac(*a, *xk, *wv);
+                for r in 0..R {
+                    let xk = x[r * n + k];
+                    for (a, wv) in y[r * n + c0..(r + 1) * n].iter_mut().zip(&wr[c0..]) {
+                        *a = super::mac(*a, xk, *wv);
+                    }
                 }
             }
         }
@@ -1077,7 +1120,7 @@ mod avx512 {
         }
     }
 
-    /// One pass of [`from_bytes_row`] over k, for the registers of lanes from `c0`.
+    /// One pass of [`from_bytes_block`] over k, for the registers of lanes from `c0`.
     struct Pass<'a> {
         int8: bool,
         rows: &'a [(&'a [u8], &'a [u8])],
@@ -1087,12 +1130,13 @@ mod avx512 {
     }
 
     impl Pass<'_> {
-        /// Sums NB registers of lanes into `y`; returns NB.
+        /// Sums NB registers of lanes of R rows into `y` (R x n); returns NB.
         ///
         /// # Safety
-        /// Each of `rows`' words must hold at least n bytes (fp16 rows both).
+        /// Each of `rows`' words must hold at least n bytes (fp16 rows both); x must
+        /// hold R rows of n values.
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn run<const NB: usize>(&self, y: &mut [f32]) -> usize {
+        unsafe fn run<const R: usize, const NB: usize>(&self, y: &mut [f32]) -> usize {
             let Pass {
                 int8,
                 rows,
@@ -1101,28 +1145,30 @@ mod avx512 {
                 c0,
             } = *self;
             // The loops write no value outside these bounds, checked once here.
-            assert!(c0 + NB * L <= n && y.len() >= n && x.len() >= rows.len());
-            let yp = y.as_mut_ptr();
+            assert!(c0 + NB * L <= n && y.len() >= R * n && x.len() >= R * n && rows.len() <= n);
+            let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
             // fp16 rows take 32 lanes at a time: their low and high bytes interleaved
             // by two unpacks give lanes 0-7 and 16-23 in one register, 8-15 and 24-31
             // in the other, each converted whole; the two sums keep that order and
             // are put back in lane order at the end (half the shuffles of `f16x16`).
             let pairs = !int8 && NB.is_multiple_of(2);
-            let mut acc = [_mm512_setzero_ps(); NB];
-            for (b, a) in acc.iter_mut().enumerate() {
-                // SAFETY: lanes c0 + b * L.. + L are within y (asserted above); the load
-                // has no alignment need.
-                *a = unsafe { _mm512_loadu_ps(yp.add(c0 + b * L)) };
+            let mut acc = [[_mm512_setzero_ps(); NB]; R];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (b, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: lanes c0 + b * L.. + L of row r are within y (asserted
+                    // above); the load has no alignment need.
+                    *a = unsafe { _mm512_loadu_ps(yp.add(r * n + c0 + b * L)) };
+                }
+                if pairs {
+                    swap_halves(acc);
+                }
             }
-            if pairs {
-                swap_halves(&mut acc);
-            }
-            for (r, ((lo, hi), xk)) in rows.iter().zip(x).enumerate() {
+            for (k, (lo, hi)) in rows.iter().enumerate() {
                 // The weights come from memory, a row from each of 16 SRAM pages in
                 // turn, which the CPU's prefetchers do not follow: ask for the lines of
                 // the row AHEAD rows on. (A decode step's one-vector products, timed
                 // alone: 22 us each before, 19 with this, 17 with the unpacks too.)
-                if let Some((plo, phi)) = rows.get(r + AHEAD) {
+                if let Some((plo, phi)) = rows.get(k + AHEAD) {
                     for c in (c0..c0 + NB * L).step_by(64) {
                         // A prefetch reads nothing and cannot fault (c < n anyway).
                         _mm_prefetch::<_MM_HINT_T0>(plo.as_ptr().wrapping_add(c).cast());
@@ -1131,10 +1177,14 @@ mod avx512 {
                         }
                     }
                 }
-                let xv = _mm512_set1_ps(*xk);
+                let mut xv = [_mm512_setzero_ps(); R];
+                for (r, v) in xv.iter_mut().enumerate() {
+                    // SAFETY: k < rows.len() <= n, so r * n + k is within x (asserted).
+                    *v = _mm512_set1_ps(unsafe { *xp.add(r * n + k) });
+                }
                 let (lo, hi) = (lo.as_ptr(), hi.as_ptr());
                 if pairs {
-                    for (j, p) in acc.chunks_exact_mut(2).enumerate() {
+                    for j in 0..NB / 2 {
                         let c = c0 + 2 * j * L;
                         // SAFETY: bytes c.. + 2L of each word are within its n bytes
                         // (the caller's promise), as c + 2L <= c0 + NB * L <= n; the
@@ -1147,12 +1197,14 @@ mod avx512 {
                         };
                         let wa = _mm512_cvtph_ps(_mm256_unpacklo_epi8(l, h));
                         let wb = _mm512_cvtph_ps(_mm256_unpackhi_epi8(l, h));
-                        p[0] = _mm512_fmadd_ps(xv, wa, p[0]);
-                        p[1] = _mm512_fmadd_ps(xv, wb, p[1]);
+                        for (acc, xv) in acc.iter_mut().zip(&xv) {
+                            acc[2 * j] = _mm512_fmadd_ps(*xv, wa, acc[2 * j]);
+                            acc[2 * j + 1] = _mm512_fmadd_ps(*xv, wb, acc[2 * j + 1]);
+                        }
                     }
                     continue;
                 }
-                for (b, a) in acc.iter_mut().enumerate() {
+                for b in 0..NB {
                     let c = c0 + b * L;
                     // SAFETY: bytes c.. + L of each word are within its n bytes (the
                     // caller's promise), as c + L <= n; the loads have no alignment
@@ -1168,15 +1220,19 @@ mod avx512 {
                         }
                     };
                     // One rounding, as the separate multiply and add (see `gemm`).
-                    *a = _mm512_fmadd_ps(xv, w, *a);
+                    for (acc, xv) in acc.iter_mut().zip(&xv) {
+                        acc[b] = _mm512_fmadd_ps(*xv, w, acc[b]);
+                    }
                 }
             }
-            if pairs {
-                swap_halves(&mut acc);
-            }
-            for (b, a) in acc.iter().enumerate() {
-                // SAFETY: as the loads above; the store has no alignment need.
-                unsafe { _mm512_storeu_ps(yp.add(c0 + b * L), *a) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                if pairs {
+                    swap_halves(acc);
+                }
+                for (b, a) in acc.iter().enumerate() {
+                    // SAFETY: as the loads above; the store has no alignment need.
+                    unsafe { _mm512_storeu_ps(yp.add(r * n + c0 + b * L), *a) };
+                }
             }
             NB
         }
@@ -1809,46 +1865,50 @@ mod tests {
                     w[i * n + j] = *v;
                 }
             }
-            let mut wts = Weights::default();
-            let mut given = WeightBuf::owned(buf.clone(), n);
-            wts.install(int8, n, &mut given, used, transpose);
-            assert!(
-                given.own.is_empty(),
-                "the first install hands back an empty buffer"
-            );
-            for m in [1, 3, 1, 2, 1, 1, 15, 16, 40, 130] {
-                let seed = m as u64 * 7 + used as u64;
-                let x = fp16_values(seed, m * n);
-                let bytes: Vec<u8> = fp16_bits(seed, m * n).iter().map(|b| *b as u8).collect();
-                let xi: Vec<f32> = bytes.iter().map(|b| *b as i8 as f32).collect();
-                let start = fp16_values(m as u64, m * n);
-                let mut want = if int8 {
-                    vec![0f32; m * n]
-                } else {
-                    start.clone()
-                };
-                naive(&w, n, if int8 { &xi } else { &x }, &mut want);
-                let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
-                let rows = |i: usize| &bytes[i * n..(i + 1) * n];
-                let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
-                let acts = if int8 {
-                    Activations::Int8(&rows)
-                } else {
-                    Activations::Values(&fill)
-                };
-                wts.apply(m, acts, &mut got, !int8);
-                for (i, (g, a)) in got.iter().zip(&want).enumerate() {
-                    let ok = if int8 {
-                        *g as i32 == *a as i32
+            // Each install takes DIRECT_CALLS products straight from its bytes (of up
+            // to 6 rows at once: every count up to 7 is here), then widens.
+            for ms in [&[1, 3, 1, 2, 1, 1, 15, 16, 40, 130][..], &[6, 5, 4, 7, 2]] {
+                let mut wts = Weights::default();
+                let mut given = WeightBuf::owned(buf.clone(), n);
+                wts.install(int8, n, &mut given, used, transpose);
+                assert!(
+                    given.own.is_empty(),
+                    "the first install hands back an empty buffer"
+                );
+                for &m in ms {
+                    let seed = m as u64 * 7 + used as u64;
+                    let x = fp16_values(seed, m * n);
+                    let bytes: Vec<u8> = fp16_bits(seed, m * n).iter().map(|b| *b as u8).collect();
+                    let xi: Vec<f32> = bytes.iter().map(|b| *b as i8 as f32).collect();
+                    let start = fp16_values(m as u64, m * n);
+                    let mut want = if int8 {
+                        vec![0f32; m * n]
                     } else {
-                        // NaNs canonical (x86 makes 0xffc00000 for inf - inf).
-                        *g == if a.is_nan() {
-                            crate::numerics::F32_NAN
-                        } else {
-                            a.to_bits()
-                        }
+                        start.clone()
                     };
-                    assert!(ok, "int8 {int8} used {used} m {m} at {i}: {g:#x} vs {a}");
+                    naive(&w, n, if int8 { &xi } else { &x }, &mut want);
+                    let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
+                    let rows = |i: usize| &bytes[i * n..(i + 1) * n];
+                    let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
+                    let acts = if int8 {
+                        Activations::Int8(&rows)
+                    } else {
+                        Activations::Values(&fill)
+                    };
+                    wts.apply(m, acts, &mut got, !int8);
+                    for (i, (g, a)) in got.iter().zip(&want).enumerate() {
+                        let ok = if int8 {
+                            *g as i32 == *a as i32
+                        } else {
+                            // NaNs canonical (x86 makes 0xffc00000 for inf - inf).
+                            *g == if a.is_nan() {
+                                crate::numerics::F32_NAN
+                            } else {
+                                a.to_bits()
+                            }
+                        };
+                        assert!(ok, "int8 {int8} used {used} m {m} at {i}: {g:#x} vs {a}");
+                    }
                 }
             }
         }
