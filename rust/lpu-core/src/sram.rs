@@ -14,6 +14,34 @@ use crate::streams::Rows;
 use std::ops::Range;
 use std::sync::Arc;
 
+/// Lanes `lane..lane + len` of a vector, all to (or from) word `addr`: how a gather or
+/// scatter's lanes are handled, a run at a time (a KV cache append sends all of a
+/// slice's lanes to one or two words; lane by lane, the lists and copies of 320 lanes
+/// were a few percent of a decode step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneRun {
+    pub lane: u32,
+    pub len: u32,
+    pub addr: u32,
+}
+
+/// The runs of lanes, in lane order, that `addrs` (lane l's word for l = 0, 1, ...)
+/// sends to one word each.
+pub fn lane_runs(addrs: impl IntoIterator<Item = u32>) -> Vec<LaneRun> {
+    let mut runs: Vec<LaneRun> = Vec::new();
+    for (l, addr) in addrs.into_iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if r.addr == addr => r.len += 1,
+            _ => runs.push(LaneRun {
+                lane: l as u32,
+                len: 1,
+                addr,
+            }),
+        }
+    }
+    runs
+}
+
 /// Words per lazily allocated page (40 KB on `tsp_v1`). A page that a view shares is
 /// copied whole on its next write: a decode step copies a few dozen of them (its KV
 /// caches share pages, which attention's weight loads view), and pages of 256 words
@@ -271,42 +299,19 @@ impl Sram {
         );
     }
 
-    /// Write byte `lane` of `data` to that lane of word `addr`, for each (lane, addr) of
-    /// `lanes` (a scatter), looking each page up once per run of lanes on it.
-    pub fn write_lanes(&mut self, hemi: usize, slice: usize, lanes: &[(u32, u32)], data: &[u8]) {
+    /// Write lanes `lane..lane + len` of `data` to the same lanes of word `addr`, for
+    /// each run of `runs` (a scatter; see [`lane_runs`]).
+    pub fn write_lanes(&mut self, hemi: usize, slice: usize, runs: &[LaneRun], data: &[u8]) {
         let width = self.lanes;
-        let first = self.page_index(hemi, slice, 0);
-        let page_of = move |&(_, addr): &(u32, u32)| first + addr as usize / PAGE_WORDS;
-        let mut k = 0;
-        while k < lanes.len() {
-            let i = page_of(&lanes[k]);
-            let run = lanes[k..].iter().take_while(|l| page_of(l) == i).count();
-            let mut last = None;
-            for &(_, addr) in &lanes[k..k + run] {
-                // Scatters send most lanes to one or two words.
-                if last != Some(addr) {
-                    let w = addr as usize % PAGE_WORDS;
-                    self.keep(i, w..w + 1);
-                    last = Some(addr);
-                }
-            }
+        for r in runs {
+            let (i, w) = (
+                self.page_index(hemi, slice, r.addr as usize),
+                r.addr as usize % PAGE_WORDS,
+            );
+            self.keep(i, w..w + 1);
             let page = self.page_mut(i);
-            // Lanes in order to one word copy as one slice (a KV cache append sends
-            // all 320 lanes of each slice to one word or two).
-            let mut j = k;
-            while j < k + run {
-                let (lane, addr) = lanes[j];
-                let same = lanes[j..k + run]
-                    .iter()
-                    .zip(lane..)
-                    .take_while(|((l, a), want)| *l == *want && *a == addr)
-                    .count();
-                let at = (addr as usize % PAGE_WORDS) * width + lane as usize;
-                let from = lane as usize;
-                page[at..at + same].copy_from_slice(&data[from..from + same]);
-                j += same;
-            }
-            k += run;
+            let (lane, len) = (r.lane as usize, r.len as usize);
+            page[w * width + lane..w * width + lane + len].copy_from_slice(&data[lane..lane + len]);
         }
     }
 
@@ -440,30 +445,23 @@ mod tests {
                 .collect::<Vec<u8>>(),
             old
         );
-        // A scatter whose lanes land on words of two pages.
-        let lanes_at: Vec<(u32, u32)> = (0..lanes as u32)
-            .map(|l| (l, (PAGE_WORDS as u32 - 2) + l % 4))
-            .collect();
+        // A scatter whose lanes land on words of two pages, and one whose lanes come in
+        // runs to one word, one of them back to an earlier word.
         let word: Vec<u8> = (100..100 + lanes as u8).collect();
-        a.write_lanes(0, 3, &lanes_at, &word);
-        for &(l, at) in &lanes_at {
-            b.word_mut(0, 3, at as usize)[l as usize] = word[l as usize];
-        }
-        // And one whose lanes come in runs to one word (copied as slices), one out of
-        // order.
-        let runs = [
-            (0, 10),
-            (1, 10),
-            (2, 10),
-            (5, 11),
-            (6, 11),
-            (3, 12),
-            (4, 10),
-            (7, 10),
+        let scatters: [(usize, Vec<u32>); 2] = [
+            (
+                0,
+                (0..lanes as u32)
+                    .map(|l| (PAGE_WORDS as u32 - 2) + l % 4)
+                    .collect(),
+            ),
+            (1, vec![10, 10, 10, 12, 10, 11, 11, 10]),
         ];
-        a.write_lanes(1, 3, &runs, &word);
-        for &(l, at) in &runs {
-            b.word_mut(1, 3, at as usize)[l as usize] = word[l as usize];
+        for (h, addrs) in &scatters {
+            a.write_lanes(*h, 3, &lane_runs(addrs.iter().copied()), &word);
+            for (l, &at) in addrs.iter().enumerate() {
+                b.word_mut(*h, 3, at as usize)[l] = word[l];
+            }
         }
         for (h, s, at) in [
             (1, 2, addr),
@@ -482,6 +480,15 @@ mod tests {
             assert_eq!(a.word(h, s, at), b.word(h, s, at), "{h} {s} {at}");
         }
         assert_eq!(a.allocated_bytes(), b.allocated_bytes());
+    }
+
+    #[test]
+    fn lanes_to_the_same_word_make_one_run() {
+        let runs = lane_runs([4, 4, 4, 9, 4, 4]);
+        let want =
+            [(0, 3, 4), (3, 1, 9), (4, 2, 4)].map(|(lane, len, addr)| LaneRun { lane, len, addr });
+        assert_eq!(runs, want);
+        assert!(lane_runs([]).is_empty());
     }
 
     #[test]
@@ -505,7 +512,8 @@ mod tests {
         live.write_rows(0, 0, 254, &src.rows(0, 0, 254, 2));
         live.write_rows(0, 0, 256, &src.rows(0, 0, 256, 2));
         live.write_words(1, 1, 256, &vec![3; 256 * lanes]); // a whole page, made anew
-        live.write_lanes(1, 1, &[(0, 300), (3, 301), (5, 40)], &[9; 8]);
+        let runs = [(0, 300), (3, 301), (5, 40)].map(|(lane, addr)| LaneRun { lane, len: 1, addr });
+        live.write_lanes(1, 1, &runs, &[9; 8]);
         live.write(0, 1, 7, &[7; 8]); // untracked
         assert_eq!(live.word(0, 0, 3), Some(&[6u8; 8][..]));
         live.rewind();

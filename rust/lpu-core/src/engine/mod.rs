@@ -20,7 +20,7 @@ use crate::error::{CapacityError, LoadError};
 use crate::isa::{FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE, LW_STREAMS};
 use crate::mxm::Activations;
 use crate::program::Program;
-use crate::sram::Sram;
+use crate::sram::{lane_runs, LaneRun, Sram};
 use crate::streams::Streams;
 use crate::{mxm, sxm, vxm};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -317,7 +317,7 @@ struct PendingWrite {
     addr: u32,
     data: Vec<u8>,
     /// For scatters: only these lanes are written (`None` = the whole word).
-    lanes: Option<Vec<(u32, u32)>>,
+    lanes: Option<Vec<LaneRun>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -1291,11 +1291,11 @@ impl Chip {
                         self.watch_hit = Some((w.hemi, w.slice, w.addr));
                     }
                 }
-                Some(list) => {
-                    self.sram.write_lanes(h, s, list, &w.data);
-                    for &(_, addr) in list {
-                        if self.watchpoints.contains(&(w.hemi, w.slice, addr)) {
-                            self.watch_hit = Some((w.hemi, w.slice, addr));
+                Some(runs) => {
+                    self.sram.write_lanes(h, s, runs, &w.data);
+                    for r in runs {
+                        if self.watchpoints.contains(&(w.hemi, w.slice, r.addr)) {
+                            self.watch_hit = Some((w.hemi, w.slice, r.addr));
                         }
                     }
                 }
@@ -1737,38 +1737,38 @@ impl Chip {
                 if !self.read_group(ctx, a[0], 2, pos, Which::B) {
                     return;
                 }
-                let map = sxm::map16(&self.sb[..lanes], &self.sb[lanes..2 * lanes]);
-                if let Some((l, m)) = map
-                    .iter()
-                    .enumerate()
-                    .find(|(_, m)| **m as u32 >= addresses)
-                {
+                // Lane l's word: its two map bytes, taken a run of lanes to one word at
+                // a time.
+                let (lo, hi) = self.sb[..2 * lanes].split_at(lanes);
+                let runs = lane_runs(lo.iter().zip(hi).map(|(l, h)| *l as u32 | (*h as u32) << 8));
+                if let Some(r) = runs.iter().find(|r| r.addr >= addresses) {
                     self.raise(
                         ctx,
                         FaultKind::BadOperand,
                         format!(
-                            "map lane {l} names address {m}, past the slice's {addresses} words"
+                            "map lane {} names address {}, past the slice's {addresses} words",
+                            r.lane, r.addr
                         ),
                     );
                     return;
                 }
-                let bank0 = map.first().copied().unwrap_or(0) as u32;
+                let bank0 = runs.first().map_or(0, |r| r.addr);
                 if !self.use_bank(ctx, hemi, slice, bank0, instr.op == Op::Scatter) {
                     return;
                 }
                 if instr.op == Op::Gather {
                     self.stats.sram_reads += 1;
                     let mut v = std::mem::take(&mut self.so);
-                    // Lanes mostly name the address the lane before did (a row of a
-                    // table): its word is looked up once (per lane, gathers were 4 us).
-                    let mut word: Option<(usize, Option<&[u8]>)> = None;
-                    for (l, &m) in map.iter().enumerate() {
-                        let w = match word {
-                            Some((at, w)) if at == m => w,
-                            _ => self.sram.word(hemi as usize, slice as usize, m),
-                        };
-                        word = Some((m, w));
-                        v[l] = w.map_or(0, |w| w[l]);
+                    for r in &runs {
+                        let (l, n) = (r.lane as usize, r.len as usize);
+                        let to = &mut v[l..l + n];
+                        match self
+                            .sram
+                            .word(hemi as usize, slice as usize, r.addr as usize)
+                        {
+                            Some(w) => to.copy_from_slice(&w[l..l + n]),
+                            None => to.fill(0),
+                        }
                     }
                     self.write_group(ctx, a[1], 1, pos, ctx.done, &v[..lanes]);
                     self.so = v;
@@ -1777,11 +1777,6 @@ impl Chip {
                         return;
                     }
                     self.stats.sram_writes += 1;
-                    let list = map
-                        .iter()
-                        .enumerate()
-                        .map(|(l, m)| (l as u32, *m as u32))
-                        .collect();
                     let data = self.sa[..lanes].to_vec();
                     self.push_write(PendingWrite {
                         cycle: ctx.done,
@@ -1789,7 +1784,7 @@ impl Chip {
                         slice,
                         addr: bank0,
                         data,
-                        lanes: Some(list),
+                        lanes: Some(runs),
                     });
                 }
             }
