@@ -316,30 +316,41 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
 #[inline(always)]
 fn map32(a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]], mut g: impl FnMut(u32, u32) -> u32) {
     const CHUNK: usize = 512;
+    thread_local! {
+        // The words of a chunk of operands and results, kept (zeroing 6 KB on every
+        // call was a tenth of a one-vector operation).
+        static WORDS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let n = out[0].len();
     let wide = planes32::wide();
-    let (mut x, mut y, mut z) = ([0u32; CHUNK], [0u32; CHUNK], [0u32; CHUNK]);
-    let mut e0 = 0;
-    while e0 < n {
-        let m = CHUNK.min(n - e0);
-        planes32::gather(a, e0, &mut x[..m], wide);
-        let y = if b.is_empty() {
-            &x[..m]
-        } else {
-            planes32::gather(b, e0, &mut y[..m], wide);
-            &y[..m]
-        };
-        for ((o, p), q) in z[..m].iter_mut().zip(&x[..m]).zip(y) {
-            *o = g(*p, *q);
+    WORDS.with_borrow_mut(|words| {
+        if words.len() < 3 * CHUNK {
+            words.resize(3 * CHUNK, 0);
         }
-        planes32::scatter(&z[..m], out, e0, wide);
-        e0 += m;
-    }
+        let (x, rest) = words.split_at_mut(CHUNK);
+        let (y, z) = rest.split_at_mut(CHUNK);
+        let mut e0 = 0;
+        while e0 < n {
+            let m = CHUNK.min(n - e0);
+            planes32::gather(a, e0, &mut x[..m], wide);
+            let y = if b.is_empty() {
+                &x[..m]
+            } else {
+                planes32::gather(b, e0, &mut y[..m], wide);
+                &y[..m]
+            };
+            for ((o, p), q) in z[..m].iter_mut().zip(&x[..m]).zip(y) {
+                *o = g(*p, *q);
+            }
+            planes32::scatter(&z[..m], out, e0, wide);
+            e0 += m;
+        }
+    });
 }
 
 /// 32-bit words to and from their four byte planes. With AVX-512 BW, 64 words at a time
 /// by byte and word interleaves (and their inverse), which leave the words of each 64 in
-/// an order of their own (see `gather64`). Operands and results take the same order,
+/// an order of their own (see `avx512::gather`). Operands and results take the same order,
 /// so a result still lands where its operands came from. Gathering a word's bytes a
 /// plane at a time (four widening loads, three shifts and ORs per 16 words, and the same
 /// back) took most of an fp32 operation's time.
