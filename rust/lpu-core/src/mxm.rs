@@ -59,48 +59,76 @@ const WORDS_PER_ROW: usize = DType::F16.bytes();
 /// loaded is where its stream value was (a view of an SRAM page, which copy on write
 /// keeps as it is): a decode step loads every weight once, and copying them into the
 /// buffer was a tenth of the step. A word a single `lw` loaded is copied into `own`.
+/// The buffer keeps its loads as they came (a batch's streams, a few dozen per
+/// install), not a table of its 2 x lanes words: setting and clearing such a table
+/// cost more than the loads' other work.
 #[derive(Clone, Debug, Default)]
 pub struct WeightBuf {
     lanes: usize,
     own: Vec<u8>,
-    /// Word w is `own[w * lanes..]` (None) or `keep[i][off..]` (Some((i, off))).
-    at: Vec<Option<(u32, usize)>>,
-    keep: Vec<Arc<Vec<u8>>>,
+    /// The loads since the buffer was last emptied, in order (a later load of a word
+    /// replaces an earlier one).
+    loads: Vec<Load>,
+}
+
+/// Words w0, w0 + every, ... (count of them): the first vectors of `rows`, or (None)
+/// the buffer's own words.
+#[derive(Clone, Debug)]
+struct Load {
+    w0: usize,
+    every: usize,
+    count: usize,
+    rows: Option<Rows>,
 }
 
 impl WeightBuf {
     /// Words of `lanes` bytes, end to end in `bytes`.
     #[cfg(test)]
     pub fn owned(bytes: Vec<u8>, lanes: usize) -> Self {
+        let count = bytes.len() / lanes;
         WeightBuf {
             lanes,
-            at: vec![None; bytes.len() / lanes],
             own: bytes,
-            keep: Vec::new(),
+            loads: vec![Load {
+                w0: 0,
+                every: 1,
+                count,
+                rows: None,
+            }],
+        }
+    }
+
+    /// The last load of word `w`, and which of its words w is.
+    fn load_of(&self, w: usize) -> Option<(&Load, usize)> {
+        self.loads.iter().rev().find_map(|l| {
+            let d = w.checked_sub(l.w0)?;
+            (d.is_multiple_of(l.every) && d / l.every < l.count).then_some((l, d / l.every))
+        })
+    }
+
+    /// Word `w`, which is word `r` of load `l`.
+    fn word_of<'a>(&'a self, l: &'a Load, w: usize, r: usize) -> &'a [u8] {
+        match &l.rows {
+            Some(rows) => rows.row(r),
+            None => &self.own[w * self.lanes..(w + 1) * self.lanes],
         }
     }
 
     /// Word `w` (loaded since the buffer was last emptied).
     pub fn word(&self, w: usize) -> &[u8] {
-        let lanes = self.lanes;
-        match self.at[w] {
-            None => &self.own[w * lanes..(w + 1) * lanes],
-            Some((i, off)) => &self.keep[i as usize][off..off + lanes],
+        match self.load_of(w) {
+            Some((l, r)) => self.word_of(l, w, r),
+            None => &self.own[w * self.lanes..(w + 1) * self.lanes],
         }
     }
 
-    /// Words 0..n, as [`WeightBuf::word`] gives them (each viewed buffer looked up once,
-    /// not once per word).
-    pub fn words(&self, n: usize) -> impl Iterator<Item = &[u8]> {
-        let lanes = self.lanes;
-        let bufs: Vec<&[u8]> = self.keep.iter().map(|k| k.as_slice()).collect();
-        self.at[..n]
-            .iter()
-            .enumerate()
-            .map(move |(w, at)| match *at {
-                None => &self.own[w * lanes..(w + 1) * lanes],
-                Some((i, off)) => &bufs[i as usize][off..off + lanes],
-            })
+    /// `f(w, load, r)` for each word w below `n` of every load (its word r), in load
+    /// order: a word loaded twice comes last as it is now.
+    fn each_word<'a>(&'a self, n: usize, mut f: impl FnMut(usize, &'a Load, usize)) {
+        for l in &self.loads {
+            let count = l.count.min(n.saturating_sub(l.w0).div_ceil(l.every));
+            (0..count).for_each(|r| f(l.w0 + r * l.every, l, r));
+        }
     }
 
     /// Words w0.. (`count` of them) to copy values into, if the buffer has room for
@@ -112,7 +140,12 @@ impl WeightBuf {
         }
         self.fit(lanes);
         self.own.resize(words * lanes, 0);
-        self.at[w0..w0 + count].fill(None);
+        self.loads.push(Load {
+            w0,
+            every: 1,
+            count,
+            rows: None,
+        });
         Some(&mut self.own[w0 * lanes..(w0 + count) * lanes])
     }
 
@@ -120,22 +153,17 @@ impl WeightBuf {
     /// all below `WORDS_PER_ROW` x lanes).
     pub fn view(&mut self, w0: usize, every: usize, rows: &Rows, count: usize) {
         self.fit(rows.width);
-        // A load's words come from a few buffers (one SRAM page per stream).
-        let i = match self.keep.iter().rposition(|k| Arc::ptr_eq(k, &rows.data)) {
-            Some(i) => i,
-            None => {
-                self.keep.push(rows.data.clone());
-                self.keep.len() - 1
-            }
-        };
-        for r in 0..count {
-            self.at[w0 + r * every] = Some((i as u32, rows.offset(r)));
-        }
+        self.loads.push(Load {
+            w0,
+            every,
+            count,
+            rows: Some(rows.clone()),
+        });
     }
 
     /// Whether word `w` is a view of `data`.
     fn views(&self, w: usize, data: &Arc<Vec<u8>>) -> bool {
-        self.at[w].is_some_and(|(i, _)| Arc::ptr_eq(&self.keep[i as usize], data))
+        matches!(self.load_of(w), Some((Load { rows: Some(r), .. }, _)) if Arc::ptr_eq(&r.data, data))
     }
 
     /// Whether it has memory of its own to keep for later loads.
@@ -150,14 +178,12 @@ impl WeightBuf {
                 ..Default::default()
             };
         }
-        self.at.resize(WORDS_PER_ROW * lanes, None);
     }
 
     /// Lets go of the viewed buffers (keeping its own memory): the loads after this
     /// overwrite it from word 0.
     pub fn emptied(mut self) -> Self {
-        self.keep.clear();
-        self.at.iter_mut().for_each(|a| *a = None);
+        self.loads.clear();
         self
     }
 }
@@ -253,8 +279,21 @@ impl Weights {
     /// [`Weights::rows`]), and a decode step's attention installs a KV cache whose
     /// positions still to come are mostly on such pages.
     pub fn trim_views_of(&mut self, zero: &Arc<Vec<u8>>) {
-        let words = if self.int8 { 1 } else { WORDS_PER_ROW };
-        while self.used > 0 && (0..words).all(|i| self.raw.views(words * (self.used - 1) + i, zero))
+        let per = if self.int8 { 1 } else { WORDS_PER_ROW };
+        let n = per * self.used;
+        // Most installs end in a loaded row: one look at the last word.
+        if n == 0 || !self.raw.views(n - 1, zero) {
+            return;
+        }
+        // Which words are such views, from one pass over the loads.
+        let mut on_zero = vec![false; n];
+        self.raw.each_word(n, |w, l, _| {
+            on_zero[w] = l.rows.as_ref().is_some_and(|r| Arc::ptr_eq(&r.data, zero));
+        });
+        while self.used > 0
+            && on_zero[per * (self.used - 1)..per * self.used]
+                .iter()
+                .all(|z| *z)
         {
             self.used -= 1;
         }
@@ -273,40 +312,28 @@ impl Weights {
         (kept, self.raw.emptied())
     }
 
-    /// Loaded row r: its low bytes, and for fp16 its high bytes (else empty).
-    fn row(&self, r: usize) -> (&[u8], &[u8]) {
-        match self.int8 {
-            true => (self.raw.word(r), &[]),
-            false => (self.raw.word(2 * r), self.raw.word(2 * r + 1)),
-        }
-    }
-
     /// The loaded rows, without the all-zero ones at the end: a row of +0 weights is
     /// the same as a row never loaded (see [`add_zero_products`]). A decode step's
     /// attention loads its whole KV cache, of which the positions still to come are
     /// zero rows.
     fn rows(&self) -> Vec<(&[u8], &[u8])> {
+        // Row r is word r (int8) or words 2r and 2r + 1 (fp16's low and high bytes).
+        let per = if self.int8 { 1 } else { WORDS_PER_ROW };
+        let mut rows: Vec<(&[u8], &[u8])> = vec![(&[], &[]); self.used];
+        self.raw.each_word(per * self.used, |w, l, r| {
+            let word = self.raw.word_of(l, w, r);
+            let row = &mut rows[w / per];
+            if w % per == 0 {
+                row.0 = word;
+            } else {
+                row.1 = word;
+            }
+        });
         let zero = |b: &[u8]| b.iter().fold(0, |a, v| a | v) == 0;
-        let mut used = self.used;
-        while used > 0 && {
-            let (lo, hi) = self.row(used - 1);
-            zero(lo) && zero(hi)
-        } {
-            used -= 1;
+        while rows.last().is_some_and(|(lo, hi)| zero(lo) && zero(hi)) {
+            rows.pop();
         }
-        if self.int8 {
-            self.raw.words(used).map(|w| (w, &[][..])).collect()
-        } else {
-            let mut words = self.raw.words(2 * used);
-            (0..used)
-                .map(|_| {
-                    (
-                        words.next().expect("2 per row"),
-                        words.next().expect("2 per row"),
-                    )
-                })
-                .collect()
-        }
+        rows
     }
 
     /// The K x N array as fp32, widened from the installed bytes on first use.
