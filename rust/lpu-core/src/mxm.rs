@@ -53,6 +53,8 @@ const DIRECT_CALLS: u32 = 4;
 /// Words per row of weights in a buffer (which holds `lanes` rows): an fp16 row, the
 /// widest, is two words.
 const WORDS_PER_ROW: usize = DType::F16.bytes();
+// `Weights::rows` finds a word's row by a shift.
+const _: () = assert!(WORDS_PER_ROW.is_power_of_two());
 
 /// A plane's weight buffer: words of `lanes` bytes (an int8 row of weights is one
 /// word, an fp16 row two: its low bytes, then its high bytes). A word a batch of `lw`
@@ -318,12 +320,17 @@ impl Weights {
     /// zero rows.
     fn rows(&self) -> Vec<(&[u8], &[u8])> {
         // Row r is word r (int8) or words 2r and 2r + 1 (fp16's low and high bytes).
-        let per = if self.int8 { 1 } else { WORDS_PER_ROW };
+        // A shift per word, not a divide by a number the compiler cannot see.
+        let shift = if self.int8 {
+            0
+        } else {
+            WORDS_PER_ROW.trailing_zeros()
+        };
         let mut rows: Vec<(&[u8], &[u8])> = vec![(&[], &[]); self.used];
-        self.raw.each_word(per * self.used, |w, l, r| {
+        self.raw.each_word(self.used << shift, |w, l, r| {
             let word = self.raw.word_of(l, w, r);
-            let row = &mut rows[w / per];
-            if w % per == 0 {
+            let row = &mut rows[w >> shift];
+            if w & ((1 << shift) - 1) == 0 {
                 row.0 = word;
             } else {
                 row.1 = word;
@@ -695,8 +702,10 @@ fn store_int8(accumulate: bool, acc: &mut [u32], y: &[f32]) {
     "aarch64+neon"
 ))]
 fn canonical_nans(y: &mut [f32]) {
-    for v in y.iter_mut().filter(|v| v.is_nan()) {
-        *v = f32::from_bits(crate::numerics::F32_NAN);
+    // A select per value rather than a branch: the loop vectorises.
+    let nan = f32::from_bits(crate::numerics::F32_NAN);
+    for v in y.iter_mut() {
+        *v = if v.is_nan() { nan } else { *v };
     }
 }
 
