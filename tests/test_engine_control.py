@@ -426,6 +426,10 @@ def test_stats_count_issues_and_traffic():
     assert s["stream_reads"] == 4 * rows + 2 * rows  # mul reads 4, writes read 1 each
     assert s["queues"]["vxm.alu2"] == rows and s["queues"]["mem.W0.0"] == rows
     assert s["time_s"] == pytest.approx(s["cycles"] / CFG.clock_hz)
+    chip, _ = load_chip(p, inputs(rows))
+    chip.run()
+    totals = chip.stats(queues=False)
+    assert "queues" not in totals and {**totals, "queues": s["queues"]} == s
     assert info.time_s == pytest.approx(s["cycles"] / CFG.clock_hz)
     # MEM: the 4 reads issue on 8 different cycles in total (slices at different positions).
     mem_cycles = {i.cycle + k for i in p.items if i.queue.startswith("mem.") for k in range(rows)}

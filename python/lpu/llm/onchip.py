@@ -221,7 +221,7 @@ class ChipModel:
         if status != RunStatus.HALTED:
             raise IncompleteRunError("the decode step", status, self.chip.cycle)
         logits = read_tensor(self.chip, self._logits)
-        stats = self.chip.stats()
+        stats = self.chip.stats(queues=False)
         self.last = StepInfo(stats["cycles"], stats["clock_hz"], time.perf_counter() - t0, stats["macs_fp16"],
                              stats["mxm_utilization"])
         self.pos += 1

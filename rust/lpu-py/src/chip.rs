@@ -644,7 +644,10 @@ impl Chip {
 
     /// Counters since load: per-unit instructions, busy cycles and utilisation, SRAM and
     /// stream traffic, MACs, cycles and the predicted time at the configured clock.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// With `queues=False` the per-queue issue counts (most of the call's cost: a key
+    /// per queue used) are left out.
+    #[pyo3(signature = (*, queues = true))]
+    fn stats<'py>(&self, py: Python<'py>, queues: bool) -> PyResult<Bound<'py, PyDict>> {
         let c = self.core()?;
         let s = c.stats();
         let cfg = c.config();
@@ -656,12 +659,13 @@ impl Chip {
         let units = PyDict::new(py);
         for (i, u) in Unit::ALL.iter().enumerate() {
             let e = PyDict::new(py);
+            let busy = s.busy(i);
             e.set_item("issued", s.issued[i])?;
-            e.set_item("busy_cycles", s.busy(i))?;
+            e.set_item("busy_cycles", busy)?;
             e.set_item(
                 "utilization",
                 if cycles > 0 {
-                    s.busy(i) as f64 / cycles as f64
+                    busy as f64 / cycles as f64
                 } else {
                     0.0
                 },
@@ -669,13 +673,15 @@ impl Chip {
             units.set_item(u.name(), e)?;
         }
         d.set_item("units", units)?;
-        let queues = PyDict::new(py);
-        for (q, n) in c.queues().iter().zip(&s.per_queue) {
-            if *n > 0 {
-                queues.set_item(&q.name, *n)?;
+        if queues {
+            let queues = PyDict::new(py);
+            for (q, n) in c.queues().iter().zip(&s.per_queue) {
+                if *n > 0 {
+                    queues.set_item(&q.name, *n)?;
+                }
             }
+            d.set_item("queues", queues)?;
         }
-        d.set_item("queues", queues)?;
         d.set_item("sram_reads", s.sram_reads)?;
         d.set_item("sram_writes", s.sram_writes)?;
         d.set_item("stream_writes", s.stream_writes)?;
