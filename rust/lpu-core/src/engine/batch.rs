@@ -435,13 +435,20 @@ impl Chip {
                 j += rows.n as u64;
                 segs.push(rows);
             }
-            let first = |i: usize| t + lat + segs[..i].iter().map(|r| r.n as u64).sum::<u64>() * d;
-            if !(0..segs.len()).all(|i| self.streams.bulk_free(dst, pos, first(i), d, segs[i].n)) {
-                return 0;
+            // Segment i lands from the cycle after those before it.
+            let mut at = t + lat;
+            for rows in &segs {
+                if !self.streams.bulk_free(dst, pos, at, d, rows.n) {
+                    return 0;
+                }
+                at += rows.n as u64 * d;
             }
-            for (i, rows) in segs.iter().enumerate() {
-                self.streams
-                    .write_bulk(dst, pos, first(i), d, rows.clone(), qi as u32);
+            // The views move into the store (a clone would touch each page's count again).
+            let mut at = t + lat;
+            for rows in segs {
+                let n = rows.n as u64;
+                self.streams.write_bulk(dst, pos, at, d, rows, qi as u32);
+                at += n * d;
             }
             self.stats.sram_reads += k;
             self.stats.stream_writes += k;
