@@ -281,7 +281,7 @@ impl Weights {
     /// [`Weights::rows`]), and a decode step's attention installs a KV cache whose
     /// positions still to come are mostly on such pages.
     pub fn trim_views_of(&mut self, zero: &Arc<Vec<u8>>) {
-        let per = if self.int8 { 1 } else { WORDS_PER_ROW };
+        let per = self.words_per_row();
         let n = per * self.used;
         // Most installs end in a loaded row: one look at the last word.
         if n == 0 || !self.raw.views(n - 1, zero) {
@@ -314,18 +314,23 @@ impl Weights {
         (kept, self.raw.emptied())
     }
 
+    /// Words a row takes: row r is word r (int8), or words 2r and 2r + 1 (fp16's low
+    /// and high bytes).
+    fn words_per_row(&self) -> usize {
+        if self.int8 {
+            1
+        } else {
+            WORDS_PER_ROW
+        }
+    }
+
     /// The loaded rows, without the all-zero ones at the end: a row of +0 weights is
     /// the same as a row never loaded (see [`add_zero_products`]). A decode step's
     /// attention loads its whole KV cache, of which the positions still to come are
     /// zero rows.
     fn rows(&self) -> Vec<(&[u8], &[u8])> {
-        // Row r is word r (int8) or words 2r and 2r + 1 (fp16's low and high bytes).
         // A shift per word, not a divide by a number the compiler cannot see.
-        let shift = if self.int8 {
-            0
-        } else {
-            WORDS_PER_ROW.trailing_zeros()
-        };
+        let shift = self.words_per_row().trailing_zeros();
         let mut rows: Vec<(&[u8], &[u8])> = vec![(&[], &[]); self.used];
         self.raw.each_word(self.used << shift, |w, l, r| {
             let word = self.raw.word_of(l, w, r);
@@ -530,13 +535,14 @@ fn from_bytes(int8: bool, rows: &[(&[u8], &[u8])], n: usize, x: &[f32], y: &mut 
         let m = y.len() / n;
         while r0 < m {
             let (xs, ys) = (&x[r0 * n..], &mut y[r0 * n..]);
-            // SAFETY: `available()` found AVX-512 F, AVX2 and FMA on this CPU, the
-            // target features the function requires; it reads memory out of slices
-            // only where it asserted the bounds first.
+            // Five rows go as 4 + 1: the kernel has no 5-row form.
             let r = match m - r0 {
                 5 => 4,
                 left => left.min(6),
             };
+            // SAFETY: `available()` found AVX-512 F, AVX2 and FMA on this CPU, the
+            // target features the function requires; it reads memory out of slices
+            // only where it asserted the bounds first.
             unsafe {
                 match r {
                     1 => avx512::from_bytes_block::<1>(int8, rows, n, xs, ys),

@@ -25,7 +25,10 @@ pub fn apply(
         Op::Rotate => rotate(src, dst),
         Op::Transpose => transpose(src, dst),
         Op::Distribute => distribute(src, map[0], dst),
-        Op::Permute => return permute(src, &map16(map[0], map[1]), dst),
+        Op::Permute => {
+            let lanes: Vec<usize> = map16(map[0], map[1]).collect();
+            return permute(src, &lanes, dst);
+        }
         _ => unreachable!("{} is not an SXM instruction", instr.op.mnemonic()),
     }
     Ok(())
@@ -57,12 +60,12 @@ pub fn broadcast(src: &[&[u8]], dst: &mut [&mut [u8]]) {
     }
 }
 
-/// Decode a 2-stream map of little-endian uint16 lane indices.
-pub fn map16(lo: &[u8], hi: &[u8]) -> Vec<usize> {
+/// Decode a 2-stream map of little-endian uint16 entries (lane indices for `permute`,
+/// word addresses for a gather or scatter), lane by lane.
+pub fn map16<'a>(lo: &'a [u8], hi: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
     lo.iter()
         .zip(hi)
         .map(|(l, h)| *l as usize | (*h as usize) << 8)
-        .collect()
 }
 
 /// Permute lanes: output lane l takes input lane map[l]. The map must be a permutation.

@@ -1740,7 +1740,7 @@ impl Chip {
                 // Lane l's word: its two map bytes, taken a run of lanes to one word at
                 // a time.
                 let (lo, hi) = self.sb[..2 * lanes].split_at(lanes);
-                let runs = lane_runs(lo.iter().zip(hi).map(|(l, h)| *l as u32 | (*h as u32) << 8));
+                let runs = lane_runs(sxm::map16(lo, hi).map(|a| a as u32));
                 if let Some(r) = runs.iter().find(|r| r.addr >= addresses) {
                     self.raise(
                         ctx,
