@@ -23,3 +23,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if profile != "release":
         pytest.exit(f"lpu._core is a {profile} build; benchmarks need a release build "
                     "(pip install . or maturin develop --release)", returncode=4)
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    # Whether the numbers come from a build with the PGO profile (benches/run.py says so).
+    output_json["lpu_build_pgo"] = lpu._core.build_pgo()

@@ -55,6 +55,9 @@ def table(results: dict) -> str:
     lines.append("")
     lines.append(f"machine: {mi.get('cpu', {}).get('brand_raw', platform.processor())}, "
                  f"{os.cpu_count()} CPUs, Python {mi.get('python_version', platform.python_version())}")
+    pgo = results.get("lpu_build_pgo")
+    if pgo is not None:
+        lines.append(f"build: release, {'with' if pgo else 'without'} the PGO profile (tools/pgo)")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ __all__ = [
     'InputError',
     'BusyError',
     'build_profile',
+    'build_pgo',
     'allocator_purge_delay',
     'ChipConfig',
     'isa_table',
@@ -65,6 +66,7 @@ class FaultError(LpuError):
     fault: Fault
 
 def build_profile() -> str: ...
+def build_pgo() -> bool: ...
 def allocator_purge_delay() -> int: ...
 def isa_table() -> List[
     Tuple[str, str, int, List[Tuple[str, str, int, bool]], Optional[str], List[str], bool, bool, str]

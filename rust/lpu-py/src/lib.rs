@@ -133,6 +133,13 @@ fn build_profile() -> &'static str {
     }
 }
 
+/// Whether the native module was built with the profile-guided optimisation profile
+/// (tools/pgo): the benchmarks report it beside their numbers.
+#[pyfunction]
+fn build_pgo() -> bool {
+    env!("LPU_BUILD_PGO") == "1"
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -152,6 +159,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BusyError", py.get_type::<BusyError>())?;
     m.add("InputError", input_error_type(py)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
+    m.add_function(wrap_pyfunction!(build_pgo, m)?)?;
     config::register(m)?;
     isa::register(m)?;
     program::register(m)?;

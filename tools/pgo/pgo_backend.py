@@ -1,0 +1,79 @@
+"""The package's build backend: maturin's, building with the profile in this directory.
+
+pyproject.toml names this module as its PEP 517 backend. Every hook is maturin's; the
+builds of a wheel (``pip install .``) and of an editable install first point rustc at
+``lpu.profdata`` (profile-guided optimisation: the optimiser knows which branches the
+emulator takes and which functions are hot, from running the benchmark suite; see
+``train.py`` and docs/performance.md), when:
+
+- the profile was made by the same compiler as the one building (``toolchain.txt``
+  holds its ``rustc -vV``): another compiler's profile does not match its code, and an
+  older one cannot read it;
+- the build does not set flags of its own (``RUSTFLAGS`` or ``CARGO_ENCODED_RUSTFLAGS``);
+- ``LPU_NO_PGO`` is not set.
+
+Otherwise the build is the same without the profile, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any, Mapping, Optional
+
+from maturin import (  # noqa: F401  (the hooks this backend passes through)
+    build_sdist,
+    get_requires_for_build_editable,
+    get_requires_for_build_sdist,
+    get_requires_for_build_wheel,
+    prepare_metadata_for_build_editable,
+    prepare_metadata_for_build_wheel,
+)
+from maturin import build_editable as _build_editable
+from maturin import build_wheel as _build_wheel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROFILE = os.path.join(HERE, "lpu.profdata")
+TOOLCHAIN = os.path.join(HERE, "toolchain.txt")
+
+
+def profile_flags() -> Optional[str]:
+    """The rustc flag that applies the profile, or None (with the reason on stderr)."""
+    if os.environ.get("LPU_NO_PGO"):
+        return None
+    if os.environ.get("RUSTFLAGS") or os.environ.get("CARGO_ENCODED_RUSTFLAGS"):
+        print("lpu: RUSTFLAGS set; building without the PGO profile", file=sys.stderr)
+        return None
+    try:
+        with open(TOOLCHAIN) as f:
+            made_by = f.read()
+        rustc = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if rustc != made_by or not os.path.exists(PROFILE):
+        first = made_by.splitlines()[0] if made_by else "?"
+        print(f"lpu: the PGO profile was made by {first}, not this compiler; building without it",
+              file=sys.stderr)
+        return None
+    return f"-Cprofile-use={PROFILE}"
+
+
+def _with_profile() -> None:
+    flags = profile_flags()
+    if flags is not None:
+        os.environ["CARGO_ENCODED_RUSTFLAGS"] = flags
+
+
+def build_wheel(wheel_directory: str, config_settings: Optional[Mapping[str, Any]] = None,
+                metadata_directory: Optional[str] = None) -> str:
+    """maturin's build_wheel, with the profile when it fits (see the module docstring)."""
+    _with_profile()
+    return _build_wheel(wheel_directory, config_settings, metadata_directory)
+
+
+def build_editable(wheel_directory: str, config_settings: Optional[Mapping[str, Any]] = None,
+                   metadata_directory: Optional[str] = None) -> str:
+    """maturin's build_editable, with the profile when it fits."""
+    _with_profile()
+    return _build_editable(wheel_directory, config_settings, metadata_directory)
