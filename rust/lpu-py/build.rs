@@ -6,7 +6,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     let mut pgo = false;
-    for profile in flags.split('\x1f').filter_map(|f| f.split("profile-use=").nth(1)) {
+    for profile in flags
+        .split('\x1f')
+        .filter_map(|f| f.split("profile-use=").nth(1))
+    {
         println!("cargo:rerun-if-changed={profile}");
         pgo = true;
     }
