@@ -4,9 +4,8 @@
 
 Builds the extension instrumented (in target/pgo-gen), runs the work it exists for
 with that build (the emulator's side of the benchmark suite, then more decode steps of
-the bundled model),
-and merges what the run counted into tools/pgo/lpu.profdata, beside the toolchain it
-was made with (tools/pgo/toolchain.txt). `pip install .` then builds with it (see
+the bundled model), and merges what the run counted into tools/pgo/lpu.profdata,
+beside the toolchain it was made with (tools/pgo/toolchain.txt). `pip install .` then builds with it (see
 tools/pgo/pgo_backend.py and docs/performance.md). Needs `llvm-profdata` from the
 toolchain: `rustup component add llvm-tools`.
 
