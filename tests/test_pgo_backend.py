@@ -1,5 +1,6 @@
 """The build backend (tools/pgo/pgo_backend.py) applies the PGO profile only when the
-compiler that made it is the one building and the build sets no flags of its own."""
+compiler and the crates' manifests that made it are the ones building and the build
+sets no flags of its own; the committed profile was made from the current manifests."""
 
 from __future__ import annotations
 
@@ -25,12 +26,15 @@ def backend(tmp_path, monkeypatch):
     profile.write_bytes(b"profile")
     monkeypatch.setattr(mod, "PROFILE", str(profile))
     monkeypatch.setattr(mod, "TOOLCHAIN", str(tmp_path / "toolchain.txt"))
+    monkeypatch.setattr(mod, "MANIFESTS", str(tmp_path / "manifests.sha256"))
     return mod
 
 
-def made_by(backend, text: str) -> None:
+def made_by(backend, text: str, manifests: str = "") -> None:
     with open(backend.TOOLCHAIN, "w") as f:
         f.write(text)
+    with open(backend.MANIFESTS, "w") as f:
+        f.write((manifests or backend.manifests_digest()) + "\n")
 
 
 def this_rustc() -> str:
@@ -52,6 +56,12 @@ def test_another_compilers_profile_is_left_out(backend, capsys):
     assert "not this compiler" in capsys.readouterr().err
 
 
+def test_a_profile_from_other_manifests_is_left_out(backend, capsys):
+    made_by(backend, this_rustc(), manifests="0" * 64)
+    assert backend.profile_flags() is None
+    assert "manifests changed" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("var", ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "LPU_NO_PGO"])
 def test_flags_of_the_builds_own_win(backend, monkeypatch, var):
     made_by(backend, this_rustc())
@@ -66,7 +76,11 @@ def test_without_a_profile_or_its_toolchain_the_build_goes_on(backend):
     assert backend.profile_flags() is None
 
 
-def test_the_committed_profile_names_its_compiler():
+def test_the_committed_profile_was_made_from_these_manifests(backend):
+    # Changing Cargo.lock, a manifest or a build script changes every function's symbol
+    # name, and the profile then matches none: run `python tools/pgo/train.py`.
+    with open(os.path.join(ROOT, "tools", "pgo", "manifests.sha256")) as f:
+        assert f.read().strip() == backend.manifests_digest()
     with open(os.path.join(ROOT, "tools", "pgo", "toolchain.txt")) as f:
         text = f.read()
     assert text.startswith("rustc ") and "LLVM version: " in text

@@ -9,6 +9,9 @@ emulator takes and which functions are hot, from running the benchmark suite; se
 - the profile was made by the same compiler as the one building (``toolchain.txt``
   holds its ``rustc -vV``): another compiler's profile does not match its code, and an
   older one cannot read it;
+- the crates' manifests and build scripts are those it was made with
+  (``manifests.sha256``): they go into the hash in every function's symbol name, by
+  which the profile finds its functions, so with others it finds none;
 - the build does not set flags of its own (``RUSTFLAGS`` or ``CARGO_ENCODED_RUSTFLAGS``);
 - ``LPU_NO_PGO`` is not set.
 
@@ -17,6 +20,7 @@ Otherwise the build is the same without the profile, and says so.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -34,8 +38,28 @@ from maturin import build_editable as _build_editable
 from maturin import build_wheel as _build_wheel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 PROFILE = os.path.join(HERE, "lpu.profdata")
 TOOLCHAIN = os.path.join(HERE, "toolchain.txt")
+MANIFESTS = os.path.join(HERE, "manifests.sha256")
+#: The files whose contents go into the crates' symbol hashes (cargo's -C metadata).
+MANIFEST_FILES = ("Cargo.lock", "Cargo.toml", "rust/lpu-core/Cargo.toml", "rust/lpu-core/build.rs",
+                  "rust/lpu-py/Cargo.toml", "rust/lpu-py/build.rs")
+
+
+def manifests_digest(root: str = ROOT) -> str:
+    """SHA-256 over the files of MANIFEST_FILES (name and contents)."""
+    h = hashlib.sha256()
+    for name in MANIFEST_FILES:
+        h.update(name.encode() + b"\0")
+        with open(os.path.join(root, name), "rb") as f:
+            h.update(f.read() + b"\0")
+    return h.hexdigest()
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def profile_flags() -> Optional[str]:
@@ -46,15 +70,20 @@ def profile_flags() -> Optional[str]:
         print("lpu: RUSTFLAGS set; building without the PGO profile", file=sys.stderr)
         return None
     try:
-        with open(TOOLCHAIN) as f:
-            made_by = f.read()
+        made_by = _read(TOOLCHAIN)
+        made_from = _read(MANIFESTS).strip()
         rustc = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+        now_from = manifests_digest()
     except (OSError, subprocess.SubprocessError):
         return None
     if rustc != made_by or not os.path.exists(PROFILE):
         first = made_by.splitlines()[0] if made_by else "?"
         print(f"lpu: the PGO profile was made by {first}, not this compiler; building without it",
               file=sys.stderr)
+        return None
+    if now_from != made_from:
+        print("lpu: the crates' manifests changed since the PGO profile was made "
+              "(python tools/pgo/train.py remakes it); building without it", file=sys.stderr)
         return None
     return f"-Cprofile-use={PROFILE}"
 

@@ -5,7 +5,8 @@
 Builds the extension instrumented (in target/pgo-gen), runs the work it exists for
 with that build (the emulator's side of the benchmark suite, then more decode steps of
 the bundled model), and merges what the run counted into tools/pgo/lpu.profdata,
-beside the toolchain it was made with (tools/pgo/toolchain.txt). `pip install .` then builds with it (see
+beside the toolchain it was made with (tools/pgo/toolchain.txt) and a digest of the
+crates' manifests and build scripts (tools/pgo/manifests.sha256). `pip install .` then builds with it (see
 tools/pgo/pgo_backend.py and docs/performance.md). Needs `llvm-profdata` from the
 toolchain: `rustup component add llvm-tools`.
 
@@ -27,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PROFILE = os.path.join(HERE, "lpu.profdata")
 TOOLCHAIN = os.path.join(HERE, "toolchain.txt")
+MANIFESTS = os.path.join(HERE, "manifests.sha256")
 
 #: Decode steps run after the benchmark suite, so that the engine's bookkeeping (most of
 #: a decode step) weighs in the profile beside the streaming kernels' loops.
@@ -81,6 +83,11 @@ def main() -> int:
         subprocess.run([tool, "merge", "-o", PROFILE, *glob.glob(os.path.join(raw, "*.profraw"))], check=True)
     with open(TOOLCHAIN, "w") as f:
         f.write(rustc_version())
+    sys.path.insert(0, HERE)
+    from pgo_backend import manifests_digest
+
+    with open(MANIFESTS, "w") as f:
+        f.write(manifests_digest(ROOT) + "\n")
     print(f"wrote {os.path.relpath(PROFILE, ROOT)} ({os.path.getsize(PROFILE) // 1024} KB) for:")
     print(rustc_version().splitlines()[0])
     return 0
