@@ -47,7 +47,6 @@ def this_rustc() -> str:
 def test_the_profile_applies_when_this_compiler_made_it(backend):
     made_by(backend, this_rustc())
     assert backend.profile_flags() == f"-Cprofile-use={backend.PROFILE}"
-    assert os.path.isabs(backend.PROFILE), "registry crates build in their own directories"
 
 
 def test_another_compilers_profile_is_left_out(backend, capsys):
