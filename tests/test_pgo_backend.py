@@ -37,40 +37,40 @@ def made_by(backend, text: str, manifests: str = "") -> None:
         f.write((manifests or backend.manifests_digest()) + "\n")
 
 
-def this_rustc() -> str:
+def this_rustc(backend) -> str:
     try:
-        return subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+        return backend.rustc_version()
     except (OSError, subprocess.SubprocessError):
         pytest.skip("no rustc on PATH")
 
 
 def test_the_profile_applies_when_this_compiler_made_it(backend):
-    made_by(backend, this_rustc())
+    made_by(backend, this_rustc(backend))
     assert backend.profile_flags() == f"-Cprofile-use={backend.PROFILE}"
 
 
 def test_another_compilers_profile_is_left_out(backend, capsys):
-    made_by(backend, this_rustc().replace("release: ", "release: 0.") + "\n")
+    made_by(backend, this_rustc(backend).replace("release: ", "release: 0.") + "\n")
     assert backend.profile_flags() is None
     assert "not this compiler" in capsys.readouterr().err
 
 
 def test_a_profile_from_other_manifests_is_left_out(backend, capsys):
-    made_by(backend, this_rustc(), manifests="0" * 64)
+    made_by(backend, this_rustc(backend), manifests="0" * 64)
     assert backend.profile_flags() is None
     assert "manifests changed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("var", ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "LPU_NO_PGO"])
 def test_flags_of_the_builds_own_win(backend, monkeypatch, var):
-    made_by(backend, this_rustc())
+    made_by(backend, this_rustc(backend))
     monkeypatch.setenv(var, "-Copt-level=2")
     assert backend.profile_flags() is None
 
 
 def test_without_a_profile_or_its_toolchain_the_build_goes_on(backend):
     assert backend.profile_flags() is None  # no toolchain.txt
-    made_by(backend, this_rustc())
+    made_by(backend, this_rustc(backend))
     os.remove(backend.PROFILE)
     assert backend.profile_flags() is None
 

@@ -57,6 +57,11 @@ def manifests_digest(root: str = ROOT) -> str:
     return h.hexdigest()
 
 
+def rustc_version() -> str:
+    """``rustc -vV`` of the compiler on PATH (the one cargo builds with)."""
+    return subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -72,7 +77,7 @@ def profile_flags() -> Optional[str]:
     try:
         made_by = _read(TOOLCHAIN)
         made_from = _read(MANIFESTS).strip()
-        rustc = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+        rustc = rustc_version()
         now_from = manifests_digest()
     except (OSError, subprocess.SubprocessError):
         return None

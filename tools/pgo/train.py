@@ -24,11 +24,8 @@ import sys
 import sysconfig
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-PROFILE = os.path.join(HERE, "lpu.profdata")
-TOOLCHAIN = os.path.join(HERE, "toolchain.txt")
-MANIFESTS = os.path.join(HERE, "manifests.sha256")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pgo_backend import MANIFESTS, PROFILE, ROOT, TOOLCHAIN, manifests_digest, rustc_version  # noqa: E402
 
 #: Decode steps run after the benchmark suite, so that the engine's bookkeeping (most of
 #: a decode step) weighs in the profile beside the streaming kernels' loops.
@@ -44,10 +41,6 @@ for i in range({DECODE_STEPS}):
         chip_model.reset()
     chip_model.step(i % model.config.vocab_size)
 """
-
-
-def rustc_version() -> str:
-    return subprocess.run(["rustc", "-vV"], check=True, capture_output=True, text=True).stdout
 
 
 def llvm_profdata() -> str:
@@ -83,9 +76,6 @@ def main() -> int:
         subprocess.run([tool, "merge", "-o", PROFILE, *glob.glob(os.path.join(raw, "*.profraw"))], check=True)
     with open(TOOLCHAIN, "w") as f:
         f.write(rustc_version())
-    sys.path.insert(0, HERE)
-    from pgo_backend import manifests_digest
-
     with open(MANIFESTS, "w") as f:
         f.write(manifests_digest(ROOT) + "\n")
     print(f"wrote {os.path.relpath(PROFILE, ROOT)} ({os.path.getsize(PROFILE) // 1024} KB) for:")
