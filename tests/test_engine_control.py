@@ -341,6 +341,32 @@ def test_breakpoint_stops_before_the_instruction_issues():
         other.restore(snap)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_stop_leaves_nops_still_to_come_in_their_queue(fast):
+    # The read issues on cycle 0, `nop 5` is fetched on 1 (the queue waits to 6),
+    # `nop 7` on 6, the second read on 13. The engine takes a queue's nops as soon as
+    # it issues, but a stop on cycle 3 must show it before `nop 7`, and a breakpoint
+    # set there then must stop on cycle 6.
+    text = f"""
+.chip tsp_small
+.input x i8 [1,{LANES}] hemi=W addr=0 slices=0
+.queue mem.W0.0
+    read 0, s0e
+    nop 5
+    nop 7
+    read 0, s1e
+"""
+    chip = lpu.Chip(CFG, fast=fast)
+    chip.load(lpu.assemble(text))
+    assert chip.run_until(3) == lpu.RunStatus.CYCLE_LIMIT
+    assert chip.queue_state("mem.W0.0") == (2, 4, False)
+    chip.add_breakpoint("mem.W0.0", 2)
+    assert chip.run() == lpu.RunStatus.BREAKPOINT and chip.cycle == 6
+    assert chip.queue_state("mem.W0.0") == (2, 4, False)
+    assert chip.run() == lpu.RunStatus.HALTED
+    assert chip.stats()["units"]["MEM"]["issued"] == 2
+
+
 def test_breakpoints_survive_reset_and_hit_every_run():
     p = long_program()
     a, prog = load_chip(p, inputs())

@@ -307,6 +307,9 @@ struct QState {
     /// a run that cannot be batched now rarely can on the next cycle, and trying costs.
     batch_skip: u32,
     batch_backoff: u32,
+    /// The `nop`s last taken ahead of their cycles (see `Chip::take_nops`): the first
+    /// one's index and cycle, and the index after the last.
+    nops_taken: Option<(usize, u64, usize)>,
 }
 
 #[derive(Clone, Debug)]
@@ -1006,6 +1009,9 @@ impl Chip {
                 replayed = false;
             }
         }
+        if status != RunStatus::Halted {
+            self.untake_nops();
+        }
         self.replayed = replayed;
         self.flush_bulk(None);
         match base {
@@ -1242,12 +1248,46 @@ impl Chip {
         if s.rep.is_some() || s.parked {
             return;
         }
+        let from = (s.pc, s.next);
         while let Some(i) = code.get(s.pc).filter(|i| i.op == Op::Nop) {
             if s.pc + 1 == code.len() {
-                return;
+                break;
             }
             s.next += i.args[0] as u64;
             s.pc += 1;
+        }
+        if s.pc != from.0 {
+            s.nops_taken = Some((from.0, from.1, s.pc));
+        }
+    }
+
+    /// A run stopped before its end on `self.cycle`: put back the `nop`s taken ahead
+    /// whose cycle has not come, so that the queues are where single issues leave them
+    /// (`queue_state`, a breakpoint set on one of those `nop`s, the next run's steps).
+    fn untake_nops(&mut self) {
+        for (s, code) in self.q.iter_mut().zip(&self.code) {
+            let Some((pc0, next0, end)) = s.nops_taken.take() else {
+                continue;
+            };
+            if s.pc != end || s.rep.is_some() || s.parked {
+                continue; // it has issued since
+            }
+            // Nor if it issued and came back to the same index (code fetched anew).
+            let Some(nops) = code
+                .get(pc0..end)
+                .filter(|n| n.iter().all(|i| i.op == Op::Nop))
+            else {
+                continue;
+            };
+            if s.next != next0 + nops.iter().map(|i| i.args[0] as u64).sum::<u64>() {
+                continue;
+            }
+            let (mut pc, mut next) = (pc0, next0);
+            while pc < end && next < self.cycle {
+                next += code[pc].args[0] as u64;
+                pc += 1;
+            }
+            (s.pc, s.next) = (pc, next);
         }
     }
 
