@@ -133,6 +133,29 @@ impl WeightBuf {
         }
     }
 
+    /// `f(w, word w)` for each word w below `n` of every load, in load order (see
+    /// [`WeightBuf::each_word`]). A view's words are taken a stride apart, not each
+    /// looked up (the row lists of a decode step's products: 2 % of it).
+    fn each_word_bytes<'a>(&'a self, n: usize, mut f: impl FnMut(usize, &'a [u8])) {
+        for l in &self.loads {
+            let count = l.count.min(n.saturating_sub(l.w0).div_ceil(l.every));
+            match &l.rows {
+                Some(r) if r.fold.is_none() => {
+                    let data: &[u8] = &r.data;
+                    let (off, stride, width) = (r.off, r.stride, r.width);
+                    for i in 0..count {
+                        let at = off + i * stride;
+                        f(l.w0 + i * l.every, &data[at..at + width]);
+                    }
+                }
+                _ => (0..count).for_each(|r| {
+                    let w = l.w0 + r * l.every;
+                    f(w, self.word_of(l, w, r))
+                }),
+            }
+        }
+    }
+
     /// Words w0.. (`count` of them) to copy values into, if the buffer has room for
     /// them (it holds `WORDS_PER_ROW` x lanes words: lanes rows of fp16).
     pub fn own_words(&mut self, w0: usize, count: usize, lanes: usize) -> Option<&mut [u8]> {
@@ -153,13 +176,13 @@ impl WeightBuf {
 
     /// Words w0, w0 + every, ... are the first `count` vectors of `rows` (as views;
     /// all below `WORDS_PER_ROW` x lanes).
-    pub fn view(&mut self, w0: usize, every: usize, rows: &Rows, count: usize) {
+    pub fn view(&mut self, w0: usize, every: usize, rows: Rows, count: usize) {
         self.fit(rows.width);
         self.loads.push(Load {
             w0,
             every,
             count,
-            rows: Some(rows.clone()),
+            rows: Some(rows),
         });
     }
 
@@ -332,8 +355,7 @@ impl Weights {
         // A shift per word, not a divide by a number the compiler cannot see.
         let shift = self.words_per_row().trailing_zeros();
         let mut rows: Vec<(&[u8], &[u8])> = vec![(&[], &[]); self.used];
-        self.raw.each_word(self.used << shift, |w, l, r| {
-            let word = self.raw.word_of(l, w, r);
+        self.raw.each_word_bytes(self.used << shift, |w, word| {
             let row = &mut rows[w >> shift];
             if w & ((1 << shift) - 1) == 0 {
                 row.0 = word;
@@ -1966,7 +1988,7 @@ mod tests {
         // Vectors 1 and 2 of a batch of 6 stored in 2 classes (0, 2, 4 then 1, 3, 5),
         // as words 2 and 4.
         let rows = Rows::folded((0..24).collect(), lanes, 2).sub(1, 2);
-        buf.view(2, 2, &rows, 2);
+        buf.view(2, 2, rows.clone(), 2);
         assert_eq!(buf.word(1), &[1; 4]);
         assert_eq!(buf.word(2), &[12, 13, 14, 15]);
         assert_eq!(buf.word(4), &[4, 5, 6, 7]);
@@ -1998,10 +2020,10 @@ mod tests {
         };
         let mut buf = WeightBuf::default();
         buf.own_words(0, 2, lanes).expect("room").fill(0x3c);
-        buf.view(2, 1, &other, 2);
-        buf.view(4, 1, &page.sub(3, 1), 1);
-        buf.view(5, 1, &other.sub(2, 1), 1);
-        buf.view(6, 1, &page.sub(5, 2), 2);
+        buf.view(2, 1, other.clone(), 2);
+        buf.view(4, 1, page.sub(3, 1), 1);
+        buf.view(5, 1, other.sub(2, 1), 1);
+        buf.view(6, 1, page.sub(5, 2), 2);
         let mut wts = Weights::default();
         wts.install(false, lanes, &mut buf, 4, false);
         wts.trim_views_of(&zero);
@@ -2010,7 +2032,7 @@ mod tests {
         assert_eq!(wts.rows().len(), 1);
         // Every row on the zero page: none left.
         let mut buf = WeightBuf::default();
-        buf.view(0, 1, &page, 8);
+        buf.view(0, 1, page.clone(), 8);
         wts.install(false, lanes, &mut buf, 4, false);
         wts.trim_views_of(&zero);
         assert_eq!(wts.used, 0);

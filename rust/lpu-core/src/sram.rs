@@ -266,6 +266,28 @@ impl Sram {
     /// Words never written are a view of the zero page instead (n stops where that
     /// changes).
     pub fn rows(&self, hemi: usize, slice: usize, addr: usize, max: usize) -> Rows {
+        let (p, n, written) = self.run(hemi, slice, addr, max);
+        let page = match &self.pages[p] {
+            Some(page) if written => page,
+            _ => &self.zero,
+        };
+        Rows {
+            data: page.clone(),
+            off: addr % PAGE_WORDS * self.lanes,
+            n,
+            width: self.lanes,
+            stride: self.lanes,
+            fold: None,
+        }
+    }
+
+    /// How many words [`Sram::rows`] would give (without making the view).
+    pub fn rows_len(&self, hemi: usize, slice: usize, addr: usize, max: usize) -> usize {
+        self.run(hemi, slice, addr, max).1
+    }
+
+    /// The page of `rows`, its count of words, and whether word `addr` was written.
+    fn run(&self, hemi: usize, slice: usize, addr: usize, max: usize) -> (usize, usize, bool) {
         let p = self.page_index(hemi, slice, addr);
         let i = addr % PAGE_WORDS;
         let end = (i + max).min(PAGE_WORDS);
@@ -284,18 +306,7 @@ impl Sram {
             }
             w = 64 * (b + 1);
         }
-        let page = match &self.pages[p] {
-            Some(page) if written(i) => page,
-            _ => &self.zero,
-        };
-        Rows {
-            data: page.clone(),
-            off: i * self.lanes,
-            n,
-            width: self.lanes,
-            stride: self.lanes,
-            fold: None,
-        }
+        (p, n, written(i))
     }
 
     /// `f(sram, page, first word in it, words, words before)` for each page the words

@@ -262,22 +262,20 @@ impl Chip {
     /// goes to stream s + b. Nothing is registered unless all of them can be.
     fn put_streams(&mut self, qi: usize, s: StreamRef, r: Run, planes: &[Rows]) -> bool {
         let pos = self.queues[qi].position;
-        let refs: Vec<StreamRef> = (0..planes.len() as u32)
-            .map(|b| StreamRef {
-                index: s.index + b,
-                west: s.west,
-            })
-            .collect();
+        let refs = (0..planes.len() as u32).map(|b| StreamRef {
+            index: s.index + b,
+            west: s.west,
+        });
         if !refs
-            .iter()
+            .clone()
             .zip(planes)
-            .all(|(sr, p)| self.streams.bulk_free(*sr, pos, r.t, r.d, p.n))
+            .all(|(sr, p)| self.streams.bulk_free(sr, pos, r.t, r.d, p.n))
         {
             return false;
         }
-        for (sr, p) in refs.iter().zip(planes) {
+        for (sr, p) in refs.zip(planes) {
             self.streams
-                .write_bulk(*sr, pos, r.t, r.d, p.clone(), qi as u32);
+                .write_bulk(sr, pos, r.t, r.d, p.clone(), qi as u32);
         }
         self.stats.stream_writes += (planes.len() * planes[0].n) as u64;
         true
@@ -422,33 +420,28 @@ impl Chip {
             if k < MIN_BATCH {
                 return 0;
             }
-            // Views of the SRAM pages (copy on write keeps them as they are now).
-            let mut segs = Vec::new();
-            let mut j = 0;
+            // Views of the SRAM pages (copy on write keeps them as they are now), in
+            // segments (a page, or a run of written or unwritten words); segment i lands
+            // from the cycle after those before it. All must fit before any is put.
+            let (h, sl) = (hemi as usize, slice as usize);
+            let (mut j, mut at) = (0, t + lat);
             while j < k {
-                let rows = self.sram.rows(
-                    hemi as usize,
-                    slice as usize,
-                    (addr0 + j) as usize,
-                    (k - j) as usize,
-                );
-                j += rows.n as u64;
-                segs.push(rows);
-            }
-            // Segment i lands from the cycle after those before it.
-            let mut at = t + lat;
-            for rows in &segs {
-                if !self.streams.bulk_free(dst, pos, at, d, rows.n) {
+                let n = self
+                    .sram
+                    .rows_len(h, sl, (addr0 + j) as usize, (k - j) as usize);
+                if !self.streams.bulk_free(dst, pos, at, d, n) {
                     return 0;
                 }
-                at += rows.n as u64 * d;
+                (j, at) = (j + n as u64, at + n as u64 * d);
             }
-            // The views move into the store (a clone would touch each page's count again).
-            let mut at = t + lat;
-            for rows in segs {
+            let (mut j, mut at) = (0, t + lat);
+            while j < k {
+                let rows = self
+                    .sram
+                    .rows(h, sl, (addr0 + j) as usize, (k - j) as usize);
                 let n = rows.n as u64;
                 self.streams.write_bulk(dst, pos, at, d, rows, qi as u32);
-                at += n * d;
+                (j, at) = (j + n, at + n * d);
             }
             self.stats.sram_reads += k;
             self.stats.stream_writes += k;
@@ -766,17 +759,20 @@ impl Chip {
         if (k as u64) < MIN_BATCH {
             return 0;
         }
+        // The pieces move into the buffer (a clone would touch each one's count again).
         let plane = &mut self.planes[p];
+        let mut pieces = pieces.into_iter();
+        let mut from = 0;
         for (i, &end) in ends.iter().enumerate() {
-            let from = if i == 0 { 0 } else { ends[i - 1] };
             let mut j = 0;
-            for rows in &pieces[from..end] {
-                let count = rows.n.min(k.saturating_sub(j));
+            for rows in pieces.by_ref().take(end - from) {
+                let (n, count) = (rows.n, rows.n.min(k.saturating_sub(j)));
                 plane
                     .buf
                     .view(start + j * LW_STREAMS + i, LW_STREAMS, rows, count);
-                j += rows.n;
+                j += n;
             }
+            from = end;
         }
         plane.loaded(dt, k);
         self.stats.stream_reads += (LW_STREAMS * k) as u64;
