@@ -49,6 +49,9 @@ const DIRECT_ROWS: usize = 16;
 /// Products straight from the bytes one install takes before it is widened anyway
 /// (a program issuing `abc` one at a time would otherwise widen on every issue).
 const DIRECT_CALLS: u32 = 4;
+/// A product of few vectors leaves out the rows where they are all zero when at most
+/// one in this many rows has a value (see [`Weights::sparse`]).
+const SPARSE_SHARE: usize = 4;
 
 /// Words per row of weights in a buffer (which holds `lanes` rows): an fp16 row, the
 /// widest, is two words.
@@ -213,6 +216,9 @@ impl WeightBuf {
     }
 }
 
+/// A weight row as its words: its bytes (int8), or its low and high bytes (fp16).
+type RowWords<'a> = (&'a [u8], &'a [u8]);
+
 /// The weights installed in a plane.
 #[derive(Debug, Default)]
 pub struct Weights {
@@ -240,6 +246,9 @@ pub struct Weights {
     /// int8 weights packed for the integer kernel, when the CPU has one; made on the
     /// first product with enough rows to pay for the packing.
     packed: OnceLock<Option<vnni::Packed>>,
+    /// Whether no loaded fp16 weight is an infinity or NaN; found on the first product
+    /// that would leave out rows of zero activations (see [`Weights::sparse`]).
+    finite: OnceLock<bool>,
 }
 
 impl Clone for Weights {
@@ -255,6 +264,7 @@ impl Clone for Weights {
             panels: self.panels.clone(),
             spare: Default::default(),
             packed: self.packed.clone(),
+            finite: self.finite.clone(),
         }
     }
 }
@@ -297,6 +307,7 @@ impl Weights {
         }
         self.panels = OnceLock::new();
         self.packed = OnceLock::new();
+        self.finite = OnceLock::new();
     }
 
     /// Drop the installed rows at the end whose words are all views of `zero` (SRAM's
@@ -439,6 +450,51 @@ impl Weights {
             && self.direct_calls.fetch_add(1, Ordering::Relaxed) < DIRECT_CALLS
     }
 
+    /// For a product of fp16 vectors `xs` (m x n) that are zero (+0 or -0) in most of
+    /// the loaded rows, such as a softmax's sums through a plane of ones (the positions
+    /// still to come are zeros): the rows where some vector is not zero, and the vectors
+    /// reduced to those rows (then their values past the loaded rows, then +0s), for
+    /// [`from_bytes`]. None when most rows have values, or some weight is not finite.
+    ///
+    /// Leaving rows out changes no bit for a product that does not accumulate (the
+    /// caller's part) when the weights left out are finite: each product left out is
+    /// then +0 or -0, and a sum in order from +0 is never -0 (-0 comes only from adding
+    /// -0 to -0), so adding a zero to it changes nothing; the rest is summed in the same
+    /// order. An accumulating product starts from the slots, which may hold -0.
+    fn sparse(&self, xs: &[f32]) -> Option<(Vec<RowWords<'_>>, Vec<f32>)> {
+        let (n, used) = (self.n, self.used);
+        let mut has = vec![false; used];
+        for row in xs.chunks(n) {
+            for (h, v) in has.iter_mut().zip(&row[..used]) {
+                *h |= *v != 0.0;
+            }
+        }
+        if has.iter().filter(|h| **h).count() * SPARSE_SHARE > used {
+            return None;
+        }
+        let rows = self.rows();
+        let finite = self.finite.get_or_init(|| {
+            // An fp16 infinity or NaN has all five exponent bits set, in its high byte.
+            let special = |hi: &[u8]| hi[..n].iter().fold(false, |a, b| a | (b & 0x7c == 0x7c));
+            !rows.iter().any(|(_, hi)| special(hi))
+        });
+        if !finite {
+            return None;
+        }
+        // `rows` stops at its last row that is not all zeros: what lies past it (of
+        // the vectors) goes after the rows kept, as `from_bytes` takes it.
+        let u = rows.len();
+        let keep: Vec<usize> = (0..u).filter(|&k| has[k]).collect();
+        let mut reduced = vec![0f32; xs.len()];
+        for (row, out) in xs.chunks(n).zip(reduced.chunks_mut(n)) {
+            for (o, &k) in out.iter_mut().zip(&keep) {
+                *o = row[k];
+            }
+            out[keep.len()..keep.len() + n - u].copy_from_slice(&row[u..]);
+        }
+        Some((keep.iter().map(|&k| rows[k]).collect(), reduced))
+    }
+
     /// `m` activation vectors through the array; row i of `acc` (M x N, raw bits of the
     /// slots: int32 or fp32) becomes the result of `abc`, added to its value when
     /// `accumulate`, else replacing it.
@@ -470,6 +526,31 @@ impl Weights {
         if let (Some(Some(p)), Activations::Int8(rows)) = (packed, x) {
             return p.product(m, rows, acc, accumulate, planes, side);
         }
+        // A few fp16 vectors: their values once, to see whether most rows can be left out.
+        let given = match x {
+            Activations::Values(fill) if m < DIRECT_ROWS && !self.int8 && self.used > 0 => {
+                let mut xs = vec![0f32; m * n];
+                for (r, row) in xs.chunks_mut(n).enumerate() {
+                    fill(r, row);
+                }
+                Some(xs)
+            }
+            _ => None,
+        };
+        let sparse = given.as_deref().filter(|_| !accumulate && !self.transpose);
+        if let Some((rows, xs)) = sparse.and_then(|xs| self.sparse(xs)) {
+            if let Some(side) = side {
+                side();
+            }
+            let ys = as_f32(acc);
+            ys.fill(0.0);
+            from_bytes(false, &rows, n, &xs, ys);
+            canonical_nans(ys);
+            if let Some(ps) = planes {
+                byte_planes(&[acc], ps);
+            }
+            return;
+        }
         let direct = self.direct(m);
         let (w, k) = if direct {
             (&[][..], n)
@@ -492,9 +573,12 @@ impl Weights {
                 let xs = &mut xf[..rows * k];
                 for (i, row) in xs.chunks_mut(k).enumerate() {
                     let r = i0 + b * BLOCK_ROWS + i;
-                    match x {
-                        Activations::Int8(rows) => widen_row(true, (rows(r), &[]), row),
-                        Activations::Values(fill) => fill(r, row),
+                    match (x, &given) {
+                        (Activations::Int8(rows), _) => widen_row(true, (rows(r), &[]), row),
+                        (Activations::Values(_), Some(xs)) => {
+                            row.copy_from_slice(&xs[r * k..(r + 1) * k])
+                        }
+                        (Activations::Values(fill), None) => fill(r, row),
                     }
                 }
                 let ys = if self.int8 {
@@ -2150,6 +2234,97 @@ mod tests {
                 flipped && want.iter().any(|v| v.is_nan()),
                 "some -0 sums become +0, some NaN"
             );
+        }
+    }
+
+    #[test]
+    fn mostly_zero_activations_leave_their_zero_rows_out_exactly() {
+        // Few vectors, zero (+0 or -0) in all but a few of the loaded rows (the softmax
+        // sums of a decode step), the rest of every class; weights of every finite class
+        // (-0 included, so some products left out are -0 and some +0); values past the
+        // loaded rows finite or not. Against the plain loop from +0, bit for bit, with
+        // the zero rows left out; and the same with an infinity among the weights, or
+        // accumulating from -0, where nothing may be left out.
+        let bits = |b: u16| if b & 0x7c00 == 0x7c00 { b & 0x83ff } else { b };
+        for (n, used) in [(320, 320), (320, 256), (80, 57), (70, 70)] {
+            for inf_row in [None, Some(used / 2)] {
+                let mut w16: Vec<u16> = fp16_bits(n as u64 + used as u64, n * n)
+                    .into_iter()
+                    .map(bits)
+                    .collect();
+                if let Some(r) = inf_row {
+                    w16[r * n + 3] = 0x7c00;
+                }
+                let mut buf = vec![0u8; 2 * n * n];
+                for (r, row) in buf.chunks_mut(2 * n).enumerate() {
+                    for c in 0..n {
+                        (row[c], row[n + c]) = (w16[r * n + c] as u8, (w16[r * n + c] >> 8) as u8);
+                    }
+                }
+                let w: Vec<f32> = (0..n * n)
+                    .map(|i| {
+                        let v = f32::from_bits(crate::numerics::f16_to_f32_bits(w16[i]));
+                        if i / n < used {
+                            v
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                for (m, accumulate) in [(1, false), (2, false), (6, false), (15, false), (6, true)]
+                {
+                    let vals = fp16_values(m as u64 * 31 + n as u64, m * n);
+                    // Values in one row in twelve and one row of each vector's own
+                    // (every class), zeros of both signs elsewhere; past the loaded rows,
+                    // the values as they come.
+                    let x: Vec<f32> = (0..m * n)
+                        .map(|i| {
+                            let k = i % n;
+                            if k >= used || k % 12 == 0 || k == 1 + 2 * (i / n) {
+                                vals[i]
+                            } else if (i * 5) % 3 == 0 {
+                                -0.0
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let start = vec![if accumulate { -0.0f32 } else { 0.0 }; m * n];
+                    let mut want = start.clone();
+                    naive(&w, n, &x, &mut want);
+                    let mut wts = Weights::default();
+                    wts.install(false, n, &mut WeightBuf::owned(buf.clone(), n), used, false);
+                    let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
+                    let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
+                    wts.apply(m, Activations::Values(&fill), &mut got, accumulate);
+                    for (i, (g, a)) in got.iter().zip(&want).enumerate() {
+                        let a = if a.is_nan() {
+                            crate::numerics::F32_NAN
+                        } else {
+                            a.to_bits()
+                        };
+                        assert_eq!(*g, a, "n {n} used {used} m {m} inf {inf_row:?} at {i}");
+                    }
+                    // Left out exactly when it may and pays (no product was then made
+                    // the plain way).
+                    let rows_with_values = (0..used)
+                        .filter(|&k| (0..m).any(|r| x[r * n + k] != 0.0))
+                        .count();
+                    let sparse = inf_row.is_none()
+                        && !accumulate
+                        && m < DIRECT_ROWS
+                        && rows_with_values * SPARSE_SHARE <= used;
+                    assert!(
+                        sparse || m > 2 || inf_row.is_some() || accumulate,
+                        "the case is tried"
+                    );
+                    assert_eq!(
+                        wts.direct_calls.load(Ordering::Relaxed) == 0,
+                        sparse,
+                        "n {n} used {used} m {m} inf {inf_row:?} accumulate {accumulate}"
+                    );
+                }
+            }
         }
     }
 
