@@ -2172,6 +2172,35 @@ mod tests {
         assert_eq!(wts.used, 0);
     }
 
+    /// `wts` applied to the vectors `x` (rows of n) from the sums `start` gives `want`
+    /// bit for bit (NaNs canonical, as the kernels store them).
+    fn apply_matches(
+        wts: &Weights,
+        n: usize,
+        x: &[f32],
+        start: &[f32],
+        accumulate: bool,
+        want: &[f32],
+        what: &str,
+    ) {
+        let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
+        let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
+        wts.apply(
+            x.len() / n,
+            Activations::Values(&fill),
+            &mut got,
+            accumulate,
+        );
+        for (i, (g, a)) in got.iter().zip(want).enumerate() {
+            let a = if a.is_nan() {
+                crate::numerics::F32_NAN
+            } else {
+                a.to_bits()
+            };
+            assert_eq!(*g, a, "{what}: row {} lane {}", i / n, i % n);
+        }
+    }
+
     #[test]
     fn zero_rows_past_the_loaded_ones_keep_their_effect() {
         // Weights with zero columns (those lanes keep their starting value through the
@@ -2254,23 +2283,8 @@ mod tests {
                 loaded,
                 transpose,
             );
-            let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
-            let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
-            wts.apply(m, Activations::Values(&fill), &mut got, true);
-            for (i, (g, a)) in got.iter().zip(&want).enumerate() {
-                let a = if a.is_nan() {
-                    crate::numerics::F32_NAN
-                } else {
-                    a.to_bits()
-                };
-                assert_eq!(
-                    *g,
-                    a,
-                    "transpose {transpose} loaded {loaded} row {} lane {}",
-                    i / n,
-                    i % n
-                );
-            }
+            let what = format!("transpose {transpose} loaded {loaded}");
+            apply_matches(&wts, n, &x, &start, true, &want, &what);
             if loaded == n {
                 continue;
             }
@@ -2344,17 +2358,8 @@ mod tests {
                     naive(&w, n, &x, &mut want);
                     let mut wts = Weights::default();
                     wts.install(false, n, &mut WeightBuf::owned(buf.clone(), n), used, false);
-                    let mut got: Vec<u32> = start.iter().map(|v| v.to_bits()).collect();
-                    let fill = |i: usize, r: &mut [f32]| r.copy_from_slice(&x[i * n..(i + 1) * n]);
-                    wts.apply(m, Activations::Values(&fill), &mut got, accumulate);
-                    for (i, (g, a)) in got.iter().zip(&want).enumerate() {
-                        let a = if a.is_nan() {
-                            crate::numerics::F32_NAN
-                        } else {
-                            a.to_bits()
-                        };
-                        assert_eq!(*g, a, "n {n} used {used} m {m} inf {inf_row:?} at {i}");
-                    }
+                    let what = format!("n {n} used {used} m {m} inf {inf_row:?}");
+                    apply_matches(&wts, n, &x, &start, accumulate, &want, &what);
                     // Left out exactly when it may and pays (no product was then made
                     // the plain way).
                     let rows_with_values = (0..used)
