@@ -362,10 +362,10 @@ impl Weights {
     /// the same as a row never loaded (see [`add_zero_products`]). A decode step's
     /// attention loads its whole KV cache, of which the positions still to come are
     /// zero rows.
-    fn rows(&self) -> Vec<(&[u8], &[u8])> {
+    fn rows(&self) -> Vec<RowWords<'_>> {
         // A shift per word, not a divide by a number the compiler cannot see.
         let shift = self.words_per_row().trailing_zeros();
-        let mut rows: Vec<(&[u8], &[u8])> = vec![(&[], &[]); self.used];
+        let mut rows: Vec<RowWords<'_>> = vec![(&[], &[]); self.used];
         self.raw.each_word_bytes(self.used << shift, |w, word| {
             let row = &mut rows[w >> shift];
             if w & ((1 << shift) - 1) == 0 {
@@ -537,21 +537,17 @@ impl Weights {
             }
             _ => None,
         };
-        let sparse = given.as_deref().filter(|_| !accumulate && !self.transpose);
-        if let Some((rows, xs)) = sparse.and_then(|xs| self.sparse(xs)) {
-            if let Some(side) = side {
-                side();
-            }
-            let ys = as_f32(acc);
-            ys.fill(0.0);
-            from_bytes(false, &rows, n, &xs, ys);
-            canonical_nans(ys);
-            if let Some(ps) = planes {
-                byte_planes(&[acc], ps);
-            }
-            return;
-        }
-        let direct = self.direct(m);
+        // Mostly zero (see `sparse`): the rows kept and the vectors reduced to them go
+        // through the direct product in place of all rows and the vectors as given.
+        let sparse = given
+            .as_deref()
+            .filter(|_| !accumulate && !self.transpose)
+            .and_then(|xs| self.sparse(xs));
+        let (kept, given) = match sparse {
+            Some((rows, xs)) => (Some(rows), Some(xs)),
+            None => (None, given),
+        };
+        let direct = kept.is_some() || self.direct(m);
         let (w, k) = if direct {
             (&[][..], n)
         } else {
@@ -560,7 +556,11 @@ impl Weights {
         };
         let panels =
             (!direct && m >= PANEL_ROWS && n.is_multiple_of(REG_LANES)).then(|| self.panels());
-        let raw = if direct { self.rows() } else { Vec::new() };
+        let raw = match kept {
+            Some(rows) => rows,
+            None if direct => self.rows(),
+            None => Vec::new(),
+        };
         // A block of rows at a time on each thread: activations widened, the sums
         // started, multiplied and stored while they are in cache. fp32 sums are made in
         // the slots' bits; int8 sums in fp32 beside them, then converted.
@@ -633,7 +633,7 @@ fn as_f32(bits: &mut [u32]) -> &mut [f32] {
 /// finite, the tail's whole effect is: if some product is +0 (some x[k] has its sign bit
 /// clear), sums that are -0 become +0. A row with an infinity or NaN in its tail takes
 /// the plain loop (0 x inf is NaN).
-fn from_bytes(int8: bool, rows: &[(&[u8], &[u8])], n: usize, x: &[f32], y: &mut [f32]) {
+fn from_bytes(int8: bool, rows: &[RowWords<'_>], n: usize, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // Up to 6 rows at a time, their sums in registers together.
@@ -1239,7 +1239,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) fn from_bytes_block<const R: usize>(
         int8: bool,
-        rows: &[(&[u8], &[u8])],
+        rows: &[super::RowWords<'_>],
         n: usize,
         x: &[f32],
         y: &mut [f32],
@@ -1321,7 +1321,7 @@ mod avx512 {
     /// One pass of [`from_bytes_block`] over k, for the registers of lanes from `c0`.
     struct Pass<'a> {
         int8: bool,
-        rows: &'a [(&'a [u8], &'a [u8])],
+        rows: &'a [super::RowWords<'a>],
         n: usize,
         x: &'a [f32],
         c0: usize,
