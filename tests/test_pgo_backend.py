@@ -68,11 +68,13 @@ def test_flags_of_the_builds_own_win(backend, monkeypatch, var):
     assert backend.profile_flags() is None
 
 
-def test_without_a_profile_or_its_toolchain_the_build_goes_on(backend):
+def test_without_a_profile_or_its_toolchain_the_build_goes_on(backend, capsys):
     assert backend.profile_flags() is None  # no toolchain.txt
     made_by(backend, this_rustc(backend))
     os.remove(backend.PROFILE)
     assert backend.profile_flags() is None
+    err = capsys.readouterr().err
+    assert "is missing" in err and "not this compiler" not in err
 
 
 def test_the_committed_profile_was_made_from_these_manifests(backend):

@@ -81,7 +81,10 @@ def profile_flags() -> Optional[str]:
         now_from = manifests_digest()
     except (OSError, subprocess.SubprocessError):
         return None
-    if rustc != made_by or not os.path.exists(PROFILE):
+    if not os.path.exists(PROFILE):
+        print(f"lpu: {PROFILE} is missing; building without a PGO profile", file=sys.stderr)
+        return None
+    if rustc != made_by:
         first = made_by.splitlines()[0] if made_by else "?"
         print(f"lpu: the PGO profile was made by {first}, not this compiler; building without it",
               file=sys.stderr)
