@@ -83,6 +83,20 @@ def test_every_step_costs_the_same_cycles_and_stats_are_sane():
         assert t.logits.shape == (259,) and t.logits.dtype == np.float32
 
 
+def test_step_info_is_the_chips_own_count():
+    # A step's costs are taken from the chip's statistics once and reused while the
+    # cycles agree: every step must still report what the chip counted.
+    model = random_model(3, **SHAPES["small-gqa"][1], max_seq_len=32)
+    cm = ChipModel(model)
+    for tok in [1, 2, 3]:
+        logits = cm.step(tok)
+        s = cm.chip.stats(queues=False)
+        assert cm.last is not None
+        got = (cm.last.cycles, cm.last.clock_hz, cm.last.macs_fp16, cm.last.mxm_utilization)
+        assert got == (s["cycles"], s["clock_hz"], s["macs_fp16"], s["mxm_utilization"])
+        assert logits.shape == (259,) and logits.dtype == np.float32
+
+
 def test_sequence_longer_than_the_cache_is_refused():
     model = random_model(3, **SHAPES["small-gqa"][1], max_seq_len=16)
     gen = Generator(model)
