@@ -202,9 +202,18 @@ class ChipModel:
         # step's cycles differ.
         self._costs: Optional[Tuple[int, int, int, float]] = None
         self.pos = 0
-        self.last: Optional[StepInfo] = None
+        # (cycles, host seconds) of the last step: `last` is made from them when asked.
+        self._last: Optional[Tuple[int, float]] = None
         #: If set, the next step writes a Chrome trace of its run to this file.
         self.trace_next: Optional[PathLike] = None
+
+    @property
+    def last(self) -> Optional[StepInfo]:
+        """What the last step cost (None before the first step)."""
+        if self._last is None or self._costs is None:
+            return None
+        (cycles, seconds), (_, hz, macs, util) = self._last, self._costs
+        return StepInfo(cycles, hz, seconds, macs, util)
 
     def reset(self) -> None:
         """Start a new sequence (position 0; the cache is overwritten as it goes)."""
@@ -222,21 +231,20 @@ class ChipModel:
         chip.reset(keep_sram=True)
         chip.write_tensor(self._x, self._emb_bytes[token])
         if self.trace_next is not None:
-            status = self.chip.run(trace=self.trace_next)
+            status = chip.run(trace=self.trace_next)
             self.trace_next = None
         else:
-            status = self.chip.run()
-        if status == RunStatus.FAULT:
-            self.chip.raise_for_fault()
+            status = chip.run()
         if status != RunStatus.HALTED:
-            raise IncompleteRunError("the decode step", status, self.chip.cycle)
+            if status == RunStatus.FAULT:
+                chip.raise_for_fault()
+            raise IncompleteRunError("the decode step", status, chip.cycle)
         logits = chip.read_tensor(self._logits).view(np.float32)
         cycles = chip.cycles
         if self._costs is None or self._costs[0] != cycles:
             stats = chip.stats(queues=False)
             self._costs = (cycles, stats["clock_hz"], stats["macs_fp16"], stats["mxm_utilization"])
-        _, hz, macs, util = self._costs
-        self.last = StepInfo(cycles, hz, time.perf_counter() - t0, macs, util)
+        self._last = (cycles, time.perf_counter() - t0)
         self.pos += 1
         return logits
 
