@@ -465,6 +465,9 @@ pub struct Chip {
     by_kind: Arc<HashMap<QueueKind, usize>>,
     /// By queue: the instruction the loaded entry point starts it at.
     start_pc: Arc<[usize]>,
+    /// The queues with code from there (made at load: a reset finding them looked at
+    /// every queue's code, each a line not in cache after a run).
+    start_active: Arc<[usize]>,
     lat: [u32; 256],
     sram: Sram,
     streams: Streams,
@@ -549,13 +552,14 @@ impl Chip {
         let streams = Streams::new(cfg.streams as usize, cfg.lanes(), horizon, cfg.positions());
         let planes = vec![Plane::default(); cfg.mxm_planes as usize];
         let sram = Sram::new(cfg.mem_slices as usize, cfg.addresses as usize, cfg.lanes());
+        let code = vec![Arc::from(Vec::new()); queues.len()];
         Ok(Chip::from_parts(
-            cfg, queues, by_kind, streams, planes, sram,
+            cfg, queues, by_kind, streams, planes, sram, code,
         ))
     }
 
     /// A chip as `new` makes it, from the parts a reset keeps: the queue table, the
-    /// stream store and planes emptied in place, and the SRAM.
+    /// stream store and planes emptied in place, the SRAM and each queue's code.
     fn from_parts(
         cfg: ChipConfig,
         queues: Arc<Vec<QueueInfo>>,
@@ -563,6 +567,7 @@ impl Chip {
         streams: Streams,
         planes: Vec<Plane>,
         sram: Sram,
+        code: Vec<Arc<[Instr]>>,
     ) -> Chip {
         let lanes = cfg.lanes();
         let lat = latencies(&cfg);
@@ -575,7 +580,7 @@ impl Chip {
             alu_out: vec![latch::Latch::default(); cfg.vxm_alus as usize],
             planes,
             program: None,
-            code: vec![Arc::from(Vec::new()); nq],
+            code,
             read: Arc::from([]),
             entry: None,
             q: vec![QState::default(); nq],
@@ -617,6 +622,7 @@ impl Chip {
             queues,
             by_kind,
             start_pc: Arc::from([]),
+            start_active: Arc::from([]),
             lat,
             cfg,
         }
@@ -740,6 +746,9 @@ impl Chip {
                 }
             }
         }
+        self.start_active = (0..self.queues.len())
+            .filter(|&i| start_pc[i] < code[i].len())
+            .collect();
         self.start_pc = start_pc.into();
         self.code = code;
         self.program = Some(prog);
@@ -801,16 +810,17 @@ impl Chip {
             streams,
             planes,
             sram,
+            std::mem::take(&mut self.code),
         );
         let keep_policy = self.policy;
         let fast = self.fast;
         let bps = std::mem::take(&mut self.breakpoints);
         let wps = std::mem::take(&mut self.watchpoints);
         let prog = self.program.take();
-        let code = std::mem::take(&mut self.code);
         let read = std::mem::take(&mut self.read);
         let writers = std::mem::take(&mut self.writers);
         let start_pc = std::mem::take(&mut self.start_pc);
+        let start_active = std::mem::take(&mut self.start_active);
         let entry = self.entry.take();
         let pool = std::mem::take(&mut self.pool);
         let (plan, replayed) = (self.plan.take(), self.replayed);
@@ -820,11 +830,11 @@ impl Chip {
         self.read = read;
         self.writers = writers;
         self.start_pc = start_pc;
+        self.start_active = start_active;
         self.policy = keep_policy;
         self.fast = fast;
         self.breakpoints = bps;
         self.watchpoints = wps;
-        self.code = code;
         self.entry = entry;
         if let Some(p) = prog.as_ref().filter(|_| !keep_sram) {
             for init in &p.inits {
@@ -836,9 +846,7 @@ impl Chip {
             for (q, &pc) in self.q.iter_mut().zip(self.start_pc.iter()) {
                 q.pc = pc;
             }
-            self.active = (0..self.queues.len())
-                .filter(|&i| self.q[i].pc < self.code[i].len())
-                .collect();
+            self.active = self.start_active.to_vec();
             self.halted = self.active.is_empty();
             self.fresh = true;
         }
