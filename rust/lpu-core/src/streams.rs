@@ -144,6 +144,47 @@ impl Rows {
     }
 }
 
+/// The values of consecutive streams (byte planes) for a run of reads, in one list:
+/// plane b's are `self[b]`, all planes as long.
+#[derive(Debug, Default)]
+pub struct PlaneRefs<'a> {
+    refs: Vec<&'a [u8]>,
+    stride: usize,
+    len: usize,
+}
+
+impl<'a> PlaneRefs<'a> {
+    /// `planes` planes of room for `k` values each, none there yet.
+    pub fn new(planes: usize, k: usize) -> Self {
+        PlaneRefs {
+            refs: vec![&[]; planes * k],
+            stride: k,
+            len: 0,
+        }
+    }
+
+    /// Read j's values, plane by plane (j: the reads so far).
+    pub fn put(&mut self, j: usize, values: impl Iterator<Item = &'a [u8]>) {
+        for (b, v) in values.enumerate() {
+            self.refs[b * self.stride + j] = v;
+        }
+        self.len = j + 1;
+    }
+
+    /// The values of every plane, from plane 0 on.
+    pub fn iter(&self) -> impl Iterator<Item = &[&'a [u8]]> {
+        let planes = self.refs.len().checked_div(self.stride).unwrap_or(0);
+        (0..planes).map(|b| &self[b])
+    }
+}
+
+impl<'a> std::ops::Index<usize> for PlaneRefs<'a> {
+    type Output = [&'a [u8]];
+    fn index(&self, b: usize) -> &[&'a [u8]] {
+        &self.refs[b * self.stride..][..self.len]
+    }
+}
+
 /// Values written by one batched instruction: `rows.n` vectors at cycles
 /// `first + k * stride` at one position (see the engine's batched execution).
 #[derive(Clone, Debug)]
@@ -477,15 +518,62 @@ impl Streams {
     }
 
     fn lookup(&self, s: StreamRef, pos: u32, t: u64, d: u64, k: usize, tail: bool) -> Vec<&[u8]> {
+        let mut out: Vec<&[u8]> = vec![&[]; k];
+        let n = self.lookup_into(s, pos, t, d, tail, &mut out, &mut vec![0; k]);
+        out.truncate(n);
+        out
+    }
+
+    /// [`Streams::tails`] (`tail`) or [`Streams::refs`] of streams [s, s + n): one
+    /// list for all, as long as the shortest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn planes(
+        &self,
+        s: StreamRef,
+        n: u32,
+        pos: u32,
+        t: u64,
+        d: u64,
+        k: usize,
+        tail: bool,
+    ) -> PlaneRefs<'_> {
+        let mut p = PlaneRefs::new(n as usize, k);
+        let mut best = vec![0; k];
+        p.len = k;
+        for (b, out) in p.refs.chunks_exact_mut(k.max(1)).enumerate() {
+            let sb = StreamRef {
+                index: s.index + b as u32,
+                west: s.west,
+            };
+            let m = self.lookup_into(sb, pos, t, d, tail, out, &mut best);
+            p.len = p.len.min(m);
+        }
+        p
+    }
+
+    /// The values for `out.len()` reads (see `refs` and `tails`) into `out`; returns how
+    /// many there are before the first read with none. `best` is room for as many.
+    #[allow(clippy::too_many_arguments)]
+    fn lookup_into<'a>(
+        &'a self,
+        s: StreamRef,
+        pos: u32,
+        t: u64,
+        d: u64,
+        tail: bool,
+        out: &mut [&'a [u8]],
+        best: &mut [u32],
+    ) -> usize {
+        let k = out.len();
         if k == 0 {
-            return Vec::new();
+            return 0;
         }
         let key0 = Self::key(s, pos, t);
         let last = key0 + ((k as u64 - 1) * d) as i64;
         let d = d as i64;
         // Per read: the value of the closest batched writer, and its distance.
-        let mut out: Vec<&[u8]> = vec![&[]; k];
-        let mut best = vec![u32::MAX; k];
+        out.fill(&[]);
+        best.fill(u32::MAX);
         let list = &self.bulk[self.sid(s)];
         for b in list {
             let Some(dist) = Self::distance(s, pos, b.pos) else {
@@ -530,7 +618,7 @@ impl Streams {
         }
         let lanes = self.lanes;
         if self.singles_between(self.sid(s), key0, last) {
-            for (j, (v, &dist)) in out.iter_mut().zip(&best).enumerate() {
+            for (j, (v, &dist)) in out.iter_mut().zip(best.iter()).enumerate() {
                 let key = key0 + j as i64 * d;
                 let Some(bucket) = self.holding(s, key) else {
                     continue;
@@ -547,9 +635,7 @@ impl Streams {
             }
         }
         // Up to the first read with no value.
-        let n = out.iter().position(|v| v.is_empty()).unwrap_or(k);
-        out.truncate(n);
-        out
+        out.iter().position(|v| v.is_empty()).unwrap_or(k)
     }
 
     /// Forget batched values that have left the chip before `cycle`.

@@ -17,7 +17,7 @@
 use super::*;
 use crate::isa::flags;
 use crate::mxm::Activations;
-use crate::streams::{Fold, Rows};
+use crate::streams::{Fold, PlaneRefs, Rows};
 use std::sync::OnceLock;
 
 /// Fewest re-issues worth a batch.
@@ -528,7 +528,7 @@ impl Chip {
         }
         // Operands are references into their producers' buffers (SRAM pages, batched
         // results), one list per byte plane, each running on to the end of its buffer.
-        let mut ops: Vec<Vec<Vec<&[u8]>>> = Vec::with_capacity(srcs.len());
+        let mut ops: Vec<PlaneRefs> = Vec::with_capacity(srcs.len());
         for &v in &srcs {
             let n = if v == own { 1 } else { k as usize };
             let planes = if v >= ALU_SRC_BASE {
@@ -573,7 +573,7 @@ impl Chip {
             let mut j = r;
             while j < k {
                 let mut m = if chain { 1 } else { (k - j).div_ceil(p) };
-                for v in ops.iter().flatten() {
+                for v in ops.iter().flat_map(PlaneRefs::iter) {
                     m = (1..m)
                         .find(|&i| !follows(v[j], v[j + i * p], i))
                         .unwrap_or(m);
@@ -669,7 +669,7 @@ impl Chip {
                 k = k.min(refs[0].len() as u64);
                 refs
             }
-            None => Vec::new(),
+            None => PlaneRefs::default(),
         };
         let lat = self.lat[instr.op as usize] as u64;
         let other = self.first_stream_arrival(hz, dst, n_out, pos, false);
@@ -1189,8 +1189,8 @@ pub(super) fn keep_spare(spare: &mut Vec<Vec<u32>>, v: Vec<u32>) {
 }
 
 /// References to the values of streams [s, s+n) at `pos` for reads on `r`'s cycles (at
-/// most `k`), one list per stream, all of one length: up to the first read some stream
-/// has no value for (`tail`: as `Streams::tails`).
+/// most `k`), all planes of one length: up to the first read some stream has no value
+/// for (`tail`: as `Streams::tails`).
 fn stream_refs(
     streams: &Streams,
     s: StreamRef,
@@ -1199,23 +1199,8 @@ fn stream_refs(
     r: Run,
     k: u64,
     tail: bool,
-) -> Vec<Vec<&[u8]>> {
-    let mut planes: Vec<Vec<&[u8]>> = (0..n)
-        .map(|b| {
-            let sr = StreamRef {
-                index: s.index + b,
-                west: s.west,
-            };
-            let (t, d, k) = (r.t, r.d, k as usize);
-            match tail {
-                true => streams.tails(sr, pos, t, d, k),
-                false => streams.refs(sr, pos, t, d, k),
-            }
-        })
-        .collect();
-    let m = planes.iter().map(Vec::len).min().unwrap_or(0);
-    planes.iter_mut().for_each(|p| p.truncate(m));
-    planes
+) -> PlaneRefs<'_> {
+    streams.planes(s, n, pos, r.t, r.d, k as usize, tail)
 }
 
 /// Batched SRAM writes of one instruction: word j (of `n`, held by the segments in

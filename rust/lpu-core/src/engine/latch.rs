@@ -2,7 +2,7 @@
 //! chained instruction on exactly that cycle. Results of batched instructions are kept
 //! plane by plane, one buffer per plane for many cycles.
 
-use crate::streams::Rows;
+use crate::streams::{PlaneRefs, Rows};
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug)]
@@ -90,25 +90,21 @@ impl Latch {
     /// Results landing on t, t + d, ... (at most `k`, up to the first cycle with none),
     /// plane by plane, as references: `planes` planes of `lanes` bytes each, those of
     /// batched results running on to the end of their buffer (as `Streams::tails`).
-    pub fn tails(&self, t: u64, d: u64, k: usize, planes: usize, lanes: usize) -> Vec<Vec<&[u8]>> {
-        let mut out: Vec<Vec<&[u8]>> = vec![Vec::with_capacity(k); planes];
-        for j in 0..k as u64 {
-            let tj = t + j * d;
+    pub fn tails(&self, t: u64, d: u64, k: usize, planes: usize, lanes: usize) -> PlaneRefs<'_> {
+        let mut out = PlaneRefs::new(planes, k);
+        for j in 0..k {
+            let tj = t + j as u64 * d;
             if let Some((_, v)) = self.single.iter().find(|(c, _)| *c == tj) {
                 if v.len() != planes * lanes {
                     break;
                 }
-                for (b, o) in out.iter_mut().enumerate() {
-                    o.push(&v[b * lanes..(b + 1) * lanes]);
-                }
+                out.put(j, (0..planes).map(|b| &v[b * lanes..(b + 1) * lanes]));
             } else if let Some((b, i)) = self.bulk.iter().find_map(|b| b.index(tj).map(|i| (b, i)))
             {
                 if b.planes.len() != planes {
                     break;
                 }
-                for (p, o) in b.planes.iter().zip(out.iter_mut()) {
-                    o.push(p.tail(i));
-                }
+                out.put(j, b.planes.iter().map(|p| p.tail(i)));
             } else {
                 break;
             }
