@@ -485,25 +485,26 @@ impl Chip {
         let a = instr.args;
         let def = instr.def();
         let dt = DType::from_code(a[0]).expect("valid");
-        let (to, sat, srcs, dst) = if instr.op == Op::Cast {
+        let (to, sat, operands, dst) = if instr.op == Op::Cast {
             (
                 DType::from_code(a[1]).expect("valid"),
                 a[4] != 0,
-                vec![a[2]],
+                ([a[2], 0], 1),
                 a[3],
             )
         } else if def.has(flags::BINARY) {
-            (dt, false, vec![a[1], a[2]], a[3])
+            (dt, false, ([a[1], a[2]], 2), a[3])
         } else {
-            (dt, false, vec![a[1]], a[2])
+            (dt, false, ([a[1], 0], 1), a[2])
         };
+        let srcs = &operands.0[..operands.1];
         let lanes = self.lanes;
         let (nb, ob) = (dt.bytes(), to.bytes());
         let lat = self.lat[instr.op as usize] as u64;
-        // Results that landed before now can no longer be chained from.
-        for l in &mut self.alu_out {
-            l.prune(t);
-        }
+        // Results that landed before now can no longer be chained from. (Other ALUs'
+        // results are read at this cycle and later, so their old ones can stay until
+        // those ALUs issue again, as a single issue leaves them.)
+        self.alu_out[alu].prune(t);
         // At most MAX_BATCH vectors of results, counting planes: an fp32 batch of 4,096
         // (5 MB) is copied to SRAM after it has left the cache, one of 1,024 before.
         let mut k = max_k.min(MAX_BATCH / ob as u64);
@@ -529,7 +530,7 @@ impl Chip {
         // Operands are references into their producers' buffers (SRAM pages, batched
         // results), one list per byte plane, each running on to the end of its buffer.
         let mut ops: Vec<PlaneRefs> = Vec::with_capacity(srcs.len());
-        for &v in &srcs {
+        for &v in srcs {
             let n = if v == own { 1 } else { k as usize };
             let planes = if v >= ALU_SRC_BASE {
                 self.alu_out[(v - ALU_SRC_BASE) as usize].tails(t, d, n, nb, lanes)
