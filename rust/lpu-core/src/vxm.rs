@@ -319,33 +319,36 @@ fn map32(a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]], mut g: impl FnMut(u32,
     thread_local! {
         // The words of a chunk of operands and results, kept (zeroing 6 KB on every
         // call was a tenth of a one-vector operation).
-        static WORDS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static WORDS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let n = out[0].len();
     let wide = planes32::wide();
-    WORDS.with_borrow_mut(|words| {
-        if words.len() < 3 * CHUNK {
-            words.resize(3 * CHUNK, 0);
+    // The buffer is taken out of the thread's slot and put back, not used inside a
+    // closure passed to the slot: that closure would be compiled for the baseline CPU,
+    // not with the caller's target features (the loop below ran four times slower).
+    let mut words = WORDS.take();
+    if words.len() < 3 * CHUNK {
+        words.resize(3 * CHUNK, 0);
+    }
+    let (x, rest) = words.split_at_mut(CHUNK);
+    let (y, z) = rest.split_at_mut(CHUNK);
+    let mut e0 = 0;
+    while e0 < n {
+        let m = CHUNK.min(n - e0);
+        planes32::gather(a, e0, &mut x[..m], wide);
+        let y = if b.is_empty() {
+            &x[..m]
+        } else {
+            planes32::gather(b, e0, &mut y[..m], wide);
+            &y[..m]
+        };
+        for ((o, p), q) in z[..m].iter_mut().zip(&x[..m]).zip(y) {
+            *o = g(*p, *q);
         }
-        let (x, rest) = words.split_at_mut(CHUNK);
-        let (y, z) = rest.split_at_mut(CHUNK);
-        let mut e0 = 0;
-        while e0 < n {
-            let m = CHUNK.min(n - e0);
-            planes32::gather(a, e0, &mut x[..m], wide);
-            let y = if b.is_empty() {
-                &x[..m]
-            } else {
-                planes32::gather(b, e0, &mut y[..m], wide);
-                &y[..m]
-            };
-            for ((o, p), q) in z[..m].iter_mut().zip(&x[..m]).zip(y) {
-                *o = g(*p, *q);
-            }
-            planes32::scatter(&z[..m], out, e0, wide);
-            e0 += m;
-        }
-    });
+        planes32::scatter(&z[..m], out, e0, wide);
+        e0 += m;
+    }
+    WORDS.set(words);
 }
 
 /// 32-bit words to and from their four byte planes. With AVX-512 BW, 64 words at a time
