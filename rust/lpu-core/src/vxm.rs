@@ -954,18 +954,24 @@ mod tests {
             .map(|v| v as u32)
             .collect();
         a.extend((0..5000u32).map(|i| i.wrapping_mul(0x9e37_79b9)));
-        let n = a.len();
-        let mut pa = vec![0u8; 4 * n];
+        cast_fast_path_agrees(DType::I32, DType::F32, &a);
+    }
+
+    /// Casts of `a` (`from` bits) through the typed loop, with and without saturation,
+    /// against the general path.
+    fn cast_fast_path_agrees(from: DType, to: DType, a: &[u32]) {
+        let (n, nb, ob) = (a.len(), from.bytes(), to.bytes());
+        let mut pa = vec![0u8; nb * n];
         for (l, x) in a.iter().enumerate() {
-            set_lane_bits(&mut pa, n, 4, l, *x);
+            set_lane_bits(&mut pa, n, nb, l, *x);
         }
         for sat in [false, true] {
-            let mut out = vec![0u8; 4 * n];
+            let mut out = vec![0u8; ob * n];
             execute(
                 &VxmArgs {
                     op: Op::Cast,
-                    dt: DType::I32,
-                    to: DType::F32,
+                    dt: from,
+                    to,
                     sat,
                     a: &planes(&pa, n),
                     b: &[],
@@ -973,8 +979,8 @@ mod tests {
                 &mut planes_mut(&mut out, n),
             );
             for (l, x) in a.iter().enumerate() {
-                let want = cast_bits(DType::I32, DType::F32, sat, *x);
-                assert_eq!(lane_bits(&out, n, 4, l), want, "{x:#010x} sat={sat}");
+                let want = cast_bits(from, to, sat, *x);
+                assert_eq!(lane_bits(&out, n, ob, l), want, "{x:#010x} sat={sat}");
             }
         }
     }
@@ -996,29 +1002,7 @@ mod tests {
             0x8000_0003,
             0x477f_efff,
         ]);
-        for sat in [false, true] {
-            let n = a.len();
-            let mut pa = vec![0u8; 4 * n];
-            for (l, x) in a.iter().enumerate() {
-                set_lane_bits(&mut pa, n, 4, l, *x);
-            }
-            let mut out = vec![0u8; 2 * n];
-            execute(
-                &VxmArgs {
-                    op: Op::Cast,
-                    dt: DType::F32,
-                    to: DType::F16,
-                    sat,
-                    a: &planes(&pa, n),
-                    b: &[],
-                },
-                &mut planes_mut(&mut out, n),
-            );
-            for (l, x) in a.iter().enumerate() {
-                let want = cast_bits(DType::F32, DType::F16, sat, *x);
-                assert_eq!(lane_bits(&out, n, 2, l), want, "{x:#010x} sat={sat}");
-            }
-        }
+        cast_fast_path_agrees(DType::F32, DType::F16, &a);
     }
 
     #[test]
