@@ -128,17 +128,17 @@ fn f16_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) {
             })
         };
     }
+    use crate::numerics::F16_NAN;
     // One loop each, with `max` a constant in it.
-    let pick = |first: Option<bool>, p: u16, q: u16| match first {
-        None => crate::numerics::F16_NAN,
-        Some(true) => p,
-        Some(false) => q,
-    };
     match op {
         Op::Add => map2!(|p: f32, q: f32| p + q),
         Op::Sub => map2!(|p: f32, q: f32| p - q),
-        Op::Max => map16(a, b, out, |p, q| pick(first_of(f(p), f(q), true), p, q)),
-        Op::Min => map16(a, b, out, |p, q| pick(first_of(f(p), f(q), false), p, q)),
+        Op::Max => map16(a, b, out, |p, q| {
+            pick(first_of(f(p), f(q), true), p, q, F16_NAN)
+        }),
+        Op::Min => map16(a, b, out, |p, q| {
+            pick(first_of(f(p), f(q), false), p, q, F16_NAN)
+        }),
         _ => map2!(|p: f32, q: f32| p * q),
     }
 }
@@ -265,6 +265,7 @@ fn i32_to_f32_planes(a: &[&[u8]], out: &mut [&mut [u8]]) {
     "aarch64+neon"
 ))]
 fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
+    use crate::numerics::F32_NAN as NAN;
     const ONE: u32 = 0x3f80_0000;
     const SIGN: u32 = 0x8000_0000;
     let f = f32::from_bits;
@@ -292,8 +293,8 @@ fn f32_ops(op: Op, a: &[&[u8]], b: &[&[u8]], out: &mut [&mut [u8]]) -> bool {
         Op::Sub => map2!(|p, q| canon(f(p) - f(q))),
         Op::Mul => map2!(|p, q| canon(f(p) * f(q))),
         // One loop each, with `max` a constant in it.
-        Op::Max => map2!(|p, q| pick(first_of(f(p), f(q), true), p, q)),
-        Op::Min => map2!(|p, q| pick(first_of(f(p), f(q), false), p, q)),
+        Op::Max => map2!(|p, q| pick(first_of(f(p), f(q), true), p, q, NAN)),
+        Op::Min => map2!(|p, q| pick(first_of(f(p), f(q), false), p, q, NAN)),
         Op::Eq => map2!(|p, q| cmp(f(p) == f(q))),
         Op::Ne => map2!(|p, q| cmp(f(p) != f(q))),
         Op::Lt => map2!(|p, q| cmp(f(p) < f(q))),
@@ -701,11 +702,11 @@ fn first_of<F: Float>(u: F, v: F, max: bool) -> Option<bool> {
     })
 }
 
-/// The fp32 bits [`first_of`] picks: p, q or the canonical NaN.
+/// The bits [`first_of`] picks: p, q or the type's canonical NaN.
 #[inline(always)]
-fn pick(first: Option<bool>, p: u32, q: u32) -> u32 {
+fn pick<T>(first: Option<bool>, p: T, q: T, nan: T) -> T {
     match first {
-        None => crate::numerics::F32_NAN,
+        None => nan,
         Some(true) => p,
         Some(false) => q,
     }
