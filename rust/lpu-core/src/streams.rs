@@ -228,19 +228,70 @@ struct Entry {
 /// The values one-by-one writers put on one diagonal of one stream. A bucket holds its
 /// key's values only if it was written since the store was last emptied (its `epoch`
 /// is the store's): emptying the store leaves the buckets as they are.
+///
+/// Most diagonals have one writer: its entry is kept in the bucket itself, the others
+/// behind a pointer (a list behind a pointer for every bucket made each lookup and
+/// write two cache misses, the bucket and its list, in the ring's cold lines).
 #[derive(Clone, Debug)]
 struct Bucket {
     key: i64,
-    epoch: u64,
-    entries: Vec<Entry>,
+    epoch: u32,
+    n: u32,
+    first: Entry,
+    // Boxed to keep the bucket at 40 bytes (a list in place would make it 56).
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<Entry>>>,
 }
+
+// The ring's buckets are read on every one-by-one read and write: keep them small.
+const _: () = assert!(std::mem::size_of::<Bucket>() == 40);
 
 impl Default for Bucket {
     fn default() -> Self {
         Bucket {
             key: i64::MIN,
             epoch: 0,
-            entries: Vec::new(),
+            n: 0,
+            first: Entry {
+                pos: 0,
+                slot: 0,
+                writer: 0,
+            },
+            more: None,
+        }
+    }
+}
+
+impl Bucket {
+    fn entries(&self) -> impl Iterator<Item = &Entry> + Clone {
+        let first = (self.n > 0).then_some(&self.first);
+        let more = (self.n > 1).then_some(self.more.as_deref()).flatten();
+        first.into_iter().chain(more.into_iter().flatten())
+    }
+
+    fn entries_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        let n = self.n;
+        let first = (n > 0).then_some(&mut self.first);
+        let more = (n > 1).then_some(self.more.as_deref_mut()).flatten();
+        first.into_iter().chain(more.into_iter().flatten())
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.n == 0 {
+            self.first = e;
+        } else {
+            self.more.get_or_insert_with(Default::default).push(e);
+        }
+        self.n += 1;
+    }
+
+    /// Empty, as holding `key` of `epoch`.
+    fn reuse(&mut self, key: i64, epoch: u32) {
+        self.key = key;
+        self.epoch = epoch;
+        self.n = 0;
+        if let Some(m) = &mut self.more {
+            m.clear();
         }
     }
 }
@@ -250,9 +301,10 @@ pub struct Streams {
     streams: usize,
     mask: usize,
     buckets: Vec<Bucket>,
-    /// How many times the store was emptied (see [`Bucket`]): emptying the buckets
-    /// written since the time before was most of a decode step's reset (11 us).
-    epoch: u64,
+    /// How many times the store was emptied (see [`Bucket`]), modulo 2^32 (when it
+    /// wraps, every bucket is marked empty): emptying the buckets written since the
+    /// time before was most of a decode step's reset (11 us).
+    epoch: u32,
     arena: Vec<u8>,
     free: Vec<u32>,
     /// Values currently stored (for occupancy statistics).
@@ -335,7 +387,11 @@ impl Streams {
     /// arena (a decode step resets the chip every step; growing them again each time
     /// costs reallocation, copying and page faults).
     pub fn clear(&mut self) {
-        self.epoch += 1;
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.buckets.iter_mut().for_each(|b| b.reuse(i64::MIN, 0));
+            self.epoch = 1;
+        }
         self.free.clear();
         self.free
             .extend((0..(self.arena.len() / self.lanes.max(1)) as u32).rev());
@@ -370,7 +426,7 @@ impl Streams {
             && (!self.singles_between(sid, key0, last)
                 || keys.clone().all(|key| {
                     self.holding(s, key)
-                        .is_none_or(|b| b.entries.iter().all(|e| e.pos != pos))
+                        .is_none_or(|b| b.entries().all(|e| e.pos != pos))
                 }))
     }
 
@@ -489,8 +545,7 @@ impl Streams {
         let singles = m > 0 && self.singles_between(b.sid, key0, key(m - 1));
         if let Some(j) = (0..m).filter(|_| singles).find(|j| {
             self.holding(s, key(*j)).is_some_and(|b| {
-                b.entries
-                    .iter()
+                b.entries()
                     .any(|e| Self::distance(s, pos, e.pos).is_some_and(|x| x <= near))
             })
         }) {
@@ -624,8 +679,7 @@ impl Streams {
                     continue;
                 };
                 let ring = bucket
-                    .entries
-                    .iter()
+                    .entries()
                     .filter_map(|e| Self::distance(s, pos, e.pos).map(|x| (x, e.slot)))
                     .min();
                 // A one-by-one writer wins a tie of positions: it wrote last.
@@ -691,7 +745,7 @@ impl Streams {
     }
 
     fn bucket(&self, s: StreamRef, key: i64) -> usize {
-        self.sid(s) * (self.mask + 1) + (key as usize & self.mask)
+        (key as usize & self.mask) * 2 * self.streams + self.sid(s)
     }
 
     /// The bucket of a key, to read, if it holds that key's values (none are allocated
@@ -721,44 +775,26 @@ impl Streams {
         let span = &mut self.single_keys[sid];
         *span = (span.0.min(key), span.1.max(key));
         let epoch = self.epoch;
-        if self.buckets[b].epoch != epoch {
+        let bucket = &mut self.buckets[b];
+        if bucket.epoch != epoch {
             // Written before the store was emptied: its values went with the arena.
-            let bucket = &mut self.buckets[b];
-            bucket.entries.clear();
-            bucket.key = key;
-            bucket.epoch = epoch;
-        } else if self.buckets[b].key != key {
+            bucket.reuse(key, epoch);
+        } else if bucket.key != key {
             // Everything in a reused bucket is on a diagonal no reader can see any more.
-            let old = std::mem::take(&mut self.buckets[b].entries);
-            self.live -= old.len();
-            self.free.extend(old.iter().map(|e| e.slot));
-            let bucket = &mut self.buckets[b];
-            bucket.entries = old;
-            bucket.entries.clear();
-            bucket.key = key;
+            self.live -= bucket.n as usize;
+            self.free.extend(bucket.entries().map(|e| e.slot));
+            bucket.reuse(key, epoch);
         }
         let lanes = self.lanes;
         let bulk_writer = self.bulk[sid]
             .iter()
             .find(|o| o.pos == pos && o.index(key).is_some())
             .map(|o| o.writer);
-        if let Some(e) = self.buckets[b]
-            .entries
-            .iter()
-            .find(|e| e.pos == pos)
-            .copied()
-        {
-            let off = e.slot as usize * lanes;
-            self.arena[off..off + lanes].copy_from_slice(data);
-            let ent = self.buckets[b]
-                .entries
-                .iter_mut()
-                .find(|x| x.pos == pos)
-                .unwrap();
-            ent.writer = writer;
-            return Err(Conflict {
-                other_writer: e.writer,
-            });
+        if let Some(e) = self.buckets[b].entries_mut().find(|e| e.pos == pos) {
+            let (slot, other_writer) = (e.slot as usize, e.writer);
+            e.writer = writer;
+            self.arena[slot * lanes..(slot + 1) * lanes].copy_from_slice(data);
+            return Err(Conflict { other_writer });
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -769,7 +805,7 @@ impl Streams {
         };
         let off = slot as usize * lanes;
         self.arena[off..off + lanes].copy_from_slice(data);
-        self.buckets[b].entries.push(Entry { pos, slot, writer });
+        self.buckets[b].push(Entry { pos, slot, writer });
         self.live += 1;
         match bulk_writer {
             Some(other_writer) => Err(Conflict { other_writer }),
@@ -788,13 +824,11 @@ impl Streams {
         let ring = match self.holding(s, key) {
             None => None,
             Some(bucket) if s.west => bucket
-                .entries
-                .iter()
+                .entries()
                 .filter(|e| e.pos >= pos)
                 .min_by_key(|e| e.pos),
             Some(bucket) => bucket
-                .entries
-                .iter()
+                .entries()
                 .filter(|e| e.pos <= pos)
                 .max_by_key(|e| e.pos),
         };
@@ -970,5 +1004,22 @@ mod tests {
         s.write(E, 2, 12, &[4], 1).unwrap();
         assert_eq!(s.read(E, 3, 13), Some(&[4u8][..]));
         assert_eq!(s.read(E, 1, 11), Some(&[3u8][..]));
+    }
+
+    #[test]
+    fn a_bucket_of_an_epoch_before_the_count_wrapped_holds_nothing() {
+        // A value written in epoch 1; the count then goes all the way round (to its
+        // last value, then emptied: it wraps) and back to 1. The wrap marked every
+        // bucket empty, so the old value is not taken for one of the new epoch 1.
+        let mut s = Streams::new(32, 1, 8, 8);
+        s.clear();
+        assert_eq!(s.epoch, 1);
+        s.write(E, 0, 20, &[5], 0).unwrap();
+        s.epoch = u32::MAX;
+        s.clear();
+        s.epoch = 0;
+        s.clear();
+        assert_eq!(s.epoch, 1);
+        assert_eq!(s.read(E, 1, 21), None);
     }
 }
