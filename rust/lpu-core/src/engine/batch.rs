@@ -125,6 +125,12 @@ pub(super) struct AbcHist {
 }
 
 impl Chip {
+    /// The four byte planes of `k` fp32 results in `buf` (see [`four_planes`]), shared.
+    fn four_plane_rows(&self, buf: Vec<u8>, k: usize) -> [Rows; 4] {
+        let rows = self.pool.plane_rows(buf, 4, k, self.lanes, 1);
+        rows.try_into().expect("four planes")
+    }
+
     /// The instruction, re-issues done, re-issues left and period of `qi`'s repeat.
     fn rep_instrs(&self, qi: usize) -> (Instr, u32, u64, u64) {
         let rep = self.q[qi].rep.as_ref().expect("in a repeat");
@@ -552,7 +558,8 @@ impl Chip {
         }
         let k = k as usize;
         // Every byte of these is written below (each re-issue, each plane, every lane).
-        let mut out: Vec<Vec<u8>> = (0..ob).map(|_| self.pool.take(k * lanes)).collect();
+        let mut buf = self.pool.take(ob * k * lanes);
+        let mut out: Vec<&mut [u8]> = buf.chunks_exact_mut(k * lanes).collect();
         // Re-issues j, j + p, ..., j + (m - 1) p run as one call when each operand's
         // values lie end to end in memory (consecutive words of an SRAM page, or of a
         // batch's results); classes of p one after the other, so that each page is read
@@ -615,11 +622,8 @@ impl Chip {
                 j += m * p;
             }
         }
-        drop(ops);
-        let out: Vec<Rows> = out
-            .into_iter()
-            .map(|o| self.pool.rows(o, lanes, p))
-            .collect();
+        drop((ops, out));
+        let out = self.pool.plane_rows(buf, ob, k, lanes, p);
         if let Some(s) = dst_s {
             if !self.put_streams(qi, s, Run { t: t + lat, d }, &out) {
                 return 0;
@@ -677,12 +681,16 @@ impl Chip {
         while k > 0 && t + (k - 1) * d + lat >= other {
             k -= 1;
         }
-        let mut vals: Vec<Vec<u8>> = (0..n_out)
-            .map(|_| self.pool.take(k as usize * lanes))
-            .collect();
+        if k < MIN_BATCH {
+            return 0;
+        }
+        let mut vals = self.pool.take(n_out as usize * k as usize * lanes);
         // Each issue's results go straight to their place in `vals` (lists made once,
         // not per issue).
-        let mut places: Vec<_> = vals.iter_mut().map(|v| v.chunks_exact_mut(lanes)).collect();
+        let mut places: Vec<_> = vals
+            .chunks_exact_mut(k as usize * lanes)
+            .map(|v| v.chunks_exact_mut(lanes))
+            .collect();
         let (mut srcs, mut map_j, mut out) = (Vec::new(), Vec::new(), Vec::new());
         let mut done = 0;
         for j in 0..k as usize {
@@ -699,14 +707,12 @@ impl Chip {
         }
         drop((inp, maps, out, places));
         k = done;
-        vals.iter_mut().for_each(|v| v.truncate(k as usize * lanes));
         if k < MIN_BATCH {
             return 0;
         }
-        let vals: Vec<Rows> = vals
-            .into_iter()
-            .map(|v| self.pool.rows(v, lanes, 1))
-            .collect();
+        let vals = self
+            .pool
+            .plane_rows(vals, n_out as usize, k as usize, lanes, 1);
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &vals) {
             return 0;
         }
@@ -869,9 +875,9 @@ impl Chip {
         };
         // Every byte of these is written. (Few results are split faster where they are
         // sent than handed round as planes.)
-        let mut bytes: Option<[Vec<u8>; 4]> = (!accumulate && k >= SPLIT_ROWS)
-            .then(|| std::array::from_fn(|_| self.pool.take(k as usize * lanes)));
-        let split = bytes.as_mut().map(|b| b.each_mut().map(|v| &mut v[..]));
+        let mut bytes: Option<Vec<u8>> =
+            (!accumulate && k >= SPLIT_ROWS).then(|| self.pool.take(4 * k as usize * lanes));
+        let split = bytes.as_mut().map(|b| four_planes(b));
         // Batched writes that have landed go to SRAM while other threads start on the
         // products: a stream of results is written beside the next batch's products.
         let (due, bulk, sram) = (self.bulk_due, &mut self.bulk_pending, &mut self.sram);
@@ -885,7 +891,7 @@ impl Chip {
             Some(&mut commit),
         );
         drop(planes);
-        let bytes = bytes.map(|b| b.map(|v| self.pool.rows(v, lanes, 1)));
+        let bytes = bytes.map(|b| self.four_plane_rows(b, k as usize));
         let lat = self.lat[Op::Abc as usize] as u64;
         let plane = &mut self.planes[p];
         plane.busy_until = t + (k - 1) * d + occupancy;
@@ -1000,10 +1006,9 @@ impl Chip {
             .and_then(|(h, j, _)| (j + k == self.planes[p].hist[*h].n).then_some(*h));
         let planes: Vec<Rows> = made.map(|(_, _, v)| v).unwrap_or_else(|| {
             // Every byte of these is written (a value per lane of every result).
-            let mut planes: [Vec<u8>; 4] =
-                std::array::from_fn(|_| self.pool.take(k as usize * lanes));
-            mxm::byte_planes(&results, planes.each_mut().map(|v| &mut v[..]));
-            planes.map(|v| self.pool.rows(v, lanes, 1)).to_vec()
+            let mut planes = self.pool.take(4 * k as usize * lanes);
+            mxm::byte_planes(&results, four_planes(&mut planes));
+            self.four_plane_rows(planes, k as usize).to_vec()
         });
         let lat = self.lat[Op::Acc as usize] as u64;
         if !self.put_streams(qi, dst, Run { t: t + lat, d }, &planes) {
@@ -1170,6 +1175,13 @@ fn commit_bulk(sram: &mut Sram, pending: &mut Vec<BulkWrite>, t: u64, only: Opti
 }
 
 /// The longest spare result buffer (see [`keep_spare`]), or a new one.
+/// The four byte planes of a buffer taken for them, end to end.
+fn four_planes(buf: &mut [u8]) -> [&mut [u8]; 4] {
+    debug_assert!(!buf.is_empty() && buf.len().is_multiple_of(4));
+    let mut planes = buf.chunks_exact_mut(buf.len() / 4);
+    std::array::from_fn(|_| planes.next().expect("four planes"))
+}
+
 fn take_spare(spare: &mut Vec<Vec<u32>>) -> Vec<u32> {
     (0..spare.len())
         .max_by_key(|&i| spare[i].len())

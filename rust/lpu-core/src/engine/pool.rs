@@ -5,7 +5,7 @@
 //! buffer per batch cost a memset, or the kernel's page clearing, of every result byte;
 //! taking back a buffer whose last holder has let go costs neither.
 
-use crate::streams::Rows;
+use crate::streams::{Fold, Rows};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Free buffers kept (more are released).
@@ -84,6 +84,31 @@ impl Pool {
         }
         rows
     }
+
+    /// `v` holds `planes` planes end to end, each of the same length: share it as one
+    /// [`Rows`] per plane, the first `n` vectors of `width` bytes of each, in classes
+    /// of `p` (see `Fold`). One buffer for a batch's planes rather than one each: a
+    /// decode step makes about a thousand batches, most of several planes.
+    pub fn plane_rows(
+        &self,
+        v: Vec<u8>,
+        planes: usize,
+        n: usize,
+        width: usize,
+        p: usize,
+    ) -> Vec<Rows> {
+        let len = v.len() / planes.max(1);
+        debug_assert!(n * width <= len);
+        let all = self.rows(v, width, 1);
+        (0..planes)
+            .map(|b| Rows {
+                off: b * len,
+                n,
+                fold: (p > 1).then_some(Fold { p, k: n, first: 0 }),
+                ..all.clone()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +144,38 @@ mod tests {
         let again = pool.take(5 * U);
         assert_eq!(again.as_ptr(), ptr);
         assert!(pool.lent().is_empty());
+    }
+
+    #[test]
+    fn a_batchs_planes_share_one_buffer() {
+        // Three planes of 4 places of 2-byte vectors, 3 of them used, in classes of 2
+        // (vector j of a class-ordered plane: 0, 2 | 1); the buffer comes back to the
+        // pool once every plane is dropped.
+        let pool = Pool::default();
+        let width = 2;
+        let len = U.div_ceil(3 * 4 * width) * 4 * width;
+        let mut v = vec![0u8; 3 * len];
+        for (b, plane) in v.chunks_exact_mut(len).enumerate() {
+            for (place, vector) in plane.chunks_exact_mut(width).take(3).enumerate() {
+                vector.fill((10 * b + place) as u8);
+            }
+        }
+        let ptr = v.as_ptr();
+        let planes = pool.plane_rows(v, 3, 3, width, 2);
+        assert_eq!(planes.len(), 3);
+        for (b, rows) in planes.iter().enumerate() {
+            assert_eq!(rows.n, 3);
+            let got: Vec<u8> = (0..3).map(|j| rows.row(j)[0]).collect();
+            let b = 10 * b as u8;
+            assert_eq!(got, vec![b, b + 2, b + 1], "plane {b}");
+        }
+        let one = planes[1].clone();
+        drop(planes);
+        let fresh = pool.take(3 * len);
+        assert_ne!(fresh.as_ptr(), ptr, "still held");
+        drop(one);
+        let back = pool.take(3 * len);
+        assert_eq!(back.as_ptr(), ptr);
     }
 
     #[test]
