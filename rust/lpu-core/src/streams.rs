@@ -631,6 +631,11 @@ impl Streams {
         best.fill(u32::MAX);
         let list = &self.bulk[self.sid(s)];
         for b in list {
+            // Not the writers whose values all lie off the reads' diagonals (no division
+            // for them: a lane tree's streams hold many).
+            if !b.overlaps(key0, last) {
+                continue;
+            }
             let Some(dist) = Self::distance(s, pos, b.pos) else {
                 continue;
             };
