@@ -120,6 +120,20 @@ pub struct Sram {
     /// What a never-written page reads as.
     zero: Arc<Vec<u8>>,
     journal: Option<Box<Journal>>,
+    /// The last journal, emptied, to start the next with its memory: a decode step
+    /// starts one each run, and making it (a list as long as the pages) and growing
+    /// its lists again each time copied some 400 KB a step.
+    spare: Spare,
+}
+
+/// A copy of the SRAM starts without a spare journal.
+#[derive(Default)]
+struct Spare(Option<Box<Journal>>);
+
+impl Clone for Spare {
+    fn clone(&self) -> Self {
+        Spare(None)
+    }
 }
 
 /// The old values of the words written since [`Sram::start_journal`].
@@ -129,6 +143,8 @@ struct Journal {
     tracked: Vec<bool>,
     /// By page: the words already kept (a bit each), once one is.
     kept: Vec<Option<Box<[u64; PAGE_WORDS / 64]>>>,
+    /// The pages that have an entry in `kept`.
+    kept_pages: Vec<usize>,
     /// Pages that did not exist when the journal started (they read as zero then).
     created: Vec<usize>,
     /// Page and word of each kept word, its old bytes at the same index in `data`.
@@ -148,24 +164,47 @@ impl Sram {
             written: vec![[0; PAGE_WORDS / 64]; 2 * slices * pages_per_slice],
             zero: Arc::new(vec![0u8; PAGE_WORDS * lanes]),
             journal: None,
+            spare: Spare::default(),
         }
     }
 
     /// From now on keep the old value of each word written in a slice marked in
     /// `tracked` (by `hemi * slices + slice`), the first time it is written.
     pub fn start_journal(&mut self, tracked: &[bool]) {
-        self.journal = Some(Box::new(Journal {
-            tracked: tracked.to_vec(),
-            kept: vec![None; self.pages.len()],
-            created: Vec::new(),
-            words: Vec::new(),
-            data: Vec::new(),
-        }));
+        let pages = self.pages.len();
+        let mut j = (self.spare.0.take())
+            .filter(|j| j.kept.len() == pages)
+            .unwrap_or_else(|| {
+                Box::new(Journal {
+                    tracked: Vec::new(),
+                    kept: vec![None; pages],
+                    kept_pages: Vec::new(),
+                    created: Vec::new(),
+                    words: Vec::new(),
+                    data: Vec::new(),
+                })
+            });
+        j.tracked.clear();
+        j.tracked.extend_from_slice(tracked);
+        self.journal = Some(j);
     }
 
     /// Stop keeping old values (and forget the ones kept).
     pub fn stop_journal(&mut self) {
-        self.journal = None;
+        if let Some(j) = self.journal.take() {
+            self.retire(j);
+        }
+    }
+
+    /// Empty a finished journal and keep it for the next.
+    fn retire(&mut self, mut j: Box<Journal>) {
+        for i in j.kept_pages.drain(..) {
+            j.kept[i] = None;
+        }
+        j.created.clear();
+        j.words.clear();
+        j.data.clear();
+        self.spare.0 = Some(j);
     }
 
     /// Put back what the tracked slices held when the journal started, and stop it.
@@ -183,6 +222,7 @@ impl Sram {
             self.pages[i] = None;
             self.written[i] = [0; PAGE_WORDS / 64];
         }
+        self.retire(j);
     }
 
     /// Before words `words` of page `i` are written (every write comes here): mark
@@ -200,6 +240,9 @@ impl Sram {
         };
         if !j.tracked[i / self.pages_per_slice] {
             return;
+        }
+        if j.kept[i].is_none() {
+            j.kept_pages.push(i);
         }
         let Some(page) = &self.pages[i] else {
             // Never written: the whole page goes when the journal rewinds.
@@ -646,5 +689,31 @@ mod tests {
         live.write(0, 0, 3, &[8; 8]);
         live.rewind();
         assert_eq!(live.word(0, 0, 3), Some(&[8u8; 8][..]));
+    }
+
+    #[test]
+    fn a_journal_started_again_keeps_only_its_own_run() {
+        // The next journal reuses the last one's memory: it must start empty, so that
+        // a rewind puts back what its own run overwrote and nothing an earlier run did.
+        let lanes = 8;
+        let mut live = Sram::new(1, 512, lanes);
+        live.write(0, 0, 3, &[1; 8]);
+        live.write(0, 0, 4, &[1; 8]);
+        live.start_journal(&[true, true]);
+        live.write(0, 0, 3, &[2; 8]);
+        live.write(0, 0, 200, &[2; 8]); // a page made in this run
+        live.stop_journal();
+        // Its words and made page are not put back by the next run's rewind.
+        live.start_journal(&[true, true]);
+        live.write(0, 0, 4, &[3; 8]);
+        live.rewind();
+        assert_eq!(live.word(0, 0, 3), Some(&[2u8; 8][..]));
+        assert_eq!(live.word(0, 0, 4), Some(&[1u8; 8][..]));
+        assert_eq!(live.word(0, 0, 200), Some(&[2u8; 8][..]));
+        // Nor does it take a word as kept because an earlier run kept it.
+        live.start_journal(&[true, true]);
+        live.write(0, 0, 3, &[5; 8]);
+        live.rewind();
+        assert_eq!(live.word(0, 0, 3), Some(&[2u8; 8][..]));
     }
 }
