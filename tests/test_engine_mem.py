@@ -144,6 +144,21 @@ def test_gather_matches_numpy(seed, rows, table_rows):
     assert info.stats["sram_reads"] == 3 * rows
 
 
+@pytest.mark.parametrize("odd_lane", [0, 7, LANES - 1])
+def test_gather_map_of_one_word_but_one_lane(odd_lane):
+    """Every lane reads word 3 but one, which reads word 259: the same low byte, so a
+    map seen as one word for all lanes by its low bytes alone would read word 3 there."""
+    p = gather_prog(1, 300)
+    table = np.random.default_rng(odd_lane).integers(-128, 128, (300, LANES), dtype=np.int8)
+    amap = np.full((1, LANES), 3, np.int16)
+    amap[0, odd_lane] = 259
+    out, _ = h.run(p, {"table": table, "map": amap})
+    np.testing.assert_array_equal(out["z"], table[amap.astype(np.int64), np.arange(LANES)[None, :]])
+    uniform = np.full((1, LANES), 259, np.int16)
+    out, _ = h.run(p, {"table": table, "map": uniform})
+    np.testing.assert_array_equal(out["z"][0], table[259])
+
+
 def test_gather_map_one_cycle_off_is_stream_empty():
     for delta in (-1, 1):
         p = gather_prog(1, 4)

@@ -1786,9 +1786,20 @@ impl Chip {
                     return;
                 }
                 // Lane l's word: its two map bytes, taken a run of lanes to one word at
-                // a time.
+                // a time. A map of one word for every lane (a decode step's RoPE table
+                // rows and KV cache appends) is seen at once.
                 let (lo, hi) = self.sb[..2 * lanes].split_at(lanes);
-                let runs = lane_runs(sxm::map16(lo, hi).map(|a| a as u32));
+                let same = |b: &[u8]| b.iter().fold(0, |a, &x| a | (x ^ b[0])) == 0;
+                let runs = if same(lo) && same(hi) {
+                    let addr = lo[0] as u32 | (hi[0] as u32) << 8;
+                    vec![LaneRun {
+                        lane: 0,
+                        len: lanes as u32,
+                        addr,
+                    }]
+                } else {
+                    lane_runs(sxm::map16(lo, hi).map(|a| a as u32))
+                };
                 if let Some(r) = runs.iter().find(|r| r.addr >= addresses) {
                     self.raise(
                         ctx,
