@@ -1174,7 +1174,6 @@ fn commit_bulk(sram: &mut Sram, pending: &mut Vec<BulkWrite>, t: u64, only: Opti
     pending.retain(|w| w.done < w.n);
 }
 
-/// The longest spare result buffer (see [`keep_spare`]), or a new one.
 /// The four byte planes of a buffer taken for them, end to end.
 fn four_planes(buf: &mut [u8]) -> [&mut [u8]; 4] {
     debug_assert!(!buf.is_empty() && buf.len().is_multiple_of(4));
@@ -1182,6 +1181,7 @@ fn four_planes(buf: &mut [u8]) -> [&mut [u8]; 4] {
     std::array::from_fn(|_| planes.next().expect("four planes"))
 }
 
+/// The longest spare result buffer (see [`keep_spare`]), or a new one.
 fn take_spare(spare: &mut Vec<Vec<u32>>) -> Vec<u32> {
     (0..spare.len())
         .max_by_key(|&i| spare[i].len())

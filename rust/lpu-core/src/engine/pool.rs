@@ -77,7 +77,7 @@ impl Pool {
 
     /// Share `v` as vectors of `width` bytes, in classes of `p` (see `Fold`); it comes
     /// back to the pool once every holder has dropped it.
-    pub fn rows(&self, v: Vec<u8>, width: usize, p: usize) -> Rows {
+    fn rows(&self, v: Vec<u8>, width: usize, p: usize) -> Rows {
         let rows = Rows::folded(v, width, p);
         if rows.data.capacity() >= POOLED {
             self.lent().push(rows.data.clone());
