@@ -196,8 +196,13 @@ impl Sram {
         }
     }
 
-    /// Empty a finished journal and keep it for the next.
+    /// Empty a finished journal and keep it for the next (unless it grew large: a run
+    /// that overwrote megabytes of words read again need not hold them after).
     fn retire(&mut self, mut j: Box<Journal>) {
+        const KEPT_BYTES: usize = 8 << 20;
+        if j.data.capacity() > KEPT_BYTES {
+            return;
+        }
         for i in j.kept_pages.drain(..) {
             j.kept[i] = None;
         }
