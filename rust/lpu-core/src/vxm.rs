@@ -97,6 +97,10 @@ fn fast_path(args: &VxmArgs, out: &mut [&mut [u8]]) -> bool {
             f32_to_f16_planes(args.a, args.sat, out);
             true
         }
+        (Op::Cast, DType::F16) if args.to == DType::F32 => {
+            f16_to_f32_planes(args.a, out);
+            true
+        }
         (op, DType::F32) if op != Op::Cast && op != Op::Copy => f32_ops(op, args.a, args.b, out),
         (Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min, DType::F16) => {
             f16_ops(args.op, args.a, args.b, out);
@@ -596,6 +600,23 @@ fn f32_to_f16_planes(a: &[&[u8]], sat: bool, out: &mut [&mut [u8]]) {
     }
 }
 
+/// fp16 to fp32: exact, a NaN as fp32's canonical NaN (`f16_to_f32_bits`, as the
+/// general path gives). How an int8 matmul's fp16 input is widened before it is
+/// quantised (`quantize`).
+fn f16_to_f32_planes(a: &[&[u8]], out: &mut [&mut [u8]]) {
+    use crate::numerics::f16_to_f32_bits;
+    let n = out[0].len();
+    let (lo, hi) = (&a[0][..n], &a[1][..n]);
+    let [o0, o1, o2, o3] = out else {
+        unreachable!("an fp32 result has four planes")
+    };
+    let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    for e in 0..n {
+        let v = f16_to_f32_bits(u16::from_le_bytes([lo[e], hi[e]]));
+        [o0[e], o1[e], o2[e], o3[e]] = v.to_le_bytes();
+    }
+}
+
 fn bool_to(dt: DType, c: bool) -> u32 {
     let v = if c { 1.0 } else { 0.0 };
     if dt.is_float() {
@@ -993,6 +1014,14 @@ mod tests {
                 assert_eq!(lane_bits(&out, n, ob, l), want, "{x:#010x} sat={sat}");
             }
         }
+    }
+
+    #[test]
+    fn fp16_to_fp32_cast_fast_path_agrees() {
+        // Every fp16 bit pattern: zeros, subnormals, normals, infinities, NaNs with
+        // payloads and signs.
+        let a: Vec<u32> = (0..=u16::MAX as u32).collect();
+        cast_fast_path_agrees(DType::F16, DType::F32, &a);
     }
 
     #[test]
