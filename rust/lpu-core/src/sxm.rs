@@ -104,24 +104,33 @@ pub fn distribute(src: &[&[u8]], map: &[u8], dst: &mut [&mut [u8]]) {
     distribute_lanes(src, map, dst);
 }
 
+/// Each superlane of each plane of `src` with its map and its place in `dst`:
+/// (output, input, map), 16 lanes each.
+fn superlanes<'a, 's: 'a, 'd: 'a>(
+    src: &'a [&'s [u8]],
+    map: &'a [u8],
+    dst: &'a mut [&'d mut [u8]],
+) -> impl Iterator<Item = (&'a mut [u8], &'a [u8], &'a [u8])> + use<'a, 's, 'd> {
+    src.iter().zip(dst.iter_mut()).flat_map(move |(s, d)| {
+        d.chunks_exact_mut(SUPERLANE)
+            .zip(s.chunks_exact(SUPERLANE))
+            .zip(map.chunks_exact(SUPERLANE))
+            .map(|((d, s), m)| (d, s, m))
+    })
+}
+
 /// [`distribute`] a lane at a time.
 fn distribute_lanes(src: &[&[u8]], map: &[u8], dst: &mut [&mut [u8]]) {
     // A superlane at a time, with its 16 lanes as an array: no division or bounds check
     // per lane (one lane at a time, a decode step's distributes took 0.2 ms).
-    for (s, d) in src.iter().zip(dst.iter_mut()) {
-        let chunks = d
-            .chunks_exact_mut(SUPERLANE)
-            .zip(s.chunks_exact(SUPERLANE))
-            .zip(map.chunks_exact(SUPERLANE));
-        for ((d, s), m) in chunks {
-            let s: &[u8; SUPERLANE] = s.try_into().expect("a superlane");
-            for (o, &j) in d.iter_mut().zip(m) {
-                *o = if (j as usize) < SUPERLANE {
-                    s[j as usize & (SUPERLANE - 1)]
-                } else {
-                    0
-                };
-            }
+    for (d, s, m) in superlanes(src, map, dst) {
+        let s: &[u8; SUPERLANE] = s.try_into().expect("a superlane");
+        for (o, &j) in d.iter_mut().zip(m) {
+            *o = if (j as usize) < SUPERLANE {
+                s[j as usize & (SUPERLANE - 1)]
+            } else {
+                0
+            };
         }
     }
 }
@@ -134,22 +143,16 @@ fn distribute_lanes(src: &[&[u8]], map: &[u8], dst: &mut [&mut [u8]]) {
 fn distribute_ssse3(src: &[&[u8]], map: &[u8], dst: &mut [&mut [u8]]) {
     use std::arch::x86_64::*;
     let fifteen = _mm_set1_epi8(15);
-    for (s, d) in src.iter().zip(dst.iter_mut()) {
-        let chunks = d
-            .chunks_exact_mut(SUPERLANE)
-            .zip(s.chunks_exact(SUPERLANE))
-            .zip(map.chunks_exact(SUPERLANE));
-        for ((d, s), m) in chunks {
-            // SAFETY: each chunk is 16 bytes (chunks_exact of SUPERLANE = 16); the loads
-            // and the store have no alignment need.
-            unsafe {
-                let m = _mm_loadu_si128(m.as_ptr().cast());
-                // Entries 16..=127 compare greater than 15 (as signed bytes) and get all
-                // bits set; 128..=255 are negative, their top bit already set.
-                let m = _mm_or_si128(m, _mm_cmpgt_epi8(m, fifteen));
-                let v = _mm_shuffle_epi8(_mm_loadu_si128(s.as_ptr().cast()), m);
-                _mm_storeu_si128(d.as_mut_ptr().cast(), v);
-            }
+    for (d, s, m) in superlanes(src, map, dst) {
+        // SAFETY: each piece is 16 bytes (chunks_exact of SUPERLANE = 16); the loads and
+        // the store have no alignment need.
+        unsafe {
+            let m = _mm_loadu_si128(m.as_ptr().cast());
+            // Entries 16..=127 compare greater than 15 (as signed bytes) and get all bits
+            // set; 128..=255 are negative, their top bit already set.
+            let m = _mm_or_si128(m, _mm_cmpgt_epi8(m, fifteen));
+            let v = _mm_shuffle_epi8(_mm_loadu_si128(s.as_ptr().cast()), m);
+            _mm_storeu_si128(d.as_mut_ptr().cast(), v);
         }
     }
 }
