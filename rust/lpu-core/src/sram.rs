@@ -66,6 +66,22 @@ unsafe fn stream_copy(dst: &mut [u8], src: &[u8]) {
     _mm_sfence();
 }
 
+/// [`lane_runs`] of a gather's or scatter's map, its little-endian uint16 word
+/// addresses as two byte planes. A map of one word for every lane (a decode step's RoPE
+/// table rows and KV cache appends) is one run, found without going lane by lane.
+pub fn map_runs(lo: &[u8], hi: &[u8]) -> Vec<LaneRun> {
+    let same = |b: &[u8]| b.iter().fold(0, |a, &x| a | (x ^ b[0])) == 0;
+    if !lo.is_empty() && same(lo) && same(hi) {
+        let addr = lo[0] as u32 | (hi[0] as u32) << 8;
+        return vec![LaneRun {
+            lane: 0,
+            len: lo.len() as u32,
+            addr,
+        }];
+    }
+    lane_runs(crate::sxm::map16(lo, hi).map(|a| a as u32))
+}
+
 /// The runs of lanes, in lane order, that `addrs` (lane l's word for l = 0, 1, ...)
 /// sends to one word each.
 pub fn lane_runs(addrs: impl IntoIterator<Item = u32>) -> Vec<LaneRun> {
@@ -172,7 +188,10 @@ impl Sram {
     /// `tracked` (by `hemi * slices + slice`), the first time it is written.
     pub fn start_journal(&mut self, tracked: &[bool]) {
         let pages = self.pages.len();
-        let mut j = (self.spare.0.take())
+        let mut j = self
+            .spare
+            .0
+            .take()
             .filter(|j| j.kept.len() == pages)
             .unwrap_or_else(|| {
                 Box::new(Journal {
@@ -628,6 +647,21 @@ mod tests {
             [(0, 3, 4), (3, 1, 9), (4, 2, 4)].map(|(lane, len, addr)| LaneRun { lane, len, addr });
         assert_eq!(runs, want);
         assert!(lane_runs([]).is_empty());
+        // From a map's byte planes: one word for all lanes, the same low byte but
+        // another high byte in one lane, and a spread.
+        for addrs in [
+            vec![259u16; 6],
+            vec![3, 3, 259, 3, 3, 3],
+            vec![4, 4, 9, 4, 1, 1],
+        ] {
+            let (lo, hi): (Vec<u8>, Vec<u8>) =
+                addrs.iter().map(|a| (*a as u8, (a >> 8) as u8)).unzip();
+            assert_eq!(
+                map_runs(&lo, &hi),
+                lane_runs(addrs.iter().map(|a| *a as u32)),
+                "{addrs:?}"
+            );
+        }
         // Runs cover the lanes in order and give back each lane's word; neighbours differ.
         for addrs in [
             vec![7],

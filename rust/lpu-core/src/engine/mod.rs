@@ -20,7 +20,7 @@ use crate::error::{CapacityError, LoadError};
 use crate::isa::{FieldKind, Instr, Op, StreamRef, Unit, ALU_SRC_BASE, DST_NONE, LW_STREAMS};
 use crate::mxm::Activations;
 use crate::program::Program;
-use crate::sram::{lane_runs, LaneRun, Sram};
+use crate::sram::{map_runs, LaneRun, Sram};
 use crate::streams::Streams;
 use crate::{mxm, sxm, vxm};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -1786,20 +1786,9 @@ impl Chip {
                     return;
                 }
                 // Lane l's word: its two map bytes, taken a run of lanes to one word at
-                // a time. A map of one word for every lane (a decode step's RoPE table
-                // rows and KV cache appends) is seen at once.
+                // a time.
                 let (lo, hi) = self.sb[..2 * lanes].split_at(lanes);
-                let same = |b: &[u8]| b.iter().fold(0, |a, &x| a | (x ^ b[0])) == 0;
-                let runs = if same(lo) && same(hi) {
-                    let addr = lo[0] as u32 | (hi[0] as u32) << 8;
-                    vec![LaneRun {
-                        lane: 0,
-                        len: lanes as u32,
-                        addr,
-                    }]
-                } else {
-                    lane_runs(sxm::map16(lo, hi).map(|a| a as u32))
-                };
+                let runs = map_runs(lo, hi);
                 if let Some(r) = runs.iter().find(|r| r.addr >= addresses) {
                     self.raise(
                         ctx,
